@@ -1,0 +1,99 @@
+package testenv
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestStack starts the registry and buildkitd for real, pushes the busybox
+// base image and reads it back from the registry.
+func TestStack(t *testing.T) {
+	reg := StartRegistry(t)
+	bk := StartBuildKit(t, BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
+	t.Logf("registry %s, buildkitd %s (rootless=%v)", reg.Addr, bk.Addr, bk.Rootless)
+
+	ref := PushBusybox(t, bk, reg)
+	if want := reg.Addr + "/busybox:latest"; ref != want {
+		t.Fatalf("PushBusybox = %q, want %q", ref, want)
+	}
+
+	want, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ImageFile(t, reg, "busybox", "latest", "bin/busybox")
+	if len(got) == 0 || !bytes.Equal(got, want) {
+		t.Fatalf("bin/busybox in image: %d bytes, differs from /bin/busybox (%d bytes)", len(got), len(want))
+	}
+	// A symlink resolves to the binary.
+	if sh := ImageFile(t, reg, "busybox", "latest", "/bin/sh"); !bytes.Equal(sh, want) {
+		t.Fatalf("/bin/sh does not resolve to busybox")
+	}
+	var cfg struct {
+		Config struct{ Env []string } `json:"config"`
+	}
+	if err := json.Unmarshal(ImageConfig(t, reg, "busybox", "latest"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Config.Env) != 1 || cfg.Config.Env[0] != "PATH=/bin" {
+		t.Fatalf("config Env = %q", cfg.Config.Env)
+	}
+
+	// The base image works for RUN steps (runc inside buildkitd), and
+	// whiteouts hide deleted files.
+	dir := t.TempDir()
+	df := "FROM " + ref + "\nARG GREETING=hello\nRUN mkdir -p /home/app && echo \"$GREETING\" > /home/app/greeting.txt && echo gone > /home/app/deleted.txt\nRUN rm /home/app/deleted.txt\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if dgst := BuildPush(t, bk, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
+		t.Fatal("no image digest")
+	}
+	if g := ImageFile(t, reg, "app", "v1", "home/app/greeting.txt"); string(g) != "hi-there\n" {
+		t.Fatalf("greeting.txt = %q", g)
+	}
+	if _, ok := LookupImageFile(t, reg, "app", "v1", "home/app/deleted.txt"); ok {
+		t.Fatal("deleted.txt visible through its whiteout")
+	}
+	if hits := FindInImage(t, reg, "app", "v1", []byte("hi-there")); len(hits) == 0 {
+		t.Fatal("FindInImage found nothing")
+	}
+
+	// The daemon restarts on the same state.
+	bk.Restart(t)
+	if !bk.Running() {
+		t.Fatal("buildkitd not running after Restart")
+	}
+}
+
+func TestFindInTree(t *testing.T) {
+	dir := t.TempDir()
+	secret := []byte("sk-live-my-secret-key")
+	big := bytes.Repeat([]byte("x"), 3<<20-5) // needle straddles a 1 MiB chunk boundary
+	files := map[string][]byte{
+		"a.txt":       []byte("nothing here"),
+		"sub/b.txt":   append([]byte("key="), secret...),
+		"sub/big.bin": append(append(big[:1<<20-4:1<<20-4], secret...), big...),
+	}
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A symlink to a matching file is not followed.
+	if err := os.Symlink(filepath.Join(dir, "sub", "b.txt"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	hits := FindInTree(t, dir, secret)
+	want := []string{filepath.Join(dir, "sub", "b.txt"), filepath.Join(dir, "sub", "big.bin")}
+	if len(hits) != 2 || hits[0] != want[0] || hits[1] != want[1] {
+		t.Fatalf("FindInTree = %q, want %q", hits, want)
+	}
+}
