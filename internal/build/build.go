@@ -1,0 +1,125 @@
+// Package build is the pipeline behind build-fn: a verified tar is unpacked
+// into a private work directory, its sealed secrets are opened in memory,
+// and the build runs on BuildKit with every log line redacted. It knows
+// nothing of HTTP; it says whose fault a refusal is with InputError.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
+)
+
+// Runner runs one build on BuildKit; *buildkit.Builder is the real one.
+type Runner interface {
+	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
+}
+
+// Pipeline holds what every build needs.
+type Pipeline struct {
+	// Keys loads the private keys that open sealed secrets.
+	Keys   func() (*secrets.KeyRing, error)
+	Runner Runner
+	Limits buildtar.Limits
+	// WorkDir is the parent of each build's private directory.
+	WorkDir string
+}
+
+// InputError is a refusal caused by the request itself (HTTP 4xx).
+type InputError struct {
+	Err      error
+	TooLarge bool
+}
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// Job is one unpacked, ready-to-run build. Close it.
+type Job struct {
+	dir      string
+	req      *buildtar.Request
+	secrets  map[string][]byte
+	redactor *progress.Redactor
+	runner   Runner
+}
+
+// Prepare unpacks a verified tar and opens its secrets. On error nothing
+// is left on disk.
+func (p *Pipeline) Prepare(tar io.Reader) (*Job, error) {
+	dir, err := os.MkdirTemp(p.WorkDir, "build-")
+	if err != nil {
+		return nil, fmt.Errorf("create work directory: %w", err)
+	}
+	job := &Job{dir: dir, runner: p.Runner}
+	if err := job.prepare(tar, p); err != nil {
+		job.Close()
+		return nil, err
+	}
+	return job, nil
+}
+
+func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
+	req, err := buildtar.Extract(tar, j.dir, p.Limits)
+	if err != nil {
+		var te *buildtar.Error
+		if errors.As(err, &te) {
+			return &InputError{Err: err, TooLarge: te.TooLarge}
+		}
+		return fmt.Errorf("unpack build context: %w", err)
+	}
+	j.req = req
+	if req.SealedSecrets == nil {
+		return nil
+	}
+	ring, err := p.Keys()
+	if err != nil {
+		return &InputError{Err: fmt.Errorf("the request carries build secrets, but this builder has no usable private key: %w", err)}
+	}
+	values, err := ring.Unseal(req.SealedSecrets)
+	if err != nil {
+		return &InputError{Err: fmt.Errorf("build secrets: %w", err)}
+	}
+	j.secrets = values
+	j.redactor = progress.NewRedactor(values)
+	return nil
+}
+
+// Image is the reference the request asked for.
+func (j *Job) Image() string { return j.req.Config.Image }
+
+// Run builds (and pushes unless the config says skipPush). Every line
+// given to logf, and the returned error's text, is redacted.
+func (j *Job) Run(ctx context.Context, logf func([]string)) error {
+	cfg := j.req.Config
+	err := j.runner.Run(ctx, buildkit.Build{
+		ContextDir: j.req.ContextDir,
+		Dockerfile: cfg.Dockerfile,
+		Image:      cfg.Image,
+		BuildArgs:  cfg.BuildArgs,
+		Labels:     cfg.Labels,
+		Platforms:  cfg.Platforms,
+		Target:     cfg.Target,
+		Push:       !cfg.SkipPush,
+		Secrets:    j.secrets,
+	}, func(lines []string) { logf(j.redactor.Clean(lines)) })
+	if err != nil {
+		return errors.New(j.redactor.String(err.Error()))
+	}
+	return nil
+}
+
+// Close removes the work directory and wipes the secrets from memory.
+func (j *Job) Close() {
+	for _, v := range j.secrets {
+		clear(v)
+	}
+	j.secrets = nil
+	_ = os.RemoveAll(j.dir)
+}

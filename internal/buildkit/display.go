@@ -1,0 +1,115 @@
+package buildkit
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// display turns BuildKit's status stream into the log lines of the real
+// builder: "v: <time> <vertex>" when a step starts, the same with its
+// duration (or CACHED/ERROR) when it ends, "s: <time> <status>" for
+// finished transfers, and "l: <time> <output>" for each line a step prints.
+type display struct {
+	started   map[digest.Digest]bool
+	completed map[digest.Digest]bool
+	names     map[digest.Digest]string
+	statuses  map[string]bool
+	partial   map[digest.Digest]*bytes.Buffer
+}
+
+func newDisplay() *display {
+	return &display{
+		started:   map[digest.Digest]bool{},
+		completed: map[digest.Digest]bool{},
+		names:     map[digest.Digest]string{},
+		statuses:  map[string]bool{},
+		partial:   map[digest.Digest]*bytes.Buffer{},
+	}
+}
+
+func stamp(t *time.Time) string {
+	if t == nil {
+		return time.Now().UTC().Format(time.RFC3339)
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (d *display) lines(s *client.SolveStatus) []string {
+	var out []string
+	for _, v := range s.Vertexes {
+		d.names[v.Digest] = v.Name
+		if v.Started != nil && !d.started[v.Digest] && !v.Cached {
+			d.started[v.Digest] = true
+			out = append(out, fmt.Sprintf("v: %s %s", stamp(v.Started), v.Name))
+		}
+		if v.Completed == nil || d.completed[v.Digest] {
+			continue
+		}
+		d.completed[v.Digest] = true
+		out = append(out, d.flushVertex(v.Digest)...)
+		switch {
+		case v.Error != "":
+			out = append(out, fmt.Sprintf("v: %s %s ERROR: %s", stamp(v.Completed), v.Name, v.Error))
+		case v.Cached:
+			out = append(out, fmt.Sprintf("v: %s %s CACHED", stamp(v.Completed), v.Name))
+		case v.Started != nil:
+			out = append(out, fmt.Sprintf("v: %s %s %.1fs", stamp(v.Completed), v.Name, v.Completed.Sub(*v.Started).Seconds()))
+		}
+	}
+	for _, st := range s.Statuses {
+		if st.Completed == nil || d.statuses[st.ID] {
+			continue
+		}
+		d.statuses[st.ID] = true
+		line := fmt.Sprintf("s: %s %s", stamp(st.Completed), st.ID)
+		if st.Total > 0 {
+			line += fmt.Sprintf(" %d/%d", st.Current, st.Total)
+		}
+		out = append(out, line)
+	}
+	for _, l := range s.Logs {
+		buf := d.partial[l.Vertex]
+		if buf == nil {
+			buf = &bytes.Buffer{}
+			d.partial[l.Vertex] = buf
+		}
+		buf.Write(l.Data)
+		// Whole lines only: a secret split across two chunks would escape
+		// redaction if half-lines were sent.
+		for {
+			i := bytes.IndexByte(buf.Bytes(), '\n')
+			if i < 0 {
+				break
+			}
+			text := strings.TrimRight(string(buf.Next(i+1)), "\r\n")
+			out = append(out, fmt.Sprintf("l: %s %s", stamp(&l.Timestamp), text))
+		}
+	}
+	for _, w := range s.Warnings {
+		out = append(out, fmt.Sprintf("w: %s %s", stamp(nil), bytes.TrimSpace(w.Short)))
+	}
+	return out
+}
+
+// flushVertex emits a step's unterminated last output line.
+func (d *display) flushVertex(dg digest.Digest) []string {
+	buf := d.partial[dg]
+	if buf == nil || buf.Len() == 0 {
+		return nil
+	}
+	delete(d.partial, dg)
+	return []string{fmt.Sprintf("l: %s %s", stamp(nil), strings.TrimRight(buf.String(), "\r\n"))}
+}
+
+func (d *display) flush() []string {
+	var out []string
+	for dg := range d.partial {
+		out = append(out, d.flushVertex(dg)...)
+	}
+	return out
+}
