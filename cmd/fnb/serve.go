@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	deployfn "github.com/fnbuilder/fnbuilder/deploy-fn"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	publickeyfn "github.com/fnbuilder/fnbuilder/publickey-fn"
@@ -21,6 +22,7 @@ var functions = map[string]http.HandlerFunc{
 	"publickey-fn": publickeyfn.Handle,
 	"seal-fn":      sealfn.Handle,
 	"build-fn":     buildfn.Handle,
+	"deploy-fn":    deployfn.Handle,
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -39,7 +41,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown function %q, want one of: %s", positional[0], strings.Join(functionNames(), ", "))
 	}
 	cfg := config.FromEnv()
-	s, err := fnserver.New(*addr, handle, cfg)
+	s, err := fnserver.New(*addr, fnserver.WithWatchdogPaths(handle), cfg)
 	if err != nil {
 		return err
 	}

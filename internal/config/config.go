@@ -128,7 +128,11 @@ func (c Config) PayloadSecretPath() string {
 // current key's path; build_secrets_key_names adds older keys kept for
 // rotation, e.g. "build-secrets-key,build-secrets-key-old".
 func (c Config) PrivateKeyPaths() []string {
-	names := c.List("build_secrets_key_names", []string{BuildSecretsKeyName})
+	names := c.List("build_secrets_key_names", nil)
+	if len(names) == 0 {
+		// Unset, or only commas and blanks: List gives nothing back then.
+		names = []string{BuildSecretsKeyName}
+	}
 	paths := make([]string, len(names))
 	for i, name := range names {
 		paths[i] = c.SecretPath(name)

@@ -1,12 +1,14 @@
 package secrets
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/openfaas/go-sdk/seal"
+	"golang.org/x/crypto/nacl/box"
 	"gopkg.in/yaml.v3"
 )
 
@@ -141,10 +143,22 @@ func ParseEnvelope(data []byte) (seal.Envelope, error) {
 	if _, err := decodeKey([]byte(env.PublicKey)); err != nil {
 		return env, fmt.Errorf("invalid envelope public_key: %w", err)
 	}
-	for name := range env.Secrets {
+	for name, value := range env.Secrets {
 		if err := ValidateName(name); err != nil {
 			return env, err
+		}
+		// As go-sdk decodes it: standard base64 after trimming whitespace.
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value))
+		if err != nil {
+			return env, fmt.Errorf("sealed value of %q is not standard base64", name)
+		}
+		if len(raw) < minSealedLen {
+			return env, fmt.Errorf("sealed value of %q is %d bytes, shorter than a nonce and a tag (%d)", name, len(raw), minSealedLen)
 		}
 	}
 	return env, nil
 }
+
+// minSealedLen is a 24-byte nonce plus the box tag: the sealed form of an
+// empty value.
+const minSealedLen = 24 + box.Overhead

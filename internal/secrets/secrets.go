@@ -6,6 +6,7 @@ package secrets
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/openfaas/go-sdk/seal"
 	"golang.org/x/crypto/curve25519"
-	"gopkg.in/yaml.v3"
 )
 
 // FileName is the tar entry, and the default file name, of a sealed envelope.
@@ -77,11 +77,13 @@ func DecodePublicKey(data []byte) ([]byte, error) {
 	text := strings.TrimSpace(string(data))
 	if strings.HasPrefix(text, "{") {
 		var doc struct {
-			PublicKey string `yaml:"public_key"`
-			Algorithm string `yaml:"algorithm"`
+			PublicKey string `json:"public_key"`
+			Algorithm string `json:"algorithm"`
 		}
-		// JSON is YAML; this avoids a second decoder.
-		if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		// encoding/json, as faas-cli uses: YAML is not a JSON superset
+		// here, it rejects the valid JSON escape "\/" that some servers
+		// write for the '/' of a base64 key.
+		if err := json.Unmarshal([]byte(text), &doc); err != nil {
 			return nil, fmt.Errorf("invalid public key document: %w", err)
 		}
 		if doc.Algorithm != "" && doc.Algorithm != Algorithm {
