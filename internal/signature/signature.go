@@ -1,0 +1,124 @@
+// Package signature verifies the X-Build-Signature of a build request while
+// spooling its body to a temporary file. The body is never held in memory, and
+// nothing is left on disk unless the HMAC-SHA256 over the exact bytes matches.
+package signature
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+const prefix = "sha256="
+
+var (
+	// ErrMissing means the request carried no signature.
+	ErrMissing = errors.New("missing X-Build-Signature")
+	// ErrMalformed means the signature is not "sha256=" followed by 64 hex digits.
+	ErrMalformed = errors.New("malformed X-Build-Signature: want sha256=<64 hex digits>")
+	// ErrMismatch means the body does not match the signature for this key.
+	ErrMismatch = errors.New("X-Build-Signature does not match the body")
+)
+
+// TooLargeError reports a body longer than the spool limit.
+type TooLargeError struct{ Limit int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("request body exceeds %d bytes", e.Limit)
+}
+
+// ParseHeader returns the 32-byte digest from a "sha256=<hex>" header value.
+// Only sha256 is accepted: no client sends anything else (wire protocol 3.2).
+func ParseHeader(v string) ([]byte, error) {
+	if v == "" {
+		return nil, ErrMissing
+	}
+	hexDigest, ok := strings.CutPrefix(v, prefix)
+	if !ok || len(hexDigest) != 2*sha256.Size {
+		return nil, ErrMalformed
+	}
+	digest, err := hex.DecodeString(hexDigest)
+	if err != nil {
+		return nil, ErrMalformed
+	}
+	return digest, nil
+}
+
+// Key turns the payload secret file into the HMAC key. Clients trim the file
+// they read and use the text as is (not base64-decoded), so we do the same.
+func Key(secretFileContent []byte) []byte {
+	return bytes.TrimSpace(secretFileContent)
+}
+
+// Spooled is a verified request body stored in a temporary file.
+type Spooled struct {
+	file *os.File
+	size int64
+}
+
+// Size is the body length in bytes.
+func (s *Spooled) Size() int64 { return s.size }
+
+// Reader reads the body from its start. Each call returns an independent reader.
+func (s *Spooled) Reader() io.Reader { return io.NewSectionReader(s.file, 0, s.size) }
+
+// Close closes and removes the temporary file. It is safe to call more than once.
+func (s *Spooled) Close() error {
+	if s.file == nil {
+		return nil
+	}
+	name := s.file.Name()
+	err := s.file.Close()
+	s.file = nil
+	return errors.Join(err, os.Remove(name))
+}
+
+// copyBufSize bounds the memory used per request while spooling.
+const copyBufSize = 64 << 10
+
+// Spool copies body into a new temporary file in dir while computing its
+// HMAC-SHA256 with key, and returns the file only if the MAC equals the one in
+// header. The header is checked before any body byte is read, so unsigned
+// requests are rejected cheaply. A body longer than limit (when limit > 0)
+// gives *TooLargeError. On any error the temporary file has been removed.
+func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (_ *Spooled, err error) {
+	want, err := ParseHeader(header)
+	if err != nil {
+		return nil, err
+	}
+
+	f, err := os.CreateTemp(dir, "fnbuilder-body-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool body: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+
+	mac := hmac.New(sha256.New, key)
+	src := body
+	if limit > 0 {
+		// One byte past the limit is enough to tell "exactly limit" from "more".
+		src = io.LimitReader(body, limit+1)
+	}
+	n, err := io.CopyBuffer(io.MultiWriter(f, mac), src, make([]byte, copyBufSize))
+	if err != nil {
+		return nil, fmt.Errorf("spool body: %w", err)
+	}
+	if limit > 0 && n > limit {
+		return nil, &TooLargeError{Limit: limit}
+	}
+	if !hmac.Equal(mac.Sum(nil), want) {
+		return nil, ErrMismatch
+	}
+	return &Spooled{file: f, size: n}, nil
+}
