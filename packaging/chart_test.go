@@ -1,0 +1,596 @@
+package packaging
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	bkconfig "github.com/moby/buildkit/cmd/buildkitd/config"
+	"github.com/pelletier/go-toml/v2"
+	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+const (
+	chartDir    = "charts/buildkit"
+	releaseName = "buildkit"
+	namespace   = "openfaas"
+	// A helm built with `go install` assumes Kubernetes 1.20; the chart
+	// needs the pod appArmorProfile field (1.30).
+	kubeVersion = "1.30.0"
+
+	cacheDir      = "/home/user/.local/share/buildkit"
+	registryCADir = "/etc/buildkit/registry-ca"
+)
+
+// chartValues is the part of the chart's values the assertions compare
+// the rendered objects with.
+type chartValues struct {
+	Replicas int32 `yaml:"replicas"`
+	Image    struct {
+		Repository string `yaml:"repository"`
+		Tag        string `yaml:"tag"`
+	} `yaml:"image"`
+	Port int32 `yaml:"port"`
+	TLS  struct {
+		Enabled    bool   `yaml:"enabled"`
+		SecretName string `yaml:"secretName"`
+	} `yaml:"tls"`
+	Config struct {
+		Registries map[string]struct {
+			Mirrors  []string `yaml:"mirrors"`
+			HTTP     *bool    `yaml:"http"`
+			Insecure *bool    `yaml:"insecure"`
+			CA       []string `yaml:"ca"`
+		} `yaml:"registries"`
+		RegistryCASecret string `yaml:"registryCASecret"`
+		GC               struct {
+			Enabled       bool   `yaml:"enabled"`
+			ReservedSpace string `yaml:"reservedSpace"`
+			MaxUsedSpace  string `yaml:"maxUsedSpace"`
+			MinFreeSpace  string `yaml:"minFreeSpace"`
+		} `yaml:"gc"`
+	} `yaml:"config"`
+	Persistence struct {
+		Enabled bool   `yaml:"enabled"`
+		Size    string `yaml:"size"`
+	} `yaml:"persistence"`
+}
+
+// chartCase is one values file; the facts it must produce are spelt out
+// here, not derived, so that a wrong values file fails too.
+type chartCase struct {
+	name        string
+	valuesFile  string // relative to the chart; "" for the defaults only
+	replicas    int32
+	tls         bool
+	persistence bool
+	// insecureRegistry must appear in buildkitd.toml with http and insecure.
+	insecureRegistry string
+}
+
+var chartCases = []chartCase{
+	{name: "defaults", replicas: 2},
+	{
+		name:             "multi-tls",
+		valuesFile:       "values-multi-tls.yaml",
+		replicas:         3,
+		tls:              true,
+		persistence:      true,
+		insecureRegistry: "registry.openfaas.svc.cluster.local:5000",
+	},
+}
+
+// helm finds the helm binary: the tools dir first, then PATH. A missing helm
+// is a failure, never a skip: the chart would otherwise go untested.
+func helm(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(toolsBin(), "helm")
+	if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		return p
+	}
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p
+	}
+	t.Fatalf("helm not found in %s nor in PATH: run hack/install-helm.sh (it builds helm v3.22.0 with go install)", toolsBin())
+	return ""
+}
+
+// helmEnv keeps helm away from the user's config, cache and repositories.
+func helmEnv(t *testing.T) []string {
+	dir := t.TempDir()
+	return []string{
+		"HELM_CACHE_HOME=" + filepath.Join(dir, "cache"),
+		"HELM_CONFIG_HOME=" + filepath.Join(dir, "config"),
+		"HELM_DATA_HOME=" + filepath.Join(dir, "data"),
+	}
+}
+
+func (c chartCase) valuesArgs(root string) []string {
+	if c.valuesFile == "" {
+		return nil
+	}
+	return []string{"-f", filepath.Join(root, chartDir, c.valuesFile)}
+}
+
+// values merges the chart's values.yaml with the case's values file.
+func (c chartCase) values(t *testing.T, root string) chartValues {
+	t.Helper()
+	var v chartValues
+	files := []string{filepath.Join(root, chartDir, "values.yaml")}
+	if c.valuesFile != "" {
+		files = append(files, filepath.Join(root, chartDir, c.valuesFile))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Decoding a second file over the first overrides what it sets,
+		// like helm's merge for the keys compared here.
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	return v
+}
+
+func TestChartLint(t *testing.T) {
+	root := repoRoot(t)
+	bin := helm(t)
+	for _, c := range chartCases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"lint", "--strict", filepath.Join(root, chartDir)}, c.valuesArgs(root)...)
+			run(t, root, helmEnv(t), bin, args...)
+		})
+	}
+}
+
+// values.schema.json must turn a misspelt value into an error, not a
+// silently ignored setting.
+func TestChartSchemaRejectsUnknownValues(t *testing.T) {
+	root := repoRoot(t)
+	bin := helm(t)
+	for _, set := range []string{"replica=3", "tls.enable=true", "config.gc.keepstorage=1GB", "podAntiAffinity=always"} {
+		out, stderr, err := runResult(root, helmEnv(t), bin, "template", releaseName, filepath.Join(root, chartDir),
+			"--kube-version", kubeVersion, "--set", set)
+		if err == nil {
+			t.Errorf("helm template --set %s succeeded; want a schema error\n%s", set, out)
+		} else if !strings.Contains(stderr, "schema") {
+			t.Errorf("helm template --set %s failed without naming the schema:\n%s", set, stderr)
+		}
+	}
+}
+
+// rendered is what helm template produced, decoded into typed objects.
+type rendered struct {
+	statefulSets []*appsv1.StatefulSet
+	services     []*corev1.Service
+	configMaps   []*corev1.ConfigMap
+	pdbs         []*policyv1.PodDisruptionBudget
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// decodeStrict decodes every YAML document with client-go's scheme in strict
+// mode: an unknown or misspelt field, a wrong type or a duplicate field fails.
+func decodeStrict(t *testing.T, manifest string) rendered {
+	t.Helper()
+	decoder := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	var r rendered
+	for i, doc := range docSeparator.Split(manifest, -1) {
+		if isEmptyDoc(doc) {
+			continue
+		}
+		obj, gvk, err := decoder.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Errorf("document %d: %v\n%s", i, err, doc)
+			continue
+		}
+		switch o := obj.(type) {
+		case *appsv1.StatefulSet:
+			r.statefulSets = append(r.statefulSets, o)
+		case *corev1.Service:
+			r.services = append(r.services, o)
+		case *corev1.ConfigMap:
+			r.configMaps = append(r.configMaps, o)
+		case *policyv1.PodDisruptionBudget:
+			r.pdbs = append(r.pdbs, o)
+		default:
+			t.Errorf("document %d: unexpected %s (%T); add an assertion for it", i, gvk, obj)
+		}
+		if m, ok := obj.(interface{ GetNamespace() string }); ok && m.GetNamespace() != "" && m.GetNamespace() != namespace {
+			t.Errorf("document %d: namespace %q, want the release's (or none)", i, m.GetNamespace())
+		}
+	}
+	return r
+}
+
+func isEmptyDoc(doc string) bool {
+	for _, line := range strings.Split(doc, "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+func TestChartRender(t *testing.T) {
+	root := repoRoot(t)
+	bin := helm(t)
+	for _, c := range chartCases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"template", releaseName, filepath.Join(root, chartDir),
+				"--namespace", namespace, "--kube-version", kubeVersion}, c.valuesArgs(root)...)
+			manifest := run(t, root, helmEnv(t), bin, args...)
+			r := decodeStrict(t, manifest)
+			if t.Failed() {
+				return
+			}
+			checkRendered(t, c, c.values(t, root), r)
+		})
+	}
+}
+
+func checkRendered(t *testing.T, c chartCase, v chartValues, r rendered) {
+	if len(r.statefulSets) != 1 {
+		t.Fatalf("%d StatefulSets, want 1", len(r.statefulSets))
+	}
+	sts := r.statefulSets[0]
+	if sts.Spec.Replicas == nil {
+		t.Errorf("StatefulSet replicas unset, want %d", c.replicas)
+	} else if *sts.Spec.Replicas != c.replicas {
+		t.Errorf("StatefulSet replicas = %d, want %d", *sts.Spec.Replicas, c.replicas)
+	}
+	pod := sts.Spec.Template.Spec
+	podLabels := sts.Spec.Template.Labels
+	if !selects(sts.Spec.Selector.MatchLabels, podLabels) || len(sts.Spec.Selector.MatchLabels) == 0 {
+		t.Errorf("StatefulSet selector %v does not select its pods %v", sts.Spec.Selector.MatchLabels, podLabels)
+	}
+
+	checkServices(t, c, v, sts, r.services)
+	checkPodSecurity(t, pod)
+
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1 (buildkitd)", len(pod.Containers))
+	}
+	ctr := pod.Containers[0]
+	if want := v.Image.Repository + ":" + v.Image.Tag; ctr.Image != want || !strings.HasSuffix(v.Image.Tag, "-rootless") {
+		t.Errorf("image %q, want the rootless %q", ctr.Image, want)
+	}
+	if !slices.Contains(ctr.Args, "--oci-worker-no-process-sandbox") {
+		t.Errorf("args %q lack --oci-worker-no-process-sandbox", ctr.Args)
+	}
+	if addr := fmt.Sprintf("tcp://0.0.0.0:%d", v.Port); !hasFlag(ctr.Args, "--addr", addr) {
+		t.Errorf("args %q do not listen on %s", ctr.Args, addr)
+	}
+	// The probes' buildctl uses the image's BUILDKIT_HOST, this socket.
+	if !hasFlag(ctr.Args, "--addr", "unix:///run/user/1000/buildkit/buildkitd.sock") {
+		t.Errorf("args %q do not keep the rootless unix socket the probes use", ctr.Args)
+	}
+	for name, p := range map[string]*corev1.Probe{"readiness": ctr.ReadinessProbe, "liveness": ctr.LivenessProbe} {
+		if p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, []string{"buildctl", "debug", "workers"}) {
+			t.Errorf("%s probe %+v, want exec buildctl debug workers", name, p)
+		}
+	}
+	if ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources %+v: want memory requests and limits", ctr.Resources)
+	}
+
+	checkTLS(t, c, v, pod, ctr)
+	checkCache(t, c, v, sts, ctr)
+	checkPDB(t, sts, r.pdbs)
+	checkConfigMap(t, c, v, pod, ctr, r.configMaps)
+}
+
+func selects(selector, labels map[string]string) bool {
+	for k, want := range selector {
+		if labels[k] != want {
+			return false
+		}
+	}
+	return true
+}
+
+// hasFlag reports whether args hold flag followed by value.
+func hasFlag(args []string, flag, value string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag && args[i+1] == value {
+			return true
+		}
+	}
+	return false
+}
+
+func checkServices(t *testing.T, c chartCase, v chartValues, sts *appsv1.StatefulSet, services []*corev1.Service) {
+	var headless, regular *corev1.Service
+	for _, s := range services {
+		if s.Name == sts.Spec.ServiceName {
+			headless = s
+		} else {
+			regular = s
+		}
+	}
+	if headless == nil {
+		t.Fatalf("no Service named %q, the StatefulSet's serviceName", sts.Spec.ServiceName)
+	}
+	if headless.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service %s: clusterIP %q, want None (headless, per-pod DNS)", headless.Name, headless.Spec.ClusterIP)
+	}
+	if regular == nil || regular.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Fatalf("want a regular Service besides the headless %s, have %d Services", headless.Name, len(services))
+	}
+	if want := releaseName; regular.Name != want {
+		t.Errorf("regular Service %q, want %q (stack.yaml's buildkit_url names it)", regular.Name, want)
+	}
+	containerPorts := map[string]int32{}
+	for _, p := range sts.Spec.Template.Spec.Containers[0].Ports {
+		containerPorts[p.Name] = p.ContainerPort
+	}
+	for _, s := range []*corev1.Service{headless, regular} {
+		if !selects(s.Spec.Selector, sts.Spec.Template.Labels) || len(s.Spec.Selector) == 0 {
+			t.Errorf("Service %s selector %v does not select the pods", s.Name, s.Spec.Selector)
+		}
+		if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != v.Port || s.Spec.Ports[0].Protocol != corev1.ProtocolTCP {
+			t.Errorf("Service %s ports %+v, want TCP %d", s.Name, s.Spec.Ports, v.Port)
+			continue
+		}
+		if target := s.Spec.Ports[0].TargetPort.String(); containerPorts[target] != v.Port {
+			t.Errorf("Service %s targetPort %q is not the container's port %d", s.Name, target, v.Port)
+		}
+	}
+}
+
+func checkPodSecurity(t *testing.T, pod corev1.PodSpec) {
+	sc := pod.SecurityContext
+	if sc == nil {
+		t.Fatal("no pod securityContext")
+	}
+	if sc.RunAsUser == nil || *sc.RunAsUser != 1000 || sc.RunAsGroup == nil || *sc.RunAsGroup != 1000 {
+		t.Errorf("pod runAsUser/runAsGroup %v/%v, want 1000/1000 (the rootless image's user)", sc.RunAsUser, sc.RunAsGroup)
+	}
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Error("pod runAsNonRoot is not true")
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined {
+		t.Errorf("pod seccompProfile %+v, want Unconfined", sc.SeccompProfile)
+	}
+	if sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("pod appArmorProfile %+v, want Unconfined", sc.AppArmorProfile)
+	}
+	if pod.HostPID || pod.HostNetwork || pod.HostIPC {
+		t.Error("pod shares a host namespace")
+	}
+	for _, ctr := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		csc := ctr.SecurityContext
+		if csc == nil {
+			continue
+		}
+		if csc.Privileged != nil && *csc.Privileged {
+			t.Errorf("container %s is privileged", ctr.Name)
+		}
+		if csc.Capabilities != nil && len(csc.Capabilities.Add) > 0 {
+			t.Errorf("container %s adds capabilities %v", ctr.Name, csc.Capabilities.Add)
+		}
+		// newuidmap/newgidmap are setuid: no_new_privs breaks rootlesskit.
+		if csc.AllowPrivilegeEscalation != nil && !*csc.AllowPrivilegeEscalation {
+			t.Errorf("container %s sets allowPrivilegeEscalation=false, which breaks newuidmap", ctr.Name)
+		}
+		if csc.RunAsUser != nil && *csc.RunAsUser != 1000 {
+			t.Errorf("container %s runs as %d", ctr.Name, *csc.RunAsUser)
+		}
+	}
+}
+
+func volumeNamed(pod corev1.PodSpec, name string) *corev1.Volume {
+	for i := range pod.Volumes {
+		if pod.Volumes[i].Name == name {
+			return &pod.Volumes[i]
+		}
+	}
+	return nil
+}
+
+func mountAt(ctr corev1.Container, path string) *corev1.VolumeMount {
+	for i := range ctr.VolumeMounts {
+		if ctr.VolumeMounts[i].MountPath == path {
+			return &ctr.VolumeMounts[i]
+		}
+	}
+	return nil
+}
+
+func checkTLS(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec, ctr corev1.Container) {
+	tlsFlags := []string{"--tlscacert", "--tlscert", "--tlskey"}
+	if !c.tls {
+		for _, f := range tlsFlags {
+			if slices.Contains(ctr.Args, f) {
+				t.Errorf("TLS off, yet args have %s", f)
+			}
+		}
+		for _, vol := range pod.Volumes {
+			if vol.Secret != nil && vol.Secret.SecretName == v.TLS.SecretName {
+				t.Errorf("TLS off, yet the TLS Secret %s is mounted", v.TLS.SecretName)
+			}
+		}
+		return
+	}
+	if v.TLS.SecretName == "" {
+		t.Fatal("TLS on without tls.secretName")
+	}
+	var mount *corev1.VolumeMount
+	for i, m := range ctr.VolumeMounts {
+		if vol := volumeNamed(pod, m.Name); vol != nil && vol.Secret != nil && vol.Secret.SecretName == v.TLS.SecretName {
+			mount = &ctr.VolumeMounts[i]
+		}
+	}
+	if mount == nil {
+		t.Fatalf("TLS on, but no volume of Secret %s is mounted", v.TLS.SecretName)
+	}
+	for flag, file := range map[string]string{"--tlscacert": "ca.pem", "--tlscert": "cert.pem", "--tlskey": "key.pem"} {
+		if want := filepath.Join(mount.MountPath, file); !hasFlag(ctr.Args, flag, want) {
+			t.Errorf("TLS on, args %q lack %s %s", ctr.Args, flag, want)
+		}
+	}
+	vol := volumeNamed(pod, mount.Name)
+	// buildkitd runs as uid 1000 and reads the key through the fsGroup.
+	if mode := vol.Secret.DefaultMode; mode == nil || *mode&0o040 == 0 || *mode&0o004 != 0 {
+		t.Errorf("TLS Secret defaultMode %v: want group-readable (fsGroup 1000), not world-readable", mode)
+	}
+	if sc := pod.SecurityContext; sc.FSGroup == nil || *sc.FSGroup != 1000 {
+		t.Errorf("pod fsGroup %v, want 1000 so buildkitd can read the key", sc.FSGroup)
+	}
+}
+
+func checkCache(t *testing.T, c chartCase, v chartValues, sts *appsv1.StatefulSet, ctr corev1.Container) {
+	m := mountAt(ctr, cacheDir)
+	if m == nil {
+		t.Fatalf("nothing mounted at %s, the rootless cache", cacheDir)
+	}
+	vol := volumeNamed(sts.Spec.Template.Spec, m.Name)
+	var claims []string
+	for _, pvc := range sts.Spec.VolumeClaimTemplates {
+		claims = append(claims, pvc.Name)
+	}
+	if !c.persistence {
+		if len(claims) != 0 {
+			t.Errorf("persistence off, yet volumeClaimTemplates %v", claims)
+		}
+		if vol == nil || vol.EmptyDir == nil {
+			t.Errorf("persistence off: %s should be an emptyDir, is %+v", cacheDir, vol)
+		}
+		return
+	}
+	if vol != nil {
+		t.Errorf("persistence on, yet %s is the pod volume %+v, not a claim", cacheDir, vol)
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || claims[0] != m.Name {
+		t.Fatalf("persistence on: volumeClaimTemplates %v, want one named %q", claims, m.Name)
+	}
+	pvc := sts.Spec.VolumeClaimTemplates[0]
+	if got := pvc.Spec.Resources.Requests.Storage().String(); got != v.Persistence.Size {
+		t.Errorf("claim requests %s, want %s", got, v.Persistence.Size)
+	}
+	if !slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOnce) {
+		t.Errorf("claim access modes %v, want ReadWriteOnce", pvc.Spec.AccessModes)
+	}
+}
+
+func checkPDB(t *testing.T, sts *appsv1.StatefulSet, pdbs []*policyv1.PodDisruptionBudget) {
+	if len(pdbs) != 1 {
+		t.Fatalf("%d PodDisruptionBudgets, want 1", len(pdbs))
+	}
+	pdb := pdbs[0]
+	if pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, sts.Spec.Template.Labels) {
+		t.Errorf("PodDisruptionBudget selector %v does not select the pods", pdb.Spec.Selector)
+	}
+	if pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil {
+		t.Error("PodDisruptionBudget sets neither maxUnavailable nor minAvailable")
+	}
+}
+
+func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec, ctr corev1.Container, cms []*corev1.ConfigMap) {
+	if len(cms) != 1 {
+		t.Fatalf("%d ConfigMaps, want 1 (buildkitd.toml)", len(cms))
+	}
+	text, ok := cms[0].Data["buildkitd.toml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no buildkitd.toml: %v", cms[0].Name, cms[0].Data)
+	}
+	// buildkitd --config must point at where the ConfigMap is mounted.
+	var configPath string
+	for i := 0; i+1 < len(ctr.Args); i++ {
+		if ctr.Args[i] == "--config" {
+			configPath = ctr.Args[i+1]
+		}
+	}
+	m := mountAt(ctr, configPath)
+	if configPath == "" || m == nil {
+		t.Fatalf("--config %q is not a mount (mounts %+v)", configPath, ctr.VolumeMounts)
+	}
+	if vol := volumeNamed(pod, m.Name); vol == nil || vol.ConfigMap == nil || vol.ConfigMap.Name != cms[0].Name ||
+		(m.SubPath != "" && m.SubPath != "buildkitd.toml") {
+		t.Errorf("--config %s is not the ConfigMap %s's buildkitd.toml", configPath, cms[0].Name)
+	}
+
+	cfg := decodeBuildkitdTOML(t, text)
+	if c.insecureRegistry != "" {
+		r, ok := cfg.Registries[c.insecureRegistry]
+		if !ok || r.PlainHTTP == nil || !*r.PlainHTTP || r.Insecure == nil || !*r.Insecure {
+			t.Errorf("buildkitd.toml: registry %q not plain-HTTP and insecure: %+v\n%s", c.insecureRegistry, r, text)
+		}
+	}
+	if len(cfg.Registries) != len(v.Config.Registries) {
+		t.Errorf("buildkitd.toml has %d registries, values %d\n%s", len(cfg.Registries), len(v.Config.Registries), text)
+	}
+	for host, want := range v.Config.Registries {
+		got := cfg.Registries[host]
+		if !slices.Equal(got.Mirrors, want.Mirrors) || !boolsEqual(got.PlainHTTP, want.HTTP) || !boolsEqual(got.Insecure, want.Insecure) {
+			t.Errorf("registry %q: buildkitd.toml %+v, values %+v", host, got, want)
+		}
+		if len(got.RootCAs) != len(want.CA) {
+			t.Errorf("registry %q: ca %v, values %v", host, got.RootCAs, want.CA)
+		}
+		for _, ca := range got.RootCAs {
+			if !strings.HasPrefix(ca, registryCADir+"/") {
+				continue
+			}
+			if v.Config.RegistryCASecret == "" {
+				t.Errorf("registry %q: ca %s without config.registryCASecret", host, ca)
+			} else if mountAt(ctr, registryCADir) == nil {
+				t.Errorf("registry %q: ca %s, but nothing is mounted at %s", host, ca, registryCADir)
+			}
+		}
+	}
+	oci := cfg.Workers.OCI
+	if oci.Enabled == nil || !*oci.Enabled || oci.GC == nil || *oci.GC != v.Config.GC.Enabled {
+		t.Errorf("[worker.oci] enabled=%v gc=%v, want enabled and gc=%v", oci.Enabled, oci.GC, v.Config.GC.Enabled)
+	}
+	for name, pair := range map[string][2]any{
+		"reservedSpace": {oci.GCReservedSpace, v.Config.GC.ReservedSpace},
+		"maxUsedSpace":  {oci.GCMaxUsedSpace, v.Config.GC.MaxUsedSpace},
+		"minFreeSpace":  {oci.GCMinFreeSpace, v.Config.GC.MinFreeSpace},
+	} {
+		got, want := pair[0].(bkconfig.DiskSpace), pair[1].(string)
+		if (want == "") != (got == bkconfig.DiskSpace{}) {
+			t.Errorf("[worker.oci] %s = %+v, values %q", name, got, want)
+		}
+	}
+}
+
+func boolsEqual(a, b *bool) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
+// decodeBuildkitdTOML decodes buildkitd.toml into buildkitd's own config
+// type, rejecting keys buildkitd v0.33.1 does not know (buildkitd itself
+// ignores them silently).
+func decodeBuildkitdTOML(t *testing.T, text string) bkconfig.Config {
+	t.Helper()
+	var cfg bkconfig.Config
+	dec := toml.NewDecoder(bytes.NewReader([]byte(text)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			t.Fatalf("buildkitd.toml: keys buildkitd does not know:\n%s\n%s", strict.String(), text)
+		}
+		t.Fatalf("buildkitd.toml: %v\n%s", err, text)
+	}
+	// And as buildkitd loads it.
+	if _, err := bkconfig.Load(strings.NewReader(text)); err != nil {
+		t.Fatalf("buildkitd.toml: %v", err)
+	}
+	return cfg
+}
