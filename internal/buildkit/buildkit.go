@@ -42,6 +42,10 @@ type Registries struct {
 	Insecure []string
 	// Auth is the Docker config.json with push credentials; nil means none.
 	Auth *configfile.ConfigFile
+	// CacheRepo, when set, is a repository (e.g. registry:5000/buildcache)
+	// where each image repository's build cache is exported and imported
+	// from, so a replica that never built an image still starts warm.
+	CacheRepo string
 }
 
 // Build is one image build.
@@ -189,7 +193,22 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 		}
 	}
 
+	var cacheImports, cacheExports []client.CacheOptionsEntry
+	if repo := b.registries.CacheRepo; repo != "" && build.Push {
+		ref := repo + ":" + cacheTag(build.Image)
+		imp := map[string]string{"ref": ref}
+		exp := map[string]string{"ref": ref, "mode": "max"}
+		if b.insecure(ref) {
+			imp["registry.insecure"] = "true"
+			exp["registry.insecure"] = "true"
+		}
+		cacheImports = []client.CacheOptionsEntry{{Type: "registry", Attrs: imp}}
+		cacheExports = []client.CacheOptionsEntry{{Type: "registry", Attrs: exp}}
+	}
+
 	return client.SolveOpt{
+		CacheImports:  cacheImports,
+		CacheExports:  cacheExports,
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts: map[string]fsutil.FS{

@@ -41,6 +41,14 @@ func stamp(t *time.Time) string {
 
 func (d *display) lines(s *client.SolveStatus) []string {
 	var out []string
+	// BuildKit may send a step's last output and its completion in one
+	// update: that output is taken in at the completion, before its line.
+	ending := map[digest.Digest]bool{}
+	for _, v := range s.Vertexes {
+		if v.Completed != nil && !d.completed[v.Digest] {
+			ending[v.Digest] = true
+		}
+	}
 	for _, v := range s.Vertexes {
 		d.names[v.Digest] = v.Name
 		if v.Started != nil && !d.started[v.Digest] && !v.Cached {
@@ -51,6 +59,11 @@ func (d *display) lines(s *client.SolveStatus) []string {
 			continue
 		}
 		d.completed[v.Digest] = true
+		for _, l := range s.Logs {
+			if l.Vertex == v.Digest {
+				out = append(out, d.log(l)...)
+			}
+		}
 		out = append(out, d.flushVertex(v.Digest)...)
 		switch {
 		case v.Error != "":
@@ -73,25 +86,34 @@ func (d *display) lines(s *client.SolveStatus) []string {
 		out = append(out, line)
 	}
 	for _, l := range s.Logs {
-		buf := d.partial[l.Vertex]
-		if buf == nil {
-			buf = &bytes.Buffer{}
-			d.partial[l.Vertex] = buf
-		}
-		buf.Write(l.Data)
-		// Whole lines only: a secret split across two chunks would escape
-		// redaction if half-lines were sent.
-		for {
-			i := bytes.IndexByte(buf.Bytes(), '\n')
-			if i < 0 {
-				break
-			}
-			text := strings.TrimRight(string(buf.Next(i+1)), "\r\n")
-			out = append(out, fmt.Sprintf("l: %s %s", stamp(&l.Timestamp), text))
+		if !ending[l.Vertex] {
+			out = append(out, d.log(l)...)
 		}
 	}
 	for _, w := range s.Warnings {
 		out = append(out, fmt.Sprintf("w: %s %s", stamp(nil), bytes.TrimSpace(w.Short)))
+	}
+	return out
+}
+
+// log takes in one chunk of a step's output and returns its whole lines.
+func (d *display) log(l *client.VertexLog) []string {
+	buf := d.partial[l.Vertex]
+	if buf == nil {
+		buf = &bytes.Buffer{}
+		d.partial[l.Vertex] = buf
+	}
+	buf.Write(l.Data)
+	// Whole lines only: a secret split across two chunks would escape
+	// redaction if half-lines were sent.
+	var out []string
+	for {
+		i := bytes.IndexByte(buf.Bytes(), '\n')
+		if i < 0 {
+			break
+		}
+		text := strings.TrimRight(string(buf.Next(i+1)), "\r\n")
+		out = append(out, fmt.Sprintf("l: %s %s", stamp(&l.Timestamp), text))
 	}
 	return out
 }

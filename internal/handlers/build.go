@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
@@ -70,7 +71,12 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		return
 	}
 	body := &countingReader{r: r.Body}
-	spooled, err := signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
+	var spooled *signature.Spooled
+	if o.DisableHMAC {
+		spooled, err = signature.SpoolUnverified(body, o.SpoolDir, o.MaxBodyBytes)
+	} else {
+		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
+	}
 	o.Metrics.BytesReceived.Add(float64(body.n))
 	if err != nil {
 		code, msg := spoolStatus(err)
@@ -158,10 +164,12 @@ func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start ti
 	out := progress.NewNDJSON(w, http.NewResponseController(w), start)
 	_ = out.Progress(nil)
 
+	// The keep-alive goroutine is stopped and waited for before the final
+	// line: nothing may follow it, nor touch w once the handler returns.
 	stop := make(chan struct{})
-	defer close(stop)
+	var keepAlives sync.WaitGroup
 	if keepAlive > 0 {
-		go func() {
+		keepAlives.Go(func() {
 			t := time.NewTicker(keepAlive)
 			defer t.Stop()
 			for {
@@ -172,9 +180,11 @@ func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start ti
 					_ = out.Progress(nil)
 				}
 			}
-		}()
+		})
 	}
 	err := job.Run(ctx, func(lines []string) { _ = out.Progress(lines) })
+	close(stop)
+	keepAlives.Wait()
 	result := finalResult(job, err, nil)
 	_ = out.Final(result)
 	return result

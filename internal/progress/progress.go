@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // Status words, exactly as go-sdk and faas-cli spell them ("failed", never
@@ -36,6 +39,8 @@ type Result struct {
 	Status   string   `json:"status"`
 	Error    string   `json:"error,omitempty"`
 	Duration float64  `json:"duration"`
+	// Deploy is set when the request also asked for a deploy.
+	Deploy *deploy.Result `json:"deploy,omitempty"`
 }
 
 // Truncate cuts a log line to MaxLineBytes on a UTF-8 boundary.
@@ -164,22 +169,53 @@ func (n *NDJSON) write(r Result) error {
 	return n.err
 }
 
-// Batches groups lines so that each group's text stays under
+// Batches groups lines so that each group's JSON-encoded text stays under
 // MaxObjectBytes. It always returns at least one (possibly empty) group.
 func Batches(lines []string) [][]string {
 	batches := [][]string{nil}
 	size := 0
 	for _, l := range lines {
 		l = Truncate(l)
-		if size+len(l) > MaxObjectBytes && size > 0 {
+		cost := jsonLen(l) + 1 // quotes, escapes and the separating comma
+		if size+cost > MaxObjectBytes && size > 0 {
 			batches = append(batches, nil)
 			size = 0
 		}
 		last := len(batches) - 1
 		batches[last] = append(batches[last], l)
-		size += len(l) + 8 // JSON quoting and separators
+		size += cost
 	}
 	return batches
+}
+
+// jsonLen is an upper bound of s's length once encoding/json has quoted and
+// escaped it: control bytes, <, >, & and invalid UTF-8 become six-byte
+// \u escapes, so raw length can be a sixth of the line on the wire.
+func jsonLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t':
+				n += 2
+			case b < 0x20 || b == '<' || b == '>' || b == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			n += 6
+		} else {
+			n += size
+		}
+		i += size
+	}
+	return n + 2
 }
 
 // Since is seconds since start with millisecond precision, the wire

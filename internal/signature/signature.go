@@ -87,12 +87,31 @@ const copyBufSize = 64 << 10
 // header. The header is checked before any body byte is read, so unsigned
 // requests are rejected cheaply. A body longer than limit (when limit > 0)
 // gives *TooLargeError. On any error the temporary file has been removed.
-func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (_ *Spooled, err error) {
+func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (*Spooled, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
 		return nil, err
 	}
+	mac := hmac.New(sha256.New, key)
+	s, err := spool(body, mac, dir, limit)
+	if err != nil {
+		return nil, err
+	}
+	if !hmac.Equal(mac.Sum(nil), want) {
+		s.Close()
+		return nil, ErrMismatch
+	}
+	return s, nil
+}
 
+// SpoolUnverified stores body like Spool but checks no signature at all. It
+// is only for a builder run with disable_hmac, where clients may send any
+// X-Build-Signature or none.
+func SpoolUnverified(body io.Reader, dir string, limit int64) (*Spooled, error) {
+	return spool(body, io.Discard, dir, limit)
+}
+
+func spool(body io.Reader, mac io.Writer, dir string, limit int64) (_ *Spooled, err error) {
 	f, err := os.CreateTemp(dir, "fnbuilder-body-*")
 	if err != nil {
 		return nil, fmt.Errorf("spool body: %w", err)
@@ -104,7 +123,6 @@ func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (
 		}
 	}()
 
-	mac := hmac.New(sha256.New, key)
 	src := body
 	if limit > 0 {
 		// One byte past the limit is enough to tell "exactly limit" from "more".
@@ -116,9 +134,6 @@ func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (
 	}
 	if limit > 0 && n > limit {
 		return nil, &TooLargeError{Limit: limit}
-	}
-	if !hmac.Equal(mac.Sum(nil), want) {
-		return nil, ErrMismatch
 	}
 	return &Spooled{file: f, size: n}, nil
 }

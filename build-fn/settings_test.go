@@ -1,0 +1,211 @@
+package function
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
+)
+
+// settings returns a map that keeps Options away from the host: no
+// registry credentials from $HOME, no secrets from /var/openfaas.
+func settings(t *testing.T, extra map[string]string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	m := map[string]string{
+		"secret_mount_path":    dir,
+		"registry_config_path": filepath.Join(dir, "no-such-config.json"),
+		"work_dir":             t.TempDir(),
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return m
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	o, err := Options(config.FromMap(settings(t, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Timeout != 30*time.Minute {
+		t.Errorf("Timeout %v, want 30m", o.Timeout)
+	}
+	if o.Slots != nil || o.Slots.Max() != 0 || o.Slots.Full() {
+		t.Errorf("Slots %+v, want unlimited (nil)", o.Slots)
+	}
+	if o.DisableHMAC {
+		t.Error("HMAC disabled by default")
+	}
+	if o.KeepAlive != 15*time.Second {
+		t.Errorf("KeepAlive %v", o.KeepAlive)
+	}
+	if o.MaxBodyBytes != 512<<20 {
+		t.Errorf("MaxBodyBytes %d", o.MaxBodyBytes)
+	}
+	if o.Pipeline == nil || o.Pipeline.Runner == nil || o.Pipeline.Keys == nil || o.Metrics == nil || o.PayloadSecret == nil {
+		t.Fatalf("options not wired: %+v", o)
+	}
+}
+
+func TestOptionsValues(t *testing.T) {
+	m := settings(t, map[string]string{
+		"max_inflight":       "3",
+		"build_timeout":      "90",
+		"keepalive_interval": "2s",
+		"disable_hmac":       "true",
+		"max_request_bytes":  "1024",
+	})
+	payload := filepath.Join(m["secret_mount_path"], "payload-secret")
+	if err := os.WriteFile(payload, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Options(config.FromMap(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Slots.Max() != 3 {
+		t.Errorf("Slots.Max() = %d, want 3", o.Slots.Max())
+	}
+	if o.Timeout != 90*time.Second || o.KeepAlive != 2*time.Second || !o.DisableHMAC || o.MaxBodyBytes != 1024 {
+		t.Errorf("options %+v", o)
+	}
+	data, err := o.PayloadSecret()
+	if err != nil || string(data) != "abc\n" {
+		t.Errorf("PayloadSecret() = %q, %v", data, err)
+	}
+}
+
+func TestOptionsBadValues(t *testing.T) {
+	for name, value := range map[string]string{
+		"max_inflight":        "abc",
+		"build_timeout":       "xyz",
+		"disable_hmac":        "maybe",
+		"keepalive_interval":  "soon",
+		"max_request_bytes":   "1MB",
+		"max_context_bytes":   "lots",
+		"max_context_entries": "many",
+		"insecure":            "perhaps",
+	} {
+		_, err := Options(config.FromMap(settings(t, map[string]string{name: value})))
+		if err == nil {
+			t.Errorf("%s=%q accepted", name, value)
+			continue
+		}
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: error %q does not name the setting", name, value, err)
+		}
+	}
+}
+
+func TestRouter(t *testing.T) {
+	m := settings(t, nil)
+	kp, err := secrets.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secrets.WriteKeyFiles(filepath.Join(m["secret_mount_path"], "build-secrets-key"), kp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m["secret_mount_path"], "payload-secret"), []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.FromMap(m)
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	call := func(method, path string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("not a tar"))
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res, body
+	}
+
+	// Both build paths reach the build handler, which wants a signature.
+	for _, path := range []string{"/build", "/"} {
+		res, body := call(http.MethodPost, path)
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s: %d, want 401 from the build handler: %s", path, res.StatusCode, body)
+			continue
+		}
+		var e struct{ Status, Error string }
+		if err := json.Unmarshal(body, &e); err != nil || e.Status != "failed" || !strings.Contains(e.Error, "X-Build-Signature") {
+			t.Errorf("POST %s: body %q", path, body)
+		}
+	}
+	if res, _ := call(http.MethodGet, "/build"); res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /build: %d, want 405", res.StatusCode)
+	}
+
+	for _, path := range []string{"/publickey", "/public-key"} {
+		res, body := call(http.MethodGet, path)
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d: %s", path, res.StatusCode, body)
+			continue
+		}
+		var doc struct {
+			KeyID     string `json:"key_id"`
+			Algorithm string `json:"algorithm"`
+			PublicKey string `json:"public_key"`
+		}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatalf("GET %s: %v: %q", path, err, body)
+		}
+		if doc.PublicKey != string(kp.Public) || doc.Algorithm != "nacl/box" || doc.KeyID != string(kp.Public[:8]) {
+			t.Errorf("GET %s: %+v, want key %s", path, doc, kp.Public)
+		}
+	}
+
+	if res, body := call(http.MethodGet, "/healthz"); res.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: %d %s", res.StatusCode, body)
+	}
+	if res, body := call(http.MethodGet, "/ready"); res.StatusCode != http.StatusOK {
+		t.Errorf("/ready: %d %s", res.StatusCode, body)
+	}
+	res, body := call(http.MethodGet, "/metrics")
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") {
+		t.Errorf("/metrics: %d %q", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	// The POSTs above were counted.
+	if !strings.Contains(string(body), `fnbuilder_http_requests_total{code="401"} 2`) {
+		t.Errorf("/metrics does not count the 401s:\n%s", body)
+	}
+	for _, path := range []string{"/nope", "/build/extra", "/function/build-fn"} {
+		if res, _ := call(http.MethodGet, path); res.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, res.StatusCode)
+		}
+	}
+}
+
+func TestRouterPublicKeyWithoutKey(t *testing.T) {
+	cfg := config.FromMap(settings(t, nil))
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/publickey", nil))
+	if rec.Code == http.StatusOK {
+		t.Fatalf("/publickey answered 200 with no key configured: %s", rec.Body)
+	}
+	if !strings.Contains(rec.Body.String(), `"status":"failed"`) {
+		t.Fatalf("body %q", rec.Body)
+	}
+}

@@ -1,0 +1,100 @@
+package buildkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Pool spreads builds over several buildkitd replicas. Each image
+// repository goes to the same replica every time (rendezvous hashing), so
+// a rebuild finds its layers in that replica's cache; when that replica is
+// down the build goes to the next one in the repository's own order, and
+// only that replica's repositories move.
+type Pool struct {
+	builders []*Builder
+	// PingTimeout bounds the check that a replica answers.
+	PingTimeout time.Duration
+}
+
+// NewPool makes a pool of builders.
+func NewPool(builders ...*Builder) *Pool {
+	return &Pool{builders: builders, PingTimeout: 3 * time.Second}
+}
+
+// Order lists the pool's builders for an image, preferred first.
+func (p *Pool) Order(image string) []*Builder {
+	repo := Repository(image)
+	order := append([]*Builder(nil), p.builders...)
+	score := func(b *Builder) uint64 {
+		h := fnv.New64a()
+		h.Write([]byte(b.daemon.Address))
+		h.Write([]byte{0})
+		h.Write([]byte(repo))
+		return h.Sum64()
+	}
+	sort.SliceStable(order, func(i, j int) bool { return score(order[i]) > score(order[j]) })
+	return order
+}
+
+// Run builds on the first replica, in the image's order, that answers.
+func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
+	var errs []error
+	for _, builder := range p.Order(b.Image) {
+		pingCtx, cancel := context.WithTimeout(ctx, p.PingTimeout)
+		err := builder.Ping(pingCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, err)
+			logf([]string{fmt.Sprintf("s: %s %s is not answering, trying the next buildkitd",
+				time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			continue
+		}
+		if len(p.builders) > 1 {
+			logf([]string{fmt.Sprintf("s: %s building on %s", time.Now().UTC().Format(time.RFC3339), builder.Address())})
+		}
+		return builder.Run(ctx, b, logf)
+	}
+	return fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
+}
+
+// Repository is an image reference without its tag or digest, the unit
+// of cache locality.
+func Repository(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
+	}
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		image = image[:i]
+	}
+	return image
+}
+
+// cacheTag names a repository's build cache inside the cache repo: a tag
+// may only hold [A-Za-z0-9_.-] and 128 characters.
+func cacheTag(image string) string {
+	repo := Repository(image)
+	var b strings.Builder
+	for _, c := range repo {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	tag := strings.TrimLeft(b.String(), ".-")
+	if len(tag) > 128 {
+		h := fnv.New64a()
+		h.Write([]byte(repo))
+		tag = fmt.Sprintf("%s-%x", tag[:111], h.Sum64())
+	}
+	return tag
+}
