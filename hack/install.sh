@@ -133,8 +133,10 @@ if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 1)" = 0 ]; th
 	log "WARNING: user.max_user_namespaces is 0: rootless buildkitd cannot start (tests fall back to root mode)"
 fi
 
-# --- helm (chart tests) --------------------------------------------------------
+# --- helm (chart tests), the provider's containerd/CNI, OpenFaaS CE ----------------
 bash "$(dirname "$0")/install-helm.sh"
+bash "$(dirname "$0")/install-provider.sh"
+bash "$(dirname "$0")/install-openfaas.sh"
 
 # --- summary -------------------------------------------------------------------
 where() { command -v "$1" 2>/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "$1" 2>/dev/null || echo "MISSING"; }
