@@ -10,16 +10,22 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
+	"github.com/fnbuilder/fnbuilder/internal/results"
 )
 
 // Defaults for the settings documented in README.md.
 const (
-	defaultBuildkitURL  = "unix:///run/buildkit/buildkitd.sock"
-	defaultTimeout      = 30 * time.Minute
-	defaultMaxBodyBytes = 512 << 20
-	defaultKeepAlive    = 15 * time.Second
+	defaultBuildkitURL   = "unix:///run/buildkit/buildkitd.sock"
+	defaultTimeout       = 30 * time.Minute
+	defaultMaxBodyBytes  = 512 << 20
+	defaultKeepAlive     = 15 * time.Second
+	defaultRetries       = 3
+	defaultRetryWait     = 2 * time.Second
+	defaultResultsTTL    = 24 * time.Hour
+	defaultMaxFetchBytes = 4 << 30
 )
 
 // New builds build-fn's router from its settings.
@@ -38,6 +44,7 @@ func Router(cfg config.Config, opts handlers.BuildOptions) http.Handler {
 	publicKey := handlers.MakePublicKeyHandler(cfg.KeyRing)
 	mux.HandleFunc("/build", build)
 	mux.HandleFunc("/{$}", build) // the gateway's /function/build-fn and faas-cli <= 0.17.4
+	mux.HandleFunc("/results/{id}", handlers.MakeResultHandler(opts))
 	mux.HandleFunc("/publickey", publicKey)
 	mux.HandleFunc("/public-key", publicKey) // the spelling in the docs
 	mux.HandleFunc("/healthz", handlers.MakeHealthHandler())
@@ -76,24 +83,52 @@ func Options(cfg config.Config) (handlers.BuildOptions, error) {
 	}
 	limits.MaxEntries = int(maxEntries)
 
-	runner, err := newBuilder(cfg)
+	runner, err := newRunner(cfg)
 	if err != nil {
 		return o, err
 	}
+	retries, err := cfg.Int("build_retries", defaultRetries)
+	if err != nil {
+		return o, err
+	}
+	firstWait, err := cfg.Duration("retry_backoff", defaultRetryWait)
+	if err != nil {
+		return o, err
+	}
+	o.Retry = build.Backoff{Attempts: int(retries), First: firstWait, Max: 16 * firstWait}
 	workDir := cfg.String("work_dir", os.TempDir())
+	resultsTTL, err := cfg.Duration("results_ttl", defaultResultsTTL)
+	if err != nil {
+		return o, err
+	}
+	if o.Results, err = results.New(cfg.String("results_dir", filepath.Join(os.TempDir(), "fnbuilder-results")), resultsTTL); err != nil {
+		return o, err
+	}
+	if o.MaxFetchBytes, err = cfg.Int("max_fetch_bytes", defaultMaxFetchBytes); err != nil {
+		return o, err
+	}
+	o.Fetch = &http.Client{Timeout: o.Timeout}
 	payloadPath := cfg.PayloadSecretPath()
 	o.PayloadSecret = func() ([]byte, error) { return os.ReadFile(payloadPath) }
 	o.SpoolDir = workDir
 	o.Slots = handlers.NewSlots(int(maxInflight))
 	o.Metrics = metrics.New()
-	o.Pipeline = &build.Pipeline{Keys: cfg.KeyRing, Runner: runner, Limits: limits, WorkDir: workDir}
+	o.Pipeline = &build.Pipeline{
+		Keys:          cfg.KeyRing,
+		Runner:        build.Retrying{Next: runner, Backoff: o.Retry},
+		Limits:        limits,
+		WorkDir:       workDir,
+		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
+		DeployBackoff: o.Retry,
+	}
 	return o, nil
 }
 
-func newBuilder(cfg config.Config) (*buildkit.Builder, error) {
-	daemon := buildkit.Daemon{Address: cfg.String("buildkit_url", defaultBuildkitURL)}
+// newRunner is one buildkitd, or a pool when buildkit_url lists several.
+func newRunner(cfg config.Config) (build.Runner, error) {
+	var tls *buildkit.TLS
 	if ca := cfg.String("buildkit_tls_ca", ""); ca != "" {
-		daemon.TLS = &buildkit.TLS{
+		tls = &buildkit.TLS{
 			CA:         ca,
 			Cert:       cfg.String("buildkit_tls_cert", ""),
 			Key:        cfg.String("buildkit_tls_key", ""),
@@ -110,7 +145,16 @@ func newBuilder(cfg config.Config) (*buildkit.Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return buildkit.New(daemon, buildkit.Registries{Insecure: insecure, Auth: auth}), nil
+	regs := buildkit.Registries{Insecure: insecure, Auth: auth, CacheRepo: cfg.String("cache_repo", "")}
+	addrs := cfg.List("buildkit_url", []string{defaultBuildkitURL})
+	if len(addrs) == 1 {
+		return buildkit.New(buildkit.Daemon{Address: addrs[0], TLS: tls}, regs), nil
+	}
+	var builders []*buildkit.Builder
+	for _, addr := range addrs {
+		builders = append(builders, buildkit.New(buildkit.Daemon{Address: addr, TLS: tls}, regs))
+	}
+	return buildkit.NewPool(builders...), nil
 }
 
 // registryConfigPath is the Docker config.json with push credentials: the

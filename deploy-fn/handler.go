@@ -5,12 +5,8 @@ package function
 
 import (
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
-
-	sdk "github.com/openfaas/go-sdk"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
@@ -36,28 +32,10 @@ func New(cfg config.Config) http.HandlerFunc {
 	}
 	payloadPath := cfg.PayloadSecretPath()
 	return handlers.MakeDeployHandler(handlers.DeployOptions{
-		Gateway:       func() (deploy.Gateway, error) { return Gateway(cfg) },
+		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
 		PayloadSecret: func() ([]byte, error) { return os.ReadFile(payloadPath) },
 		DisableHMAC:   disableHMAC,
 		MaxBodyBytes:  maxBody,
 		SpoolDir:      cfg.String("work_dir", os.TempDir()),
 	})
-}
-
-// Gateway is a go-sdk client for the configured gateway. Credentials are
-// read per call so that a rotated secret is used without a restart.
-func Gateway(cfg config.Config) (*sdk.Client, error) {
-	u, err := url.Parse(cfg.String("gateway_url", "http://gateway.openfaas:8080"))
-	if err != nil {
-		return nil, err
-	}
-	var auth sdk.ClientAuth
-	if user, err := cfg.ReadSecret(cfg.String("gateway_user_secret", "basic-auth-user")); err == nil {
-		pass, err := cfg.ReadSecret(cfg.String("gateway_password_secret", "basic-auth-password"))
-		if err != nil {
-			return nil, err
-		}
-		auth = &sdk.BasicAuth{Username: strings.TrimSpace(string(user)), Password: strings.TrimSpace(string(pass))}
-	}
-	return sdk.NewClient(u, auth, http.DefaultClient), nil
 }

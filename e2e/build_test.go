@@ -77,6 +77,7 @@ func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
 		"buildkit_url":        s.bk.Addr,
 		"insecure_registries": s.reg.Addr,
 		"work_dir":            workDir,
+		"results_dir":         t.TempDir(),
 		"build_timeout":       "5m",
 		"keepalive_interval":  "2s",
 	}

@@ -5,7 +5,9 @@
 package build
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
@@ -30,6 +33,11 @@ type Pipeline struct {
 	Limits buildtar.Limits
 	// WorkDir is the parent of each build's private directory.
 	WorkDir string
+	// Gateway deploys images for requests that carry a deploy spec; nil
+	// refuses such requests.
+	Gateway func() (deploy.Gateway, error)
+	// DeployBackoff retries a deploy the gateway failed for a moment.
+	DeployBackoff Backoff
 }
 
 // InputError is a refusal caused by the request itself (HTTP 4xx).
@@ -48,6 +56,9 @@ type Job struct {
 	secrets  map[string][]byte
 	redactor *progress.Redactor
 	runner   Runner
+	deploy   *deploy.Spec
+	gateway  func() (deploy.Gateway, error)
+	backoff  Backoff
 }
 
 // Prepare unpacks a verified tar and opens its secrets. On error nothing
@@ -57,7 +68,7 @@ func (p *Pipeline) Prepare(tar io.Reader) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create work directory: %w", err)
 	}
-	job := &Job{dir: dir, runner: p.Runner}
+	job := &Job{dir: dir, runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff}
 	if err := job.prepare(tar, p); err != nil {
 		job.Close()
 		return nil, err
@@ -75,6 +86,9 @@ func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
 		return fmt.Errorf("unpack build context: %w", err)
 	}
 	j.req = req
+	if err := j.readDeploySpec(); err != nil {
+		return &InputError{Err: err}
+	}
 	if req.SealedSecrets == nil {
 		return nil
 	}
@@ -88,6 +102,38 @@ func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
 	}
 	j.secrets = values
 	j.redactor = progress.NewRedactor(values)
+	return nil
+}
+
+// readDeploySpec checks the optional deploy spec before anything is built,
+// so a bad spec costs no build.
+func (j *Job) readDeploySpec() error {
+	raw := j.req.Config.Deploy
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	if j.gateway == nil {
+		return errors.New("the build config asks for a deploy, but this builder has no gateway configured")
+	}
+	var spec deploy.Spec
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+	}
+	switch {
+	case spec.Image == "":
+		spec.Image = j.req.Config.Image
+	case spec.Image != j.req.Config.Image:
+		return fmt.Errorf("%s: deploy.image %q differs from the image being built %q", buildtar.ConfigName, spec.Image, j.req.Config.Image)
+	}
+	if j.req.Config.SkipPush {
+		return fmt.Errorf("%s: deploy needs the image pushed, but skipPush is set", buildtar.ConfigName)
+	}
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+	}
+	j.deploy = &spec
 	return nil
 }
 
@@ -113,6 +159,40 @@ func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 		return errors.New(j.redactor.String(err.Error()))
 	}
 	return nil
+}
+
+// DeployError says the image was built and pushed but not deployed.
+type DeployError struct{ Err error }
+
+func (e *DeployError) Error() string {
+	return "image built and pushed, but the deploy failed: " + e.Err.Error()
+}
+func (e *DeployError) Unwrap() error { return e.Err }
+
+// Deploy deploys the pushed image when the request asked for it; it
+// returns nil, nil otherwise. Failed builds never get here.
+func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, error) {
+	if j.deploy == nil {
+		return nil, nil
+	}
+	gw, err := j.gateway()
+	if err != nil {
+		return nil, &DeployError{Err: err}
+	}
+	var res deploy.Result
+	transient := func(err error) bool {
+		var gwErr *deploy.GatewayError
+		return errors.As(err, &gwErr) && gwErr.Transient()
+	}
+	err = j.backoff.Do(ctx, "deploy", transient, logf, func() error {
+		var err error
+		res, err = deploy.Apply(ctx, gw, *j.deploy)
+		return err
+	})
+	if err != nil {
+		return nil, &DeployError{Err: err}
+	}
+	return &res, nil
 }
 
 // Close removes the work directory and wipes the secrets from memory.

@@ -2,6 +2,8 @@ package buildkit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -30,12 +32,11 @@ func NewPool(builders ...*Builder) *Pool {
 func (p *Pool) Order(image string) []*Builder {
 	repo := Repository(image)
 	order := append([]*Builder(nil), p.builders...)
+	// A cryptographic hash mixes the address into every bit; FNV, for
+	// one, lets the shared suffix decide the order for every repository.
 	score := func(b *Builder) uint64 {
-		h := fnv.New64a()
-		h.Write([]byte(b.daemon.Address))
-		h.Write([]byte{0})
-		h.Write([]byte(repo))
-		return h.Sum64()
+		sum := sha256.Sum256([]byte(b.daemon.Address + "\x00" + repo))
+		return binary.BigEndian.Uint64(sum[:8])
 	}
 	sort.SliceStable(order, func(i, j int) bool { return score(order[i]) > score(order[j]) })
 	return order

@@ -8,7 +8,7 @@ import (
 
 // BuildConfig is the JSON in the com.openfaas.docker.config entry. Image,
 // BuildArgs, Platforms and SkipPush are what the clients send; Target, Labels
-// and Dockerfile are fnbuilder additions. Unknown keys are ignored.
+// Dockerfile and Deploy are fnbuilder additions. Unknown keys are ignored.
 type BuildConfig struct {
 	Image      string            `json:"image"`
 	BuildArgs  map[string]string `json:"buildArgs,omitempty"`
@@ -17,6 +17,9 @@ type BuildConfig struct {
 	Target     string            `json:"target,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Dockerfile string            `json:"dockerfile,omitempty"`
+	// Deploy, when set, asks the builder to deploy the pushed image; it is
+	// decoded by the build pipeline, which owns the deployment spec.
+	Deploy json.RawMessage `json:"deploy,omitempty"`
 }
 
 // ParseConfig decodes and checks a build config. Empty platform strings are

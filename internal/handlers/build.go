@@ -2,9 +2,12 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,9 +15,11 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
+	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
 
@@ -35,6 +40,15 @@ type BuildOptions struct {
 	// KeepAlive is the interval of empty progress lines while a stream is
 	// quiet, so that proxies do not close an idle connection.
 	KeepAlive time.Duration
+	// Results keeps async results by X-Call-Id; nil disables both the
+	// redelivery guard and GET /results/{id}.
+	Results *results.Store
+	// Fetch downloads context references (contextref.MediaType bodies).
+	Fetch *http.Client
+	// MaxFetchBytes bounds a referenced context.
+	MaxFetchBytes int64
+	// Retry is the schedule for fetching a referenced context.
+	Retry build.Backoff
 }
 
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
@@ -51,24 +65,57 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		reply.MethodNotAllowed(w, "POST")
 		return
 	}
-	if !o.Slots.TryAcquire() {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-		reply.Error(w, http.StatusTooManyRequests,
-			fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", o.Slots.Max()))
-		return
+	// A redelivered async request joins its first delivery instead of
+	// taking a slot: at capacity it would otherwise get a 429 of its own.
+	callID := o.callID(r)
+	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
+	if !joining {
+		if !o.Slots.TryAcquire() {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+			reply.Error(w, http.StatusTooManyRequests,
+				fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", o.Slots.Max()))
+			return
+		}
+		defer o.Slots.Release()
 	}
-	defer o.Slots.Release()
 	start := time.Now()
 
+	spooled, ok := o.receive(w, r)
+	if !ok {
+		return
+	}
+	defer spooled.Close()
+	if callID == "" {
+		o.run(w, r, spooled, start)
+		return
+	}
+	res, shared := o.Results.Do(callID, func() results.Result { return o.run(w, r, spooled, start) })
+	if shared {
+		replay(w, r, res, start)
+	}
+}
+
+// callID is the gateway's X-Call-Id when results are kept.
+func (o BuildOptions) callID(r *http.Request) string {
+	id := r.Header.Get("X-Call-Id")
+	if o.Results == nil || !results.ValidID(id) {
+		return ""
+	}
+	return id
+}
+
+// receive spools the body and checks its signature; on failure it has
+// answered already.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return
+		return nil, false
 	}
 	key, err := o.hmacKey()
 	if err != nil {
 		log.Printf("build: %v", err)
 		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
-		return
+		return nil, false
 	}
 	body := &countingReader{r: r.Body}
 	var spooled *signature.Spooled
@@ -81,40 +128,143 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	if err != nil {
 		code, msg := spoolStatus(err)
 		reply.Error(w, code, msg)
-		return
+		return nil, false
 	}
-	job, err := o.Pipeline.Prepare(spooled.Reader())
-	spooled.Close()
+	return spooled, true
+}
+
+// run unpacks, builds, deploys if asked, and answers; it returns what it
+// answered so that a redelivery can be given the same.
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, start time.Time) results.Result {
+	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
+	defer cancel()
+
+	tar, closeTar, err := o.openTar(ctx, r, spooled)
+	if err != nil {
+		code, msg := fetchStatus(err)
+		return refuse(w, code, msg)
+	}
+	job, err := o.Pipeline.Prepare(tar)
+	closeTar()
 	if err != nil {
 		var in *build.InputError
 		switch {
 		case errors.As(err, &in) && in.TooLarge:
-			reply.Error(w, http.StatusRequestEntityTooLarge, err.Error())
+			return refuse(w, http.StatusRequestEntityTooLarge, err.Error())
 		case errors.As(err, &in):
-			reply.Error(w, http.StatusBadRequest, err.Error())
+			return refuse(w, http.StatusBadRequest, err.Error())
 		default:
 			log.Printf("build: %v", err)
-			reply.Error(w, http.StatusInternalServerError, err.Error())
+			return refuse(w, http.StatusInternalServerError, err.Error())
 		}
-		return
 	}
 	defer job.Close()
 
-	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
-	defer cancel()
 	// The template's server cuts any reply at write_timeout (10 s by
 	// default); a build may take far longer, so this reply gets its own.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(o.Timeout + time.Minute))
 
 	o.Metrics.Inflight.Inc()
 	defer o.Metrics.Inflight.Dec()
+	collected := progress.NewLog(maxBufferedLog)
 	var result progress.Result
+	code := http.StatusOK
 	if wantsNDJSON(r) {
-		result = stream(ctx, w, job, start, o.KeepAlive)
+		result = stream(ctx, w, job, start, o.KeepAlive, collected)
 	} else {
-		result = buffered(ctx, w, job, start)
+		result, code = buffered(ctx, w, job, start, collected)
 	}
 	o.Metrics.BuildDuration.WithLabelValues(result.Status).Observe(time.Since(start).Seconds())
+
+	result.Log = collected.Lines()
+	body, _ := json.Marshal(result)
+	if code == http.StatusOK && result.Status == progress.Failed {
+		code = http.StatusInternalServerError // what a buffered client would get
+	}
+	return results.Result{Code: code, Body: body}
+}
+
+// refuse answers an error before any build started.
+func refuse(w http.ResponseWriter, code int, msg string) results.Result {
+	reply.Error(w, code, msg)
+	body, _ := json.Marshal(map[string]string{"status": progress.Failed, "error": msg})
+	return results.Result{Code: code, Body: body}
+}
+
+// openTar returns the request's tar: the body itself, or the tar a signed
+// context reference points at.
+func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (io.Reader, func(), error) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != contextref.MediaType {
+		return spooled.Reader(), func() {}, nil
+	}
+	ref, err := contextref.Parse(spooled.Reader())
+	if err != nil {
+		return nil, nil, err
+	}
+	var fetched *contextref.Fetched
+	// A server error or a broken connection may pass; a wrong digest, a
+	// 4xx or an oversize context will not.
+	transient := func(err error) bool {
+		var st *contextref.StatusError
+		var tooLarge *contextref.TooLargeError
+		switch {
+		case errors.As(err, &st):
+			return st.Transient()
+		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), ctx.Err() != nil:
+			return false
+		}
+		return true
+	}
+	err = o.Retry.Do(ctx, "fetch context", transient, func([]string) {}, func() error {
+		var err error
+		fetched, err = contextref.Fetch(ctx, o.Fetch, ref, o.SpoolDir, o.MaxFetchBytes)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return fetched.Reader(), func() { fetched.Close() }, nil
+}
+
+// fetchStatus maps a context reference failure to a status code.
+func fetchStatus(err error) (int, string) {
+	var tooLarge *contextref.TooLargeError
+	var st *contextref.StatusError
+	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, contextref.ErrDigestMismatch), errors.Is(err, contextref.ErrInvalid):
+		return http.StatusBadRequest, err.Error()
+	case errors.As(err, &st) && !st.Transient():
+		return http.StatusBadRequest, err.Error()
+	case errors.As(err, &st), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusBadGateway, err.Error()
+	}
+	return http.StatusBadGateway, err.Error()
+}
+
+// replay answers a redelivery with the first delivery's result.
+func replay(w http.ResponseWriter, r *http.Request, res results.Result, start time.Time) {
+	w.Header().Set("X-Fnbuilder-Replayed", "true")
+	if !wantsNDJSON(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(res.Code)
+		_, _ = w.Write(res.Body)
+		return
+	}
+	var result progress.Result
+	if err := json.Unmarshal(res.Body, &result); err != nil || res.Code >= 300 && result.Log == nil && result.Image == "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(res.Code)
+		_, _ = w.Write(res.Body)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	out := progress.NewNDJSON(w, http.NewResponseController(w), start)
+	_ = out.Progress(result.Log)
+	result.Log = nil
+	_ = out.Final(result)
 }
 
 // retryAfterSeconds is what a client at capacity is told to wait.
@@ -156,7 +306,7 @@ func wantsNDJSON(r *http.Request) bool {
 
 // stream answers 200 at once and then one NDJSON line per batch of log
 // lines; failures after this point can only be a final "failed" line.
-func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, keepAlive time.Duration) progress.Result {
+func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, keepAlive time.Duration, collected *progress.Log) progress.Result {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -182,37 +332,50 @@ func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start ti
 			}
 		})
 	}
-	err := job.Run(ctx, func(lines []string) { _ = out.Progress(lines) })
+	result := runJob(ctx, job, func(lines []string) {
+		collected.Add(lines)
+		_ = out.Progress(lines)
+	})
 	close(stop)
 	keepAlives.Wait()
-	result := finalResult(job, err, nil)
 	_ = out.Final(result)
 	return result
 }
 
 // buffered answers one JSON object after the build: 200 on success, 500
 // with the same object on failure (old clients read the body on any code).
-func buffered(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time) progress.Result {
-	collected := progress.NewLog(maxBufferedLog)
-	err := job.Run(ctx, collected.Add)
-	result := finalResult(job, err, collected.Lines())
+func buffered(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, collected *progress.Log) (progress.Result, int) {
+	result := runJob(ctx, job, collected.Add)
+	result.Log = collected.Lines()
 	result.Duration = progress.Since(start)
 	code := http.StatusOK
-	if err != nil {
+	if result.Status != progress.Success {
 		code = http.StatusInternalServerError
 	}
 	reply.JSON(w, code, result)
+	return result, code
+}
+
+// runJob builds, then deploys when the request asked for it. A failed
+// build is never deployed.
+func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.Result {
+	if err := job.Run(ctx, logf); err != nil {
+		return finalResult(job, err)
+	}
+	deployed, err := job.Deploy(ctx, logf)
+	result := finalResult(job, err)
+	result.Deploy = deployed
 	return result
 }
 
 // maxBufferedLog bounds the memory one buffered reply holds.
 const maxBufferedLog = 4 << 20
 
-func finalResult(job *build.Job, err error, lines []string) progress.Result {
+func finalResult(job *build.Job, err error) progress.Result {
 	if err == nil {
-		return progress.Result{Log: lines, Image: job.Image(), Status: progress.Success}
+		return progress.Result{Image: job.Image(), Status: progress.Success}
 	}
-	return progress.Result{Log: lines, Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
+	return progress.Result{Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
 }
 
 // oneLine keeps the first line of a BuildKit error: the rest is a stack.

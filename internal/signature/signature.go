@@ -137,3 +137,25 @@ func spool(body io.Reader, mac io.Writer, dir string, limit int64) (_ *Spooled, 
 	}
 	return &Spooled{file: f, size: n}, nil
 }
+
+// Verify checks a signature over a small message held in memory, such as
+// the call id of a result fetch.
+func Verify(msg []byte, header string, key []byte) error {
+	want, err := ParseHeader(header)
+	if err != nil {
+		return err
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(msg)
+	if !hmac.Equal(mac.Sum(nil), want) {
+		return ErrMismatch
+	}
+	return nil
+}
+
+// Sign is the header value for msg: "sha256=" and the hex HMAC-SHA256.
+func Sign(msg, key []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write(msg)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
