@@ -14,28 +14,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sort"
 	"strings"
 
-	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
-	deployfn "github.com/fnbuilder/fnbuilder/deploy-fn"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
-	publickeyfn "github.com/fnbuilder/fnbuilder/publickey-fn"
-	sealfn "github.com/fnbuilder/fnbuilder/seal-fn"
+	"github.com/fnbuilder/fnbuilder/internal/functions"
 )
 
 // function is the folder name of the function this binary serves, set with
 // -ldflags "-X main.function=NAME" (the Dockerfile's FUNCTION build arg).
 var function string
-
-// functions maps each function folder to its golang-middleware Handle.
-var functions = map[string]http.HandlerFunc{
-	"build-fn":     buildfn.Handle,
-	"deploy-fn":    deployfn.Handle,
-	"publickey-fn": publickeyfn.Handle,
-	"seal-fn":      sealfn.Handle,
-}
 
 // addr is of-watchdog's upstream_url in the Dockerfile.
 const addr = "127.0.0.1:8082"
@@ -69,22 +57,13 @@ func run() error {
 // selected refuses to start a binary built for no function, or for one this
 // template does not know, naming the valid choices.
 func selected(name string) (http.HandlerFunc, error) {
-	valid := strings.Join(names(), ", ")
 	if name == "" {
-		return nil, fmt.Errorf("built without a function: build with -ldflags \"-X main.function=NAME\" (FUNCTION build arg), NAME one of: %s", valid)
+		return nil, fmt.Errorf("built without a function: build with -ldflags \"-X main.function=NAME\" (FUNCTION build arg), NAME one of: %s",
+			strings.Join(functions.Names(), ", "))
 	}
-	handle, ok := functions[name]
-	if !ok {
-		return nil, fmt.Errorf("unknown function %q (FUNCTION build arg): want one of: %s", name, valid)
+	handle, err := functions.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w (FUNCTION build arg)", err)
 	}
 	return handle, nil
-}
-
-func names() []string {
-	out := make([]string, 0, len(functions))
-	for name := range functions {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
 }
