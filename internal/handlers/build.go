@@ -89,8 +89,17 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		o.run(w, r, spooled, start)
 		return
 	}
-	res, shared := o.Results.Do(callID, func() results.Result { return o.run(w, r, spooled, start) })
-	if shared {
+	fingerprint := r.Header.Get("X-Build-Signature")
+	res, shared := o.Results.Do(callID, func() results.Result {
+		res := o.run(w, r, spooled, start)
+		res.Request = fingerprint
+		return res
+	})
+	switch {
+	case !shared:
+	case res.Request != fingerprint && !o.DisableHMAC:
+		reply.Error(w, http.StatusConflict, "X-Call-Id "+callID+" was already used for a different request body")
+	default:
 		replay(w, r, res, start)
 	}
 }

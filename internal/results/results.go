@@ -21,6 +21,9 @@ import (
 type Result struct {
 	Code int             `json:"code"`
 	Body json.RawMessage `json:"body"`
+	// Request identifies the request that produced the result (its
+	// X-Build-Signature), so a reused call id with another body is caught.
+	Request string `json:"request,omitempty"`
 }
 
 // Store keeps results for TTL under Dir.
