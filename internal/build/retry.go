@@ -17,7 +17,7 @@ import (
 type Backoff struct {
 	Attempts int           // total tries, at least 1
 	First    time.Duration // first wait; doubled each time
-	Max      time.Duration // cap of one wait
+	Max      time.Duration // cap of one wait; 0 means no cap
 }
 
 // Do runs fn until it succeeds, fails permanently, runs out of attempts or
@@ -36,7 +36,10 @@ func (b Backoff) Do(ctx context.Context, what string, transient func(error) bool
 			return err
 		case <-time.After(wait):
 		}
-		wait = min(wait*2, b.Max)
+		wait *= 2
+		if b.Max > 0 {
+			wait = min(wait, b.Max)
+		}
 	}
 }
 
@@ -60,7 +63,7 @@ func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)
 var registry5xx = regexp.MustCompile(`\b50[0-4] [A-Z][A-Za-z ]+`)
 
 // unreachable matches a daemon or registry that is not listening (yet).
-var unreachable = regexp.MustCompile(`connection refused|connection reset by peer|no such file or directory.*\.sock|error reading from server: EOF|transport is closing`)
+var unreachable = regexp.MustCompile(`connection refused|connection reset by peer|\.sock: connect: no such file or directory|no such file or directory.*\.sock|error reading from server: EOF|transport is closing`)
 
 // Transient says whether a build error may go away on its own.
 func Transient(err error) bool {

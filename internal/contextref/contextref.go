@@ -55,8 +55,10 @@ func Parse(r io.Reader) (Ref, error) {
 		return ref, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalid, ref.URL)
 	}
 	hexDigest, ok := strings.CutPrefix(ref.Digest, "sha256:")
-	if b, err := hex.DecodeString(hexDigest); !ok || err != nil || len(b) != sha256.Size {
-		return ref, fmt.Errorf("%w: digest %q must be sha256:<64 hex digits>", ErrInvalid, ref.Digest)
+	// Lowercase only, as OCI digests are: Fetch compares the lowercase hex
+	// of the bytes, so an uppercase digest could never match.
+	if b, err := hex.DecodeString(hexDigest); !ok || err != nil || len(b) != sha256.Size || hexDigest != strings.ToLower(hexDigest) {
+		return ref, fmt.Errorf("%w: digest %q must be sha256:<64 lowercase hex digits>", ErrInvalid, ref.Digest)
 	}
 	return ref, nil
 }

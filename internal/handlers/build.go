@@ -135,7 +135,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 	}
 	o.Metrics.BytesReceived.Add(float64(body.n))
 	if err != nil {
-		code, msg := spoolStatus(err)
+		code, msg := spoolStatus(err, "X-Build-Signature")
 		reply.Error(w, code, msg)
 		return nil, false
 	}
@@ -186,18 +186,22 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	o.Metrics.BuildDuration.WithLabelValues(result.Status).Observe(time.Since(start).Seconds())
 
 	result.Log = collected.Lines()
+	result.Duration = progress.Since(start)
 	body, _ := json.Marshal(result)
 	if code == http.StatusOK && result.Status == progress.Failed {
 		code = http.StatusInternalServerError // what a buffered client would get
 	}
-	return results.Result{Code: code, Body: body}
+	// A build cut short by its own client is no answer to keep: a
+	// redelivery should build again.
+	return results.Result{Code: code, Body: body, Transient: r.Context().Err() != nil}
 }
 
 // refuse answers an error before any build started.
 func refuse(w http.ResponseWriter, code int, msg string) results.Result {
 	reply.Error(w, code, msg)
 	body, _ := json.Marshal(map[string]string{"status": progress.Failed, "error": msg})
-	return results.Result{Code: code, Body: body}
+	// A refusal for bad input is final; a server-side one may pass.
+	return results.Result{Code: code, Body: body, Transient: code >= 500}
 }
 
 // openTar returns the request's tar: the body itself, or the tar a signed
@@ -294,17 +298,17 @@ func (o BuildOptions) hmacKey() ([]byte, error) {
 	return key, nil
 }
 
-func spoolStatus(err error) (int, string) {
+func spoolStatus(err error, header string) (int, string) {
 	var tooLarge *signature.TooLargeError
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, signature.ErrMissing):
-		return http.StatusUnauthorized, "missing X-Build-Signature header"
+		return http.StatusUnauthorized, "missing " + header + " header"
 	case errors.Is(err, signature.ErrMalformed):
-		return http.StatusUnauthorized, "malformed X-Build-Signature header, want sha256=<hex>"
+		return http.StatusUnauthorized, "malformed " + header + " header, want sha256=<hex>"
 	case errors.Is(err, signature.ErrMismatch):
-		return http.StatusUnauthorized, "X-Build-Signature does not match the request body"
+		return http.StatusUnauthorized, header + " does not match the request"
 	}
 	return http.StatusBadRequest, "read request body: " + err.Error()
 }

@@ -37,7 +37,7 @@ func MakeResultHandler(o BuildOptions) http.HandlerFunc {
 				return
 			}
 			if err := signature.Verify([]byte(id), r.Header.Get("X-Build-Signature"), key); err != nil {
-				code, msg := spoolStatus(err)
+				code, msg := spoolStatus(err, "X-Build-Signature")
 				reply.Error(w, code, msg)
 				return
 			}

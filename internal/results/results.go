@@ -24,6 +24,10 @@ type Result struct {
 	// Request identifies the request that produced the result (its
 	// X-Build-Signature), so a reused call id with another body is caught.
 	Request string `json:"request,omitempty"`
+	// Transient results (a server-side refusal, a build whose client went
+	// away) are shared with deliveries that joined while it ran, but not
+	// kept: a later delivery runs again.
+	Transient bool `json:"-"`
 }
 
 // Store keeps results for TTL under Dir.
@@ -78,6 +82,9 @@ func (s *Store) Do(id string, build func() Result) (res Result, shared bool) {
 		close(c.done)
 	}()
 	c.result = build()
+	if c.result.Transient {
+		return c.result, false
+	}
 	if err := s.save(id, c.result); err != nil {
 		// The build is done and answered; only a later fetch will miss it.
 		fmt.Fprintf(os.Stderr, "results: keep %s: %v\n", id, err)

@@ -1,0 +1,318 @@
+package build_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
+)
+
+const image = "registry.example:5000/team/hello:1.0"
+
+// buildTar is a valid build tar whose config is cfg.
+func buildTar(t *testing.T, cfg map[string]any) []byte {
+	t.Helper()
+	config, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range []struct {
+		name string
+		body []byte
+	}{
+		{"context/", nil},
+		{"context/Dockerfile", []byte("FROM scratch\n")},
+		{buildtar.ConfigName, config},
+	} {
+		hdr := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}
+		if strings.HasSuffix(e.name, "/") {
+			hdr = &tar.Header{Name: e.name, Mode: 0o755, Typeflag: tar.TypeDir}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// fakeGateway answers Update and Deploy from queues of status codes (the
+// last one repeats) the way go-sdk does: an error for any non-2xx.
+type fakeGateway struct {
+	mu      sync.Mutex
+	update  []int
+	deploy  []int
+	updates []types.FunctionDeployment
+	deploys []types.FunctionDeployment
+}
+
+func next(codes *[]int) int {
+	if len(*codes) == 0 {
+		return http.StatusOK
+	}
+	code := (*codes)[0]
+	if len(*codes) > 1 {
+		*codes = (*codes)[1:]
+	}
+	return code
+}
+
+func answer(code int) (int, error) {
+	if code >= 200 && code < 300 {
+		return code, nil
+	}
+	return code, fmt.Errorf("unexpected status code: %d, message: %q", code, http.StatusText(code))
+}
+
+func (g *fakeGateway) Update(_ context.Context, spec types.FunctionDeployment) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.updates = append(g.updates, spec)
+	return answer(next(&g.update))
+}
+
+func (g *fakeGateway) Deploy(_ context.Context, spec types.FunctionDeployment) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.deploys = append(g.deploys, spec)
+	return answer(next(&g.deploy))
+}
+
+func (g *fakeGateway) counts() (updates, deploys int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.updates), len(g.deploys)
+}
+
+func pipeline(t *testing.T, gw deploy.Gateway) *build.Pipeline {
+	t.Helper()
+	p := &build.Pipeline{
+		Keys:          func() (*secrets.KeyRing, error) { return nil, errors.New("no keys in this test") },
+		Runner:        &flakyRunner{},
+		Limits:        buildtar.DefaultLimits(),
+		WorkDir:       t.TempDir(),
+		DeployBackoff: build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond},
+	}
+	if gw != nil {
+		p.Gateway = func() (deploy.Gateway, error) { return gw, nil }
+	}
+	return p
+}
+
+func assertNoWorkDirs(t *testing.T, p *build.Pipeline) {
+	t.Helper()
+	entries, err := os.ReadDir(p.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("%d work directories left, first %s", len(entries), entries[0].Name())
+	}
+}
+
+func TestPrepareRejectsBadDeploySpec(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     map[string]any
+		noGW    bool
+		message string
+	}{
+		{"invalid name", map[string]any{"image": image, "deploy": map[string]any{"name": "Hello_World"}}, false, "DNS label"},
+		{"name too long", map[string]any{"image": image, "deploy": map[string]any{"name": strings.Repeat("a", 64)}}, false, "DNS label"},
+		{"missing name", map[string]any{"image": image, "deploy": map[string]any{}}, false, "DNS label"},
+		{"bad namespace", map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "namespace": "Open_FaaS"}}, false, "namespace"},
+		{"other image", map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "image": "other/image:1"}}, false, "differs"},
+		{"skipPush", map[string]any{"image": image, "skipPush": true, "deploy": map[string]any{"name": "hello"}}, false, "skipPush"},
+		{"unknown field", map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "replicas": 3}}, false, "unknown field"},
+		{"not an object", map[string]any{"image": image, "deploy": "hello"}, false, "deploy"},
+		{"no gateway", map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}}, true, "no gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := &fakeGateway{}
+			p := pipeline(t, gw)
+			if tc.noGW {
+				p.Gateway = nil
+			}
+			job, err := p.Prepare(bytes.NewReader(buildTar(t, tc.cfg)))
+			var in *build.InputError
+			if !errors.As(err, &in) || job != nil {
+				t.Fatalf("Prepare = %v, %v; want *InputError", job, err)
+			}
+			if in.TooLarge {
+				t.Fatal("InputError marked TooLarge")
+			}
+			if !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("error %q does not mention %q", err, tc.message)
+			}
+			if u, d := gw.counts(); u+d != 0 {
+				t.Fatalf("gateway called %d+%d times", u, d)
+			}
+			assertNoWorkDirs(t, p)
+		})
+	}
+}
+
+func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
+	t.Helper()
+	job, err := p.Prepare(bytes.NewReader(buildTar(t, cfg)))
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	t.Cleanup(job.Close)
+	return job
+}
+
+func TestDeployCreatesOnUpdate404(t *testing.T) {
+	gw := &fakeGateway{update: []int{http.StatusNotFound}, deploy: []int{http.StatusAccepted}}
+	p := pipeline(t, gw)
+	job := prepare(t, p, map[string]any{"image": image, "deploy": map[string]any{
+		"name": "hello", "namespace": "openfaas-fn", "labels": map[string]string{"team": "a"},
+	}})
+	if job.Image() != image {
+		t.Fatalf("Image %q", job.Image())
+	}
+	if err := job.Run(context.Background(), func([]string) {}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := job.Deploy(context.Background(), func([]string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := deploy.Result{Name: "hello", Namespace: "openfaas-fn", Image: image, Action: "created"}
+	if res == nil || *res != want {
+		t.Fatalf("Deploy = %+v, want %+v", res, want)
+	}
+	if u, d := gw.counts(); u != 1 || d != 1 {
+		t.Fatalf("gateway: %d updates, %d deploys; want 1, 1", u, d)
+	}
+	sent := gw.deploys[0]
+	if sent.Service != "hello" || sent.Image != image || sent.Namespace != "openfaas-fn" ||
+		sent.Labels == nil || (*sent.Labels)["team"] != "a" {
+		t.Fatalf("deployment sent: %+v", sent)
+	}
+	job.Close()
+	assertNoWorkDirs(t, p)
+}
+
+func TestDeployUpdates(t *testing.T) {
+	gw := &fakeGateway{update: []int{http.StatusOK}}
+	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "image": image}})
+	res, err := job.Deploy(context.Background(), func([]string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res == nil || res.Action != "updated" || res.Image != image || res.Name != "hello" {
+		t.Fatalf("Deploy = %+v", res)
+	}
+	if u, d := gw.counts(); u != 1 || d != 0 {
+		t.Fatalf("gateway: %d updates, %d deploys; want 1, 0", u, d)
+	}
+}
+
+func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
+	gw := &fakeGateway{update: []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusAccepted}}
+	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	var lines []string
+	res, err := job.Deploy(context.Background(), func(l []string) { lines = append(lines, l...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Action != "updated" {
+		t.Fatalf("action %q", res.Action)
+	}
+	if u, _ := gw.counts(); u != 3 {
+		t.Fatalf("%d updates, want 3", u)
+	}
+	if len(lines) != 2 || !strings.Contains(lines[0], "deploy: transient error, retrying") || !strings.Contains(lines[0], "503") {
+		t.Fatalf("retry log %q", lines)
+	}
+}
+
+func TestDeployGivesUpAfterAttempts(t *testing.T) {
+	gw := &fakeGateway{update: []int{http.StatusBadGateway}}
+	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	res, err := job.Deploy(context.Background(), func([]string) {})
+	var de *build.DeployError
+	if !errors.As(err, &de) || res != nil {
+		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
+	}
+	var gwErr *deploy.GatewayError
+	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusBadGateway {
+		t.Fatalf("error %v does not carry the gateway's 502", err)
+	}
+	if u, _ := gw.counts(); u != 3 {
+		t.Fatalf("%d updates, want 3 (Attempts)", u)
+	}
+}
+
+func TestDeployPermanentGatewayError(t *testing.T) {
+	gw := &fakeGateway{update: []int{http.StatusBadRequest}}
+	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	res, err := job.Deploy(context.Background(), func([]string) {})
+	var de *build.DeployError
+	if !errors.As(err, &de) || res != nil {
+		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
+	}
+	if !strings.Contains(err.Error(), "deploy failed") || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("error %q", err)
+	}
+	if u, d := gw.counts(); u != 1 || d != 0 {
+		t.Fatalf("gateway: %d updates, %d deploys; want 1, 0 (no retry)", u, d)
+	}
+}
+
+func TestDeployGatewayClientError(t *testing.T) {
+	p := pipeline(t, nil)
+	p.Gateway = func() (deploy.Gateway, error) { return nil, errors.New("bad gateway_url") }
+	job := prepare(t, p, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	_, err := job.Deploy(context.Background(), func([]string) {})
+	var de *build.DeployError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "bad gateway_url") {
+		t.Fatalf("error %v, want a *DeployError naming the cause", err)
+	}
+}
+
+func TestNoDeploySpec(t *testing.T) {
+	for _, cfg := range []map[string]any{
+		{"image": image},
+		{"image": image, "deploy": nil},
+		{"image": image, "skipPush": true},
+	} {
+		gw := &fakeGateway{}
+		job := prepare(t, pipeline(t, gw), cfg)
+		res, err := job.Deploy(context.Background(), func([]string) {})
+		if res != nil || err != nil {
+			t.Fatalf("config %v: Deploy = %+v, %v; want nil, nil", cfg, res, err)
+		}
+		if u, d := gw.counts(); u+d != 0 {
+			t.Fatalf("config %v: gateway called", cfg)
+		}
+	}
+	// Without a deploy spec no gateway is needed at all.
+	job := prepare(t, pipeline(t, nil), map[string]any{"image": image})
+	if res, err := job.Deploy(context.Background(), func([]string) {}); res != nil || err != nil {
+		t.Fatalf("Deploy without gateway = %+v, %v", res, err)
+	}
+}

@@ -1,0 +1,210 @@
+package deploy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
+)
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec deploy.Spec
+		ok   bool
+	}{
+		{"minimal", deploy.Spec{Name: "hello", Image: "r/hello:1"}, true},
+		{"digits and dashes", deploy.Spec{Name: "a-1-b2", Image: "x"}, true},
+		{"one char", deploy.Spec{Name: "a", Image: "x"}, true},
+		{"63 chars", deploy.Spec{Name: strings.Repeat("a", 63), Image: "x"}, true},
+		{"namespace", deploy.Spec{Name: "hello", Image: "x", Namespace: "openfaas-fn"}, true},
+		{"empty name", deploy.Spec{Image: "x"}, false},
+		{"64 chars", deploy.Spec{Name: strings.Repeat("a", 64), Image: "x"}, false},
+		{"uppercase", deploy.Spec{Name: "Hello", Image: "x"}, false},
+		{"underscore", deploy.Spec{Name: "hello_world", Image: "x"}, false},
+		{"dot", deploy.Spec{Name: "hello.world", Image: "x"}, false},
+		{"leading dash", deploy.Spec{Name: "-hello", Image: "x"}, false},
+		{"trailing dash", deploy.Spec{Name: "hello-", Image: "x"}, false},
+		{"slash", deploy.Spec{Name: "a/b", Image: "x"}, false},
+		{"newline", deploy.Spec{Name: "hello\n", Image: "x"}, false},
+		{"no image", deploy.Spec{Name: "hello"}, false},
+		{"bad namespace", deploy.Spec{Name: "hello", Image: "x", Namespace: "Open_FaaS"}, false},
+	} {
+		err := tc.spec.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: Validate(%+v) = %v, want ok=%v", tc.name, tc.spec, err, tc.ok)
+		}
+	}
+}
+
+// fakeGateway answers with fixed codes, an error for any non-2xx like
+// go-sdk, and records what it was sent.
+type fakeGateway struct {
+	updateCode, deployCode int
+	updates, deploys       []types.FunctionDeployment
+}
+
+func answer(code int) (int, error) {
+	if code >= 200 && code < 300 {
+		return code, nil
+	}
+	return code, fmt.Errorf("unexpected status code: %d", code)
+}
+
+func (g *fakeGateway) Update(_ context.Context, d types.FunctionDeployment) (int, error) {
+	g.updates = append(g.updates, d)
+	return answer(g.updateCode)
+}
+
+func (g *fakeGateway) Deploy(_ context.Context, d types.FunctionDeployment) (int, error) {
+	g.deploys = append(g.deploys, d)
+	return answer(g.deployCode)
+}
+
+func TestApplyUpdates(t *testing.T) {
+	gw := &fakeGateway{updateCode: http.StatusAccepted}
+	res, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1", Namespace: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := deploy.Result{Name: "hello", Namespace: "fn", Image: "r/hello:1", Action: "updated"}
+	if res != want {
+		t.Fatalf("Apply = %+v, want %+v", res, want)
+	}
+	if len(gw.updates) != 1 || len(gw.deploys) != 0 {
+		t.Fatalf("%d updates, %d deploys", len(gw.updates), len(gw.deploys))
+	}
+}
+
+func TestApplyCreatesOn404(t *testing.T) {
+	gw := &fakeGateway{updateCode: http.StatusNotFound, deployCode: http.StatusAccepted}
+	res, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Action != "created" {
+		t.Fatalf("action %q, want created", res.Action)
+	}
+	if len(gw.updates) != 1 || len(gw.deploys) != 1 || !reflect.DeepEqual(gw.updates[0], gw.deploys[0]) {
+		t.Fatalf("updates %+v, deploys %+v", gw.updates, gw.deploys)
+	}
+}
+
+func TestApplyCreateFails(t *testing.T) {
+	gw := &fakeGateway{updateCode: http.StatusNotFound, deployCode: http.StatusBadRequest}
+	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	var gwErr *deploy.GatewayError
+	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusBadRequest {
+		t.Fatalf("error %v, want a GatewayError with the create's 400", err)
+	}
+}
+
+func TestApplyUpdateFails(t *testing.T) {
+	gw := &fakeGateway{updateCode: http.StatusInternalServerError}
+	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	var gwErr *deploy.GatewayError
+	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusInternalServerError {
+		t.Fatalf("error %v, want a GatewayError with 500", err)
+	}
+	if !strings.Contains(err.Error(), "500") {
+		t.Fatalf("error %q does not name the status", err)
+	}
+	if len(gw.deploys) != 0 {
+		t.Fatal("a 500 on update turned into a create")
+	}
+}
+
+func TestApplyValidatesFirst(t *testing.T) {
+	gw := &fakeGateway{updateCode: http.StatusOK}
+	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "Bad_Name", Image: "x"})
+	var gwErr *deploy.GatewayError
+	if err == nil || errors.As(err, &gwErr) {
+		t.Fatalf("error %v, want a validation error", err)
+	}
+	if len(gw.updates)+len(gw.deploys) != 0 {
+		t.Fatal("gateway called for an invalid spec")
+	}
+}
+
+func TestGatewayErrorTransient(t *testing.T) {
+	for code, want := range map[int]bool{
+		http.StatusTooManyRequests:     true,
+		http.StatusInternalServerError: true,
+		http.StatusBadGateway:          true,
+		http.StatusServiceUnavailable:  true,
+		http.StatusGatewayTimeout:      true,
+		http.StatusBadRequest:          false,
+		http.StatusUnauthorized:        false,
+		http.StatusForbidden:           false,
+		http.StatusNotFound:            false,
+		http.StatusConflict:            false,
+	} {
+		e := &deploy.GatewayError{Status: code, Err: errors.New("x")}
+		if got := e.Transient(); got != want {
+			t.Errorf("Transient() for %d = %v, want %v", code, got, want)
+		}
+	}
+	inner := errors.New("inner")
+	if !errors.Is(&deploy.GatewayError{Status: 500, Err: inner}, inner) {
+		t.Fatal("GatewayError does not unwrap")
+	}
+}
+
+func TestDeploymentCarriesSpec(t *testing.T) {
+	spec := deploy.Spec{
+		Name:                   "hello",
+		Image:                  "r/hello:1",
+		Namespace:              "openfaas-fn",
+		Env:                    map[string]string{"MODE": "prod"},
+		EnvProcess:             "./handler",
+		Labels:                 map[string]string{"com.openfaas.scale.min": "2"},
+		Annotations:            map[string]string{"topic": "orders"},
+		Secrets:                []string{"db-password"},
+		Constraints:            []string{"node.platform.os == linux"},
+		Limits:                 &deploy.Resources{Memory: "128Mi", CPU: "500m"},
+		Requests:               &deploy.Resources{Memory: "64Mi", CPU: "100m"},
+		ReadOnlyRootFilesystem: true,
+	}
+	gw := &fakeGateway{updateCode: http.StatusOK}
+	if _, err := deploy.Apply(context.Background(), gw, spec); err != nil {
+		t.Fatal(err)
+	}
+	if len(gw.updates) != 1 {
+		t.Fatalf("%d updates", len(gw.updates))
+	}
+	labels := map[string]string{"com.openfaas.scale.min": "2"}
+	annotations := map[string]string{"topic": "orders"}
+	want := types.FunctionDeployment{
+		Service:                "hello",
+		Image:                  "r/hello:1",
+		Namespace:              "openfaas-fn",
+		EnvProcess:             "./handler",
+		EnvVars:                map[string]string{"MODE": "prod"},
+		Constraints:            []string{"node.platform.os == linux"},
+		Secrets:                []string{"db-password"},
+		Labels:                 &labels,
+		Annotations:            &annotations,
+		Limits:                 &types.FunctionResources{Memory: "128Mi", CPU: "500m"},
+		Requests:               &types.FunctionResources{Memory: "64Mi", CPU: "100m"},
+		ReadOnlyRootFilesystem: true,
+	}
+	if got := gw.updates[0]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("sent\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Empty maps and resources are left out, not sent as empty objects.
+	gw = &fakeGateway{updateCode: http.StatusOK}
+	if _, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "x", Labels: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := gw.updates[0]; d.Labels != nil || d.Annotations != nil || d.Limits != nil || d.Requests != nil {
+		t.Fatalf("minimal spec sent %+v", d)
+	}
+}

@@ -1,0 +1,266 @@
+package results_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/results"
+)
+
+const callID = "8f14e45f-ceea-467f-a9e4-1f1e3b5c6d7a"
+
+func newStore(t *testing.T, dir string, ttl time.Duration) *results.Store {
+	t.Helper()
+	s, err := results.New(dir, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func okResult(image string) results.Result {
+	body, _ := json.Marshal(map[string]string{"status": "success", "image": image})
+	return results.Result{Code: 200, Body: body, Request: "sha256=abc"}
+}
+
+func sameResult(t *testing.T, got, want results.Result) {
+	t.Helper()
+	if got.Code != want.Code || string(got.Body) != string(want.Body) || got.Request != want.Request {
+		t.Fatalf("result %+v (body %s), want %+v (body %s)", got, got.Body, want, want.Body)
+	}
+}
+
+func TestDoRunsOnceForConcurrentCallers(t *testing.T) {
+	s := newStore(t, t.TempDir(), time.Hour)
+	var builds atomic.Int32
+	release := make(chan struct{})
+	want := okResult("r/fn:1")
+
+	const callers = 20
+	var wg sync.WaitGroup
+	got := make([]results.Result, callers)
+	shared := make([]bool, callers)
+	for i := range callers {
+		wg.Go(func() {
+			got[i], shared[i] = s.Do(callID, func() results.Result {
+				builds.Add(1)
+				<-release
+				return want
+			})
+		})
+	}
+	// Let every caller reach Do before the build finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.Running(callID) {
+		if time.Now().After(deadline) {
+			t.Fatal("no build started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+
+	if n := builds.Load(); n != 1 {
+		t.Fatalf("build ran %d times, want 1", n)
+	}
+	owners := 0
+	for i := range callers {
+		sameResult(t, got[i], want)
+		if !shared[i] {
+			owners++
+		}
+	}
+	if owners != 1 {
+		t.Fatalf("%d callers report shared=false, want exactly 1", owners)
+	}
+	if s.Running(callID) {
+		t.Fatal("still running after every caller returned")
+	}
+}
+
+func TestRunningDuringBuild(t *testing.T) {
+	s := newStore(t, t.TempDir(), time.Hour)
+	if s.Running(callID) {
+		t.Fatal("running before any build")
+	}
+	inside := make(chan bool, 1)
+	_, shared := s.Do(callID, func() results.Result {
+		inside <- s.Running(callID)
+		return okResult("r/fn:1")
+	})
+	if shared {
+		t.Fatal("first Do reports shared")
+	}
+	if !<-inside {
+		t.Fatal("Running false while the build runs")
+	}
+	if s.Running(callID) {
+		t.Fatal("Running true after the build")
+	}
+	if s.Running("other-id") {
+		t.Fatal("Running true for an unrelated id")
+	}
+}
+
+func TestResultSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	want := okResult("r/fn:2")
+	first := newStore(t, dir, time.Hour)
+	if _, shared := first.Do(callID, func() results.Result { return want }); shared {
+		t.Fatal("first Do reports shared")
+	}
+
+	second := newStore(t, dir, time.Hour)
+	got, ok := second.Get(callID)
+	if !ok {
+		t.Fatal("result lost with a new Store on the same dir")
+	}
+	sameResult(t, got, want)
+	if !second.Has(callID) {
+		t.Fatal("Has false for a stored result")
+	}
+	res, shared := second.Do(callID, func() results.Result {
+		t.Error("build ran again after a restart")
+		return results.Result{}
+	})
+	if !shared {
+		t.Fatal("Do after restart reports shared=false")
+	}
+	sameResult(t, res, want)
+}
+
+func TestTTLExpiry(t *testing.T) {
+	s := newStore(t, t.TempDir(), 50*time.Millisecond)
+	var builds atomic.Int32
+	build := func() results.Result {
+		builds.Add(1)
+		return okResult("r/fn:3")
+	}
+	s.Do(callID, build)
+	if _, ok := s.Get(callID); !ok {
+		t.Fatal("fresh result missing")
+	}
+	if _, shared := s.Do(callID, build); !shared || builds.Load() != 1 {
+		t.Fatalf("second Do before expiry: shared=%v builds=%d", shared, builds.Load())
+	}
+	time.Sleep(80 * time.Millisecond)
+	if _, ok := s.Get(callID); ok {
+		t.Fatal("expired result still returned")
+	}
+	if s.Has(callID) {
+		t.Fatal("Has true for an expired result")
+	}
+	if _, shared := s.Do(callID, build); shared {
+		t.Fatal("Do after expiry reports shared")
+	}
+	if n := builds.Load(); n != 2 {
+		t.Fatalf("build ran %d times, want 2", n)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{
+		{"8f14e45f-ceea-467f-a9e4-1f1e3b5c6d7a", true},
+		{"abc", true},
+		{"a.b_c-d", true},
+		{strings.Repeat("a", 128), true},
+		{"", false},
+		{"../x", false},
+		{"a/b", false},
+		{".hidden", false},
+		{"-x", false},
+		{"a b", false},
+		{"a\x00b", false},
+		{strings.Repeat("a", 129), false},
+		{strings.Repeat("a", 200), false},
+	} {
+		if got := results.ValidID(tc.id); got != tc.want {
+			t.Errorf("ValidID(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+}
+
+func TestPruneRemovesOldFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir, time.Hour)
+	s.Do("old", func() results.Result { return okResult("r/old:1") })
+	s.Do("new", func() results.Result { return okResult("r/new:1") })
+	stale := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "old.json"), stale, stale); err != nil {
+		t.Fatal(err)
+	}
+	// A leftover temp file from a crash while saving.
+	tmp := filepath.Join(dir, ".tmp-123")
+	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(tmp, stale, stale); err != nil {
+		t.Fatal(err)
+	}
+
+	s.Prune()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 1 || names[0] != "new.json" {
+		t.Fatalf("after Prune: %v, want [new.json]", names)
+	}
+	if s.Has("old") {
+		t.Fatal("pruned result still found")
+	}
+	if !s.Has("new") {
+		t.Fatal("fresh result pruned")
+	}
+}
+
+func TestHasAndGetMiss(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir, time.Hour)
+	if s.Has(callID) {
+		t.Fatal("Has true on an empty store")
+	}
+	if _, ok := s.Get(callID); ok {
+		t.Fatal("Get hit on an empty store")
+	}
+	// A corrupt file is a miss, not a zero result.
+	if err := os.WriteFile(filepath.Join(dir, callID+".json"), []byte("not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.Has(callID) {
+		t.Fatal("Has true for a corrupt file")
+	}
+	s.Do(callID, func() results.Result { return okResult("r/fn:4") })
+	if !s.Has(callID) {
+		t.Fatal("Has false after Do")
+	}
+}
+
+func TestNewCreatesDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	newStore(t, dir, time.Hour)
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		t.Fatalf("store dir not created: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := results.New(filepath.Join(file, "sub"), time.Hour); err == nil {
+		t.Fatal("New under a regular file succeeded")
+	}
+}
