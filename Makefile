@@ -18,8 +18,9 @@ lint:
 	$(GO) vet ./...
 
 # The whole suite, end-to-end tests included (they start their own
-# registry and buildkitd), then each fuzz target briefly.
-test: lint
+# registry, buildkitd and local stack), then each fuzz target briefly.
+# hack/install.sh first installs what is missing (quick when nothing is).
+test: install lint
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
@@ -28,3 +29,28 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzExtract -fuzztime=$(FUZZTIME) ./internal/buildtar/
 	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./internal/buildtar/
 	$(GO) test -run='^$$' -fuzz=FuzzParseEnvelope -fuzztime=$(FUZZTIME) ./internal/secrets/
+
+# The local OpenFaaS stack (cmd/fnb-stack; see cmd/fnb-stack/README.md):
+# `make up` installs what is missing and starts everything on loopback,
+# `make demo` runs the main job on it, `make down` stops all it started.
+# FNB_STACK_DIR chooses the state dir (default /var/lib/fnbuilder-stack).
+.PHONY: up down demo
+up:
+	bash hack/install.sh
+	$(GO) build -o bin/fnb-stack ./cmd/fnb-stack
+	bin/fnb-stack up
+
+demo: up
+	bin/fnb-stack demo
+
+down:
+	$(GO) build -o bin/fnb-stack ./cmd/fnb-stack
+	bin/fnb-stack down
+
+# Benchmarks (bench/, docs/benchmarks.md): one run of each figure on this
+# machine; prints one table and writes it, with the machine, to
+# docs/benchmarks.md. The async row needs the local stack up (make up).
+.PHONY: bench
+bench:
+	$(GO) test -c -o bin/fnb-bench.test ./bench/
+	cd bench && FNB_BENCH=1 FNB_BENCH_OUT=$(CURDIR)/docs/benchmarks.md ../bin/fnb-bench.test -test.run '^TestReport$$' -test.timeout 90m

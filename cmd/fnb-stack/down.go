@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Down stops every daemon by its PID file (process group, SIGTERM then
+// SIGKILL), runs the provider's teardown (containers, network namespaces,
+// bridge, iptables chains) while containerd still runs, and then checks
+// that nothing is left. Leftovers are removed when they are certainly the
+// stack's, and reported; any leftover makes Down fail.
+func (s *Stack) Down() error {
+	if _, err := os.Stat(s.Dir); err != nil {
+		fmt.Fprintf(s.out, "no stack at %s: nothing to stop\n", s.Dir)
+		return nil
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s.logf("stack            %s (down)", s.Dir)
+	if other := activeStack(); other != "" && other != s.Dir && len((&Stack{Dir: other}).livePIDs()) > 0 {
+		// The bridge, namespaces and chains have per-machine names: they
+		// belong to the stack that is up. Only this one's processes go.
+		for name := range s.livePIDs() {
+			s.stop(name, 15*time.Second)
+		}
+		fmt.Fprintf(s.out, "\nThe stack that is up runs from %s, not %s: its network (%s, %s* namespaces, %s-* chains) is left alone.\nStop it with: fnb-stack down --dir %s\n",
+			other, s.Dir, bridgeName, netnsPrefix, chainPrefix, other)
+		if left := s.strayProcesses(); len(left) > 0 {
+			return fmt.Errorf("processes of %s still run: %v", s.Dir, left)
+		}
+		return nil
+	}
+
+	// Front to back: nothing new comes in while the rest stops.
+	for _, name := range []string{"builder-forward", "queue-worker-2", "queue-worker-1", "gateway", "prometheus", "provider"} {
+		s.stop(name, 15*time.Second)
+	}
+	var problems []string
+	problems = append(problems, s.teardownProvider()...)
+	for _, name := range []string{"containerd", "buildkitd", "nats", "registry"} {
+		s.stop(name, 20*time.Second)
+	}
+	problems = append(problems, unguardGateway()...)
+	// Anything else left in pids/ (a daemon from a newer fnb-stack).
+	if ents, err := os.ReadDir(s.path("pids")); err == nil {
+		for _, e := range ents {
+			if name, ok := strings.CutSuffix(e.Name(), ".pid"); ok {
+				s.stop(name, 10*time.Second)
+			}
+		}
+	}
+	// containerd's shims set their own process groups: any still alive
+	// belongs to a task teardown could not delete.
+	for _, p := range s.strayProcesses() {
+		problems = append(problems, fmt.Sprintf("process %d outlived its daemon, killed: %s", p.pid, p.cmdline))
+		syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	for _, m := range mountsUnder(s.Dir) {
+		problems = append(problems, "mount left, unmounted: "+m)
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+
+	time.Sleep(200 * time.Millisecond)
+	left := s.leftovers()
+	if len(left) == 0 && activeStack() == s.Dir {
+		os.Remove(activeMarker)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(s.out, "\n!!! fnb-stack down had to clean up after a component:\n  - %s\n", strings.Join(problems, "\n  - "))
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("LEFT BEHIND after down:\n  - %s", strings.Join(left, "\n  - "))
+	}
+	fmt.Fprintf(s.out, "\nThe stack is down (%.1fs): no process, network namespace, bridge, iptables rule or mount is left.\nState (registry, keys, credentials, function records) stays in %s; `make up` brings it back.\n",
+		time.Since(s.t0).Seconds(), s.Dir)
+	return nil
+}
+
+// teardownProvider runs `fnb-provider teardown` with the flags serve ran
+// with. It needs containerd to delete tasks and containers, so a containerd
+// that died is started again for it.
+func (s *Stack) teardownProvider() []string {
+	provider := filepath.Join(s.binDir(), "fnb-provider")
+	if !fileExists(provider) {
+		return nil // up never got as far as building it
+	}
+	var problems []string
+	if _, ok := s.running("containerd"); !ok && fileExists(s.providerState()) {
+		if err := s.start(context.Background(), s.containerdDaemon()); err != nil {
+			problems = append(problems, fmt.Sprintf("containerd did not start for the teardown: %v", err))
+		} else {
+			problems = append(problems, "containerd was not running: started again for the teardown")
+		}
+	}
+	cmd := exec.Command(provider, append([]string{"teardown"}, s.providerFlags()...)...)
+	cmd.Env = s.baseEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return append(problems, fmt.Sprintf("fnb-provider teardown: %v\n%s", err, out))
+	}
+	s.logf("provider         teardown done (containers, netns %s*, bridge %s, chains %s-*)", netnsPrefix, bridgeName, chainPrefix)
+	return problems
+}
+
+// livePIDs lists the stack's daemons still running, by PID file.
+func (s *Stack) livePIDs() map[string]int {
+	out := map[string]int{}
+	ents, err := os.ReadDir(s.path("pids"))
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".pid")
+		if !ok {
+			continue
+		}
+		if r, ok := s.readPID(name); ok && r.ours() {
+			out[name] = r.PID
+		}
+	}
+	return out
+}
+
+type proc struct {
+	pid     int
+	cmdline string
+}
+
+// strayProcesses are live processes whose command line names the stack
+// directory (containerd shims name its socket), other than this one.
+func (s *Stack) strayProcesses() []proc {
+	var out []proc
+	self := os.Getpid()
+	for _, pid := range allPIDs() {
+		if pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		if _, state, _, err := procStat(pid); err != nil || state == "Z" || state == "X" {
+			continue
+		}
+		cmd := strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(argv) > 1 && filepath.Base(argv[0]) == "fnb-stack" && argv[1] != "forward" && argv[1] != "uts-exec" {
+			continue // another fnb-stack command looking at this stack
+		}
+		// Only arguments that are the stack directory or lie inside it.
+		for _, arg := range argv {
+			if v, ok := strings.CutPrefix(arg, "--"); ok {
+				if _, after, found := strings.Cut(v, "="); found {
+					arg = after
+				}
+			}
+			if arg == s.Dir || strings.HasPrefix(arg, s.Dir+"/") || strings.Contains(arg, "unix://"+s.Dir+"/") {
+				out = append(out, proc{pid, cmd})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// leftovers lists what the stack may have left on the host.
+func (s *Stack) leftovers() []string {
+	var left []string
+	for name, pid := range s.livePIDs() {
+		left = append(left, fmt.Sprintf("process %s (PID %d, %s)", name, pid, s.pidPath(name)))
+	}
+	for _, p := range s.strayProcesses() {
+		left = append(left, fmt.Sprintf("process %d: %s", p.pid, p.cmdline))
+	}
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], netnsPrefix) {
+				left = append(left, "network namespace "+f[0])
+			}
+		}
+	}
+	if matches, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*"); len(matches) > 0 {
+		for _, m := range matches {
+			left = append(left, "netns file "+m)
+		}
+	}
+	if err := exec.Command("ip", "link", "show", bridgeName).Run(); err == nil {
+		left = append(left, "bridge "+bridgeName)
+	}
+	for _, bin := range iptablesCmds() {
+		out, err := exec.Command(bin, "-w", "5", "-S").Output()
+		if err != nil {
+			if filepath.Base(bin) == "iptables" {
+				left = append(left, "iptables -S failed: "+err.Error())
+			}
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, " "+chainPrefix+"-") || strings.HasPrefix(line, "-N "+chainPrefix+"-") {
+				left = append(left, filepath.Base(bin)+": "+line)
+			}
+		}
+	}
+	for _, m := range mountsUnder(s.Dir) {
+		left = append(left, "mount "+m)
+	}
+	if _, err := os.Stat(filepath.Join("/run/containerd/runc", ctrdNamespace)); err == nil {
+		if ents, _ := os.ReadDir(filepath.Join("/run/containerd/runc", ctrdNamespace)); len(ents) > 0 {
+			left = append(left, fmt.Sprintf("runc state of %d container(s) in /run/containerd/runc/%s", len(ents), ctrdNamespace))
+		}
+	}
+	sort.Strings(left)
+	return left
+}
+
+// mountsUnder lists mount points at or below dir (or with a source there),
+// deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp, root := unescapeMount(f[4]), unescapeMount(f[3])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") || strings.HasPrefix(root, dir+"/") || strings.Contains(line, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	return out
+}
+
+// unescapeMount undoes the octal escapes (\040 etc.) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Addresses. The gateway's :8080 and :8082 are hard-coded upstream; the
+// rest is chosen to stay clear of the tests (their registry is 127.0.0.1:5000).
+const (
+	registryAddr    = "127.0.0.1:5001"
+	natsHost        = "127.0.0.1"
+	natsPort        = "4222"
+	natsCluster     = "faas-cluster"
+	gatewayURL      = "http://127.0.0.1:8080"
+	gatewayPort     = "8080"
+	gatewayMetrics  = "8082"
+	providerAddr    = "127.0.0.1:8081"
+	prometheusAddr  = "127.0.0.1:9090"
+	builderAddr     = "127.0.0.1:8088" // build-fn at the root of its own origin, for faas-cli --remote-builder
+	bridgeName      = "fnb0"
+	bridgeIP        = "10.62.0.1"
+	bridgeSubnet    = "10.62.0.0/24"
+	netnsPrefix     = "fnb-"
+	chainPrefix     = "FNB"
+	ctrdNamespace   = "fnbuilder"
+	buildkitTCPAddr = bridgeIP + ":1234"
+	rootlessUser    = "fnbuilder"
+	// Functions reach the host (gateway, buildkitd) at the bridge address.
+	gatewayFromFunctions = "http://" + bridgeIP + ":" + gatewayPort
+	// activeMarker names the stack directory that is up: the ports and the
+	// bridge are global, so only one stack runs per machine.
+	activeMarker = "/run/fnbuilder-stack.active"
+)
+
+// Stack is one local stack: a directory holding its state, logs, PID files
+// and credentials, and the checkout its images are built from.
+type Stack struct {
+	Dir   string
+	Repo  string // "" when the command needs no checkout
+	Tools string // $FNB_TOOLS/bin
+	out   io.Writer
+	t0    time.Time
+}
+
+func openStack(dir, repo string, out io.Writer) (*Stack, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("fnb-stack needs root (containerd, network namespaces, iptables, the rootless build user)")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{Dir: filepath.Clean(abs), Tools: toolsDir(), out: out, t0: time.Now()}
+	if repo != "-" {
+		if repo == "" {
+			if s.Repo, err = findRepo(); err != nil {
+				return nil, err
+			}
+		} else if s.Repo, err = filepath.Abs(repo); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// toolsDir is $FNB_TOOLS/bin, where hack/install.sh puts what it builds.
+func toolsDir() string {
+	base := os.Getenv("FNB_TOOLS")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			home = "/root"
+		}
+		base = filepath.Join(home, ".cache", "fnbuilder")
+	}
+	return filepath.Join(base, "bin")
+}
+
+// findRepo walks up from the working directory to fnbuilder's go.mod.
+func findRepo() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/fnbuilder/fnbuilder\n")) {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("no fnbuilder checkout above %s: run fnb-stack from the repository or pass --repo", wd)
+		}
+	}
+}
+
+// Paths inside the stack directory.
+func (s *Stack) path(elem ...string) string {
+	return filepath.Join(append([]string{s.Dir}, elem...)...)
+}
+func (s *Stack) binDir() string             { return s.path("bin") }
+func (s *Stack) logPath(name string) string { return s.path("logs", name+".log") }
+func (s *Stack) pidPath(name string) string { return s.path("pids", name+".pid") }
+func (s *Stack) secretsDir() string         { return s.path("secrets") }
+func (s *Stack) secretPath(name string) string {
+	return filepath.Join(s.secretsDir(), name)
+}
+func (s *Stack) providerState() string { return s.path("provider") }
+func (s *Stack) containerdSocket() string {
+	return s.path("run", "containerd", "containerd.sock")
+}
+func (s *Stack) buildkitDir() string    { return s.path("buildkit") }
+func (s *Stack) buildkitSocket() string { return filepath.Join(s.buildkitDir(), "buildkitd.sock") }
+func (s *Stack) buildkitAddr() string   { return "unix://" + s.buildkitSocket() }
+
+// logf prints one progress line with the time since the command started.
+func (s *Stack) logf(format string, args ...any) {
+	fmt.Fprintf(s.out, "[%5.1fs] %s\n", time.Since(s.t0).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// errMissing names a missing tool and how to get it.
+type errMissing struct{ what []string }
+
+func (e errMissing) Error() string {
+	return "missing: " + strings.Join(e.what, "; ") + "\n  install them with: bash hack/install.sh (make up runs it)"
+}
+
+// tool finds a binary in $FNB_TOOLS/bin, $PATH or the sbin directories.
+func (s *Stack) tool(name string) string {
+	candidates := []string{filepath.Join(s.Tools, name)}
+	if p, err := exec.LookPath(name); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		candidates = append(candidates, filepath.Join(d, name))
+	}
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return c
+		}
+	}
+	return ""
+}
+
+// requiredTools lists every binary `up` runs, with the package or script
+// that provides it.
+var requiredTools = []struct{ name, from string }{
+	{"buildkitd", "hack/install.sh (buildkit v0.33.1)"},
+	{"gateway", "hack/install-openfaas.sh"},
+	{"queue-worker", "hack/install-openfaas.sh"},
+	{"nats-streaming-server", "hack/install-openfaas.sh"},
+	{"prometheus", "Debian prometheus"},
+	{"docker-registry", "Debian docker-registry"},
+	{"containerd", "Debian containerd"},
+	{"containerd-shim-runc-v2", "Debian containerd"},
+	{"runc", "Debian runc"},
+	{"rootlesskit", "Debian rootlesskit"},
+	{"newuidmap", "Debian uidmap"},
+	{"iptables", "Debian iptables"},
+	{"ip", "Debian iproute2"},
+	{"busybox", "Debian busybox-static"},
+}
+
+func (s *Stack) checkTools() error {
+	var missing []string
+	for _, t := range requiredTools {
+		if s.tool(t.name) == "" {
+			missing = append(missing, fmt.Sprintf("%s (from %s)", t.name, t.from))
+		}
+	}
+	for _, p := range []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, p+" (from Debian containernetworking-plugins)")
+		}
+	}
+	if _, err := user.Lookup(rootlessUser); err != nil {
+		missing = append(missing, "user "+rootlessUser+" with /etc/subuid and /etc/subgid ranges (for rootless buildkitd)")
+	}
+	if goBin() == "" {
+		missing = append(missing, "go (to build fnb and fnb-provider from this checkout)")
+	}
+	if len(missing) > 0 {
+		return errMissing{missing}
+	}
+	return nil
+}
+
+// goBin is the go command: $PATH, then /usr/local/go.
+func goBin() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
+		return "/usr/local/go/bin/go"
+	}
+	return ""
+}
+
+// childPath is PATH for the daemons: runc is in /usr/sbin on Debian.
+func (s *Stack) childPath() string {
+	return strings.Join([]string{s.binDir(), s.Tools, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, ":")
+}
+
+// lock serialises up and down on one stack directory.
+func (s *Stack) lock() (func(), error) {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(s.path(".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another fnb-stack up/down holds %s", s.path(".lock"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// activeStack returns the stack directory recorded as up, if any.
+func activeStack() string {
+	b, err := os.ReadFile(activeMarker)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}

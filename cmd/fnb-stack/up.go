@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Up starts whatever is not running, in dependency order, then builds the
+// function images (skipped when unchanged) and deploys the functions.
+// Everything it starts outlives it; `down` stops it.
+func (s *Stack) Up() error {
+	ctx := context.Background()
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.checkTools(); err != nil {
+		return err
+	}
+	// Unix socket paths must fit in 108 bytes.
+	if p := s.containerdSocket() + ".ttrpc"; len(p) > 100 {
+		return fmt.Errorf("stack directory %s is too long: %s would not fit a unix socket path; choose a shorter FNB_STACK_DIR", s.Dir, p)
+	}
+	if other := activeStack(); other != "" && other != s.Dir {
+		o := &Stack{Dir: other}
+		if len(o.livePIDs()) > 0 {
+			return fmt.Errorf("another stack is up from %s (the gateway's ports and the %s bridge are per machine): stop it first with `fnb-stack down --dir %s`", other, bridgeName, other)
+		}
+	}
+	s.logf("stack            %s (up)", s.Dir)
+	for _, d := range []string{s.Dir, s.binDir(), s.path("logs"), s.path("pids")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	// The rootless build user must traverse it.
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(activeMarker, []byte(s.Dir+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := s.ensureCredentials(); err != nil {
+		return err
+	}
+	if err := s.buildBinaries(ctx); err != nil {
+		return err
+	}
+
+	// In dependency order; the provider creates the fnb0 bridge that
+	// buildkitd listens on.
+	daemons := []daemon{
+		s.registryDaemon(),
+		s.natsDaemon(),
+		s.prometheusDaemon(),
+		s.containerdDaemon(),
+		s.providerDaemon(),
+		s.gatewayDaemon(),
+		s.buildkitdDaemon(),
+		s.queueWorkerDaemon(1),
+		s.queueWorkerDaemon(2),
+	}
+	if err := guardGateway(); err != nil {
+		return fmt.Errorf("keeping the gateway's :%s and :%s off other interfaces: %w", gatewayPort, gatewayMetrics, err)
+	}
+	for _, d := range daemons {
+		if err := s.start(ctx, d); err != nil {
+			return fmt.Errorf("%w\n  (what started keeps running: `make down` stops it)", err)
+		}
+	}
+
+	digests, err := s.buildImages(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.deployFunctions(ctx, digests); err != nil {
+		return err
+	}
+	if err := s.start(ctx, s.forwardDaemon()); err != nil {
+		return err
+	}
+	// build-fn at the root of its own origin, as faas-cli wants it.
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = retryUntil(cctx, func() error { return httpOK(cctx, "http://"+builderAddr+"/healthz", "", "") })
+	cancel()
+	if err != nil {
+		return fmt.Errorf("build-fn's root address http://%s (builder-forward → build-fn): %v\n  log: %s", builderAddr, err, s.logPath("builder-forward"))
+	}
+	s.printSummary()
+	return nil
+}
+
+func (s *Stack) printSummary() {
+	user, _ := s.readSecret("basic-auth-user")
+	fmt.Fprintf(s.out, `
+fnbuilder's local stack is up (%.0fs). Everything listens on loopback; the gateway binds
+:8080 and :8082 (hard-coded upstream) but iptables chain %s drops what comes for them
+from other interfaces than lo and %s; buildkitd also listens on %s (mutual TLS, for build-fn).
+
+  Gateway            %s            (UI: %s/ui/)
+  Credentials        user %s, password in %s
+                     faas-cli login -g %s -u %s --password-stdin < %s
+  Functions          %s/function/publickey-fn   (also seal-fn, build-fn, deploy-fn)
+                     %s/async-function/build-fn  (async, X-Callback-Url)
+  build-fn's root    http://%s   (faas-cli publish --remote-builder http://%s --payload-secret %s)
+  Payload secret     %s
+  Registry           http://%s   (plain HTTP; images %s/fnbuilder/*:dev)
+  NATS Streaming     nats://%s:%s (cluster %s)
+  Prometheus         http://%s
+  Provider           http://%s
+  buildkitd          %s (rootless, user %s) and tcp://%s (mutual TLS)
+  Logs, PID files    %s, %s
+
+Next: make demo    (build, deploy and invoke examples/hello-secret)
+      make down    (stop everything)
+`,
+		time.Since(s.t0).Seconds(), guardChain, bridgeName, buildkitTCPAddr,
+		gatewayURL, gatewayURL,
+		strings.TrimSpace(string(user)), s.secretPath("basic-auth-password"),
+		gatewayURL, strings.TrimSpace(string(user)), s.secretPath("basic-auth-password"),
+		gatewayURL, gatewayURL,
+		builderAddr, builderAddr, s.secretPath("payload-secret"),
+		s.secretPath("payload-secret"),
+		registryAddr, registryAddr,
+		natsHost, natsPort, natsCluster,
+		prometheusAddr,
+		providerAddr,
+		s.buildkitAddr(), rootlessUser, buildkitTCPAddr,
+		s.path("logs"), s.path("pids"))
+}
