@@ -219,11 +219,12 @@ func (s *Stack) queueWorkerDaemon(n int) daemon {
 			"faas_nats_cluster_name="+natsCluster,
 			"faas_gateway_address=127.0.0.1",
 			"faas_gateway_port="+gatewayPort,
-			// Longer than the gateway's upstream_timeout: a build is never
-			// delivered twice because it outlived its ack.
-			"ack_wait=20m",
+			// By default longer than the gateway's upstream_timeout: a build
+			// is never delivered twice because it outlived its ack.
+			"ack_wait="+s.AckWait.String(),
 			"faas_print_body=false",
 		),
+		Settings:   "ack_wait=" + s.AckWait.String(),
 		Cloneflags: syscall.CLONE_NEWUTS,
 		Ready: func(ctx context.Context, from int64) error {
 			if strings.Contains(logSince(s.logPath(name), from), "Listening on [") {

@@ -44,6 +44,10 @@ func functionDeployment(fn string) types.FunctionDeployment {
 			"work_dir":                 "/tmp",
 			"gateway_url":              gatewayFromFunctions,
 			"max_inflight":             "2",
+			// Retries (waits 2, 4, 8, 16 s) outlast a buildkitd that
+			// `make up` brings back while a build waits.
+			"build_retries": "5",
+			"retry_backoff": "2s",
 		} {
 			env[k] = v
 		}

@@ -42,14 +42,19 @@ type daemon struct {
 	// Prepare writes configuration and clears stale runtime files; it
 	// runs only when the daemon is about to start, never beside a live one.
 	Prepare func() error
+	// Settings sums up what the daemon was started with that `up` may
+	// change (the queue-workers' ack_wait). It is kept in the PID file; a
+	// running daemon whose settings differ is restarted.
+	Settings string
 }
 
 // pidRecord is a PID file: the process and its start time, so that a PID
 // reused by an unrelated process is never signalled.
 type pidRecord struct {
-	PID   int      `json:"pid"`
-	Start uint64   `json:"start"` // field 22 of /proc/PID/stat
-	Args  []string `json:"args"`
+	PID      int      `json:"pid"`
+	Start    uint64   `json:"start"` // field 22 of /proc/PID/stat
+	Args     []string `json:"args"`
+	Settings string   `json:"settings,omitempty"`
 }
 
 // procStat returns the start time, state and process group of pid.
@@ -136,7 +141,10 @@ func (s *Stack) running(name string) (pidRecord, bool) {
 
 // start starts d unless it already runs, and waits until it is ready.
 func (s *Stack) start(ctx context.Context, d daemon) error {
-	if r, ok := s.running(d.Name); ok {
+	if r, ok := s.running(d.Name); ok && r.Settings != d.Settings {
+		s.logf("%-16s runs (PID %d) with other settings (%s, want %s); restarting it", d.Name, r.PID, orNone(r.Settings), orNone(d.Settings))
+		s.stopRecord(d.Name, r, 15*time.Second)
+	} else if ok {
 		if d.Ready != nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := retryUntil(cctx, func() error { return d.Ready(cctx, 0) })
@@ -202,7 +210,7 @@ func (s *Stack) start(ctx context.Context, d daemon) error {
 	if err != nil {
 		return fmt.Errorf("%s (%s) exited at once: %v\n--- %s ---\n%s", d.Name, d.What, err, s.logPath(d.Name), logTail(s.logPath(d.Name), 3000))
 	}
-	rec, _ := json.Marshal(pidRecord{PID: cmd.Process.Pid, Start: start, Args: d.Args})
+	rec, _ := json.Marshal(pidRecord{PID: cmd.Process.Pid, Start: start, Args: d.Args, Settings: d.Settings})
 	if err := os.MkdirAll(filepath.Dir(s.pidPath(d.Name)), 0o755); err != nil {
 		return err
 	}
@@ -280,6 +288,13 @@ func (s *Stack) stopRecord(name string, r pidRecord, grace time.Duration) {
 	}
 	os.Remove(s.pidPath(name))
 	s.logf("%-16s %s (PID %d, %.1fs)", name, how, r.PID, time.Since(t0).Seconds())
+}
+
+func orNone(settings string) string {
+	if settings == "" {
+		return "none recorded"
+	}
+	return settings
 }
 
 // checkFree fails when something accepts connections on addr, or when addr

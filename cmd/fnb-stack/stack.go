@@ -49,8 +49,10 @@ type Stack struct {
 	Dir   string
 	Repo  string // "" when the command needs no checkout
 	Tools string // $FNB_TOOLS/bin
-	out   io.Writer
-	t0    time.Time
+	// AckWait is the queue-workers' ack_wait (`up --ack-wait`).
+	AckWait time.Duration
+	out     io.Writer
+	t0      time.Time
 }
 
 func openStack(dir, repo string, out io.Writer) (*Stack, error) {
@@ -61,7 +63,7 @@ func openStack(dir, repo string, out io.Writer) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{Dir: filepath.Clean(abs), Tools: toolsDir(), out: out, t0: time.Now()}
+	s := &Stack{Dir: filepath.Clean(abs), Tools: toolsDir(), AckWait: defaultAckWait, out: out, t0: time.Now()}
 	if repo != "-" {
 		if repo == "" {
 			if s.Repo, err = findRepo(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAppendToTar(t *testing.T) {
@@ -114,5 +115,18 @@ func TestExampleMatchesDemo(t *testing.T) {
 	}
 	if strings.Contains(string(df), "# syntax=") {
 		t.Error("examples/hello-secret/Dockerfile has a # syntax= line: BuildKit would pull a frontend image")
+	}
+}
+
+func TestParseAckWait(t *testing.T) {
+	for in, want := range map[string]time.Duration{"5s": 5 * time.Second, " 20m ": 20 * time.Minute, "1s": time.Second} {
+		if got, err := parseAckWait(in); err != nil || got != want {
+			t.Errorf("parseAckWait(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0s", "500ms", "1.5s", "-5s", "5"} {
+		if got, err := parseAckWait(in); err == nil {
+			t.Errorf("parseAckWait(%q) = %v, want an error", in, got)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,23 +52,10 @@ func (s *Stack) Up() error {
 		return err
 	}
 
-	// In dependency order; the provider creates the fnb0 bridge that
-	// buildkitd listens on.
-	daemons := []daemon{
-		s.registryDaemon(),
-		s.natsDaemon(),
-		s.prometheusDaemon(),
-		s.containerdDaemon(),
-		s.providerDaemon(),
-		s.gatewayDaemon(),
-		s.buildkitdDaemon(),
-		s.queueWorkerDaemon(1),
-		s.queueWorkerDaemon(2),
-	}
 	if err := guardGateway(); err != nil {
 		return fmt.Errorf("keeping the gateway's :%s and :%s off other interfaces: %w", gatewayPort, gatewayMetrics, err)
 	}
-	for _, d := range daemons {
+	for _, d := range s.daemons() {
 		if err := s.start(ctx, d); err != nil {
 			return fmt.Errorf("%w\n  (what started keeps running: `make down` stops it)", err)
 		}
@@ -91,6 +79,61 @@ func (s *Stack) Up() error {
 		return fmt.Errorf("build-fn's root address http://%s (builder-forward → build-fn): %v\n  log: %s", builderAddr, err, s.logPath("builder-forward"))
 	}
 	s.printSummary()
+	return nil
+}
+
+// daemons are the stack's daemons in dependency order (the provider
+// creates the fnb0 bridge that buildkitd listens on); builder-forward
+// starts after the functions are deployed.
+func (s *Stack) daemons() []daemon {
+	return []daemon{
+		s.registryDaemon(),
+		s.natsDaemon(),
+		s.prometheusDaemon(),
+		s.containerdDaemon(),
+		s.providerDaemon(),
+		s.gatewayDaemon(),
+		s.buildkitdDaemon(),
+		s.queueWorkerDaemon(1),
+		s.queueWorkerDaemon(2),
+	}
+}
+
+// Restart stops the named daemons (those that run) and starts them again,
+// in dependency order, with up's settings. Unlike up it builds and deploys
+// nothing, so builds running on build-fn are left alone.
+func (s *Stack) Restart(names []string) error {
+	ctx := context.Background()
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if active := activeStack(); active != s.Dir {
+		return fmt.Errorf("the stack in %s is not up (%s names %q): use `fnb-stack up`", s.Dir, activeMarker, active)
+	}
+	all := append(s.daemons(), s.forwardDaemon())
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var known []string
+	for _, d := range all {
+		known = append(known, d.Name)
+		delete(want, d.Name)
+	}
+	if len(want) > 0 || len(names) == 0 {
+		return fmt.Errorf("restart which daemon? one or more of: %s", strings.Join(known, ", "))
+	}
+	for _, d := range all {
+		if !slices.Contains(names, d.Name) {
+			continue
+		}
+		s.stop(d.Name, 15*time.Second)
+		if err := s.start(ctx, d); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

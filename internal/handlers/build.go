@@ -180,14 +180,17 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	code := http.StatusOK
 	if wantsNDJSON(r) {
 		result = stream(ctx, w, job, start, o.KeepAlive, collected)
+		result.Log = collected.Lines()
+		result.Duration = progress.Since(start)
 	} else {
+		// Kept as answered (log and duration included): a redelivery and
+		// GET /results get the very body the first delivery got.
 		result, code = buffered(ctx, w, job, start, collected)
 	}
 	o.Metrics.BuildDuration.WithLabelValues(result.Status).Observe(time.Since(start).Seconds())
 
-	result.Log = collected.Lines()
-	result.Duration = progress.Since(start)
 	body, _ := json.Marshal(result)
+	body = append(body, '\n') // as reply.JSON writes it
 	if code == http.StatusOK && result.Status == progress.Failed {
 		code = http.StatusInternalServerError // what a buffered client would get
 	}

@@ -1,0 +1,1004 @@
+package stack
+
+// TestAsyncStack is issue 5's "Must show", for real, on one local stack
+// (cmd/fnb-stack) brought up for it in a fresh directory:
+//
+//   - build and deploy in one async request, with a sealed build secret and
+//     a callback: exactly one callback, then the function answers;
+//   - the callback receiver down: the result is fetched by X-Call-Id;
+//   - a 5 MB context through the async path, by signed reference (and a
+//     wrong digest refused, nothing pushed);
+//   - buildkitd killed during a build and brought back: the build is
+//     retried and succeeds;
+//   - the queue-workers at a short ack_wait: the message is delivered more
+//     than once, BuildKit runs one build, every callback carries the same
+//     result and all but one are marked replayed.
+//
+// Like TestLocalStack it needs root and hack/install.sh's tools, fails
+// (never skips) without them, and stops a stack that is up for the test
+// and brings it back afterwards.
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openfaas/go-sdk/builder"
+
+	"github.com/fnbuilder/fnbuilder/internal/contextref"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
+)
+
+const (
+	gatewayURL = "http://127.0.0.1:8080"
+	stackReg   = "127.0.0.1:5001"
+	baseImage  = stackReg + "/busybox:latest"
+	// hostOnBridge is the host as functions see it (the fnb0 bridge).
+	hostOnBridge = "10.62.0.1"
+)
+
+func TestAsyncStack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatalf("the local stack needs root (containerd, network namespaces, iptables); CI runs as root. Run: sudo go test ./e2e/stack/")
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockMachine(t)
+	bin := buildStackCLI(t, repo)
+	run(t, bin, repo, time.Minute, "check")
+	makeRoomForStack(t, bin, repo)
+
+	dir, err := os.MkdirTemp("/tmp", tmpPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if out, err := runErr(bin, repo, 5*time.Minute, "down", "--dir", dir); err != nil {
+			t.Errorf("cleanup: fnb-stack down: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			dumpLogs(t, dir)
+			t.Logf("stack dir kept for inspection: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+
+	t0 := time.Now()
+	run(t, bin, repo, 20*time.Minute, "up", "--dir", dir)
+	t.Logf("up: %s", time.Since(t0).Round(100*time.Millisecond))
+	e := newAsyncEnv(t, bin, repo, dir)
+
+	step := func(name string, f func(t *testing.T, e *asyncEnv)) {
+		t1 := time.Now()
+		t.Run(name, func(t *testing.T) { f(t, e) })
+		t.Logf("%s: %s", name, time.Since(t1).Round(100*time.Millisecond))
+	}
+	step("build and deploy with callback", testAsyncBuildAndDeploy)
+	step("callback receiver down", testLostCallback)
+	step("5 MB context by reference", testContextReference)
+	step("buildkitd restarted mid-build", testBuildkitdRestart)
+	step("redelivery after ack_wait", testRedelivery)
+
+	pids := pidRecords(t, dir)
+	t2 := time.Now()
+	out := run(t, bin, repo, 5*time.Minute, "down", "--dir", dir)
+	if strings.Contains(out, "had to clean up") {
+		t.Errorf("down had to clean up after a component:\n%s", out)
+	}
+	t.Logf("down: %s", time.Since(t2).Round(100*time.Millisecond))
+	assertClean(t, dir, pids)
+}
+
+// makeRoomForStack stops a stack that is up (the gateway's ports and the
+// bridge are per machine) and brings it back after the test; one left by
+// an interrupted run of these tests is removed.
+func makeRoomForStack(t *testing.T, bin, repo string) {
+	other := activeStack()
+	switch {
+	case other == "":
+	case strings.HasPrefix(other, "/tmp/"+tmpPrefix) || strings.HasPrefix(other, filepath.Join(os.TempDir(), tmpPrefix)):
+		t.Logf("!!! a stack left by an earlier, interrupted test run is up from %s: stopping and removing it", other)
+		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
+		os.RemoveAll(other)
+	default:
+		t.Logf("!!! a local stack is up from %s: stopping it for this test; it is brought back afterwards", other)
+		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
+		t.Cleanup(func() {
+			t.Logf("bringing the stack in %s back up", other)
+			if out, err := runErr(bin, repo, 15*time.Minute, "up", "--dir", other); err != nil {
+				t.Errorf("could not bring %s back up: %v\n%s", other, err, out)
+			}
+		})
+	}
+}
+
+// asyncEnv is what every subtest uses: the stack's credentials, the
+// builder's public key and a callback receiver on loopback (the
+// queue-workers run on the host).
+type asyncEnv struct {
+	bin, repo, dir string
+	key            []byte // HMAC key of X-Build-Signature
+	user, pass     string // gateway admin
+	pub            []byte // builder's public key, from publickey-fn
+	cb             *receiver
+}
+
+func newAsyncEnv(t *testing.T, bin, repo, dir string) *asyncEnv {
+	e := &asyncEnv{bin: bin, repo: repo, dir: dir}
+	e.key = signature.Key(readStackSecret(t, dir, "payload-secret"))
+	e.user = strings.TrimSpace(string(readStackSecret(t, dir, "basic-auth-user")))
+	e.pass = strings.TrimSpace(string(readStackSecret(t, dir, "basic-auth-password")))
+	code, body, _ := e.gw(t, http.MethodGet, "/function/publickey-fn", nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /function/publickey-fn: %d %s", code, body)
+	}
+	pub, err := secrets.DecodePublicKey(body)
+	if err != nil {
+		t.Fatalf("publickey-fn answered %q: %v", body, err)
+	}
+	e.pub = pub
+	e.cb = startReceiver(t)
+	return e
+}
+
+func readStackSecret(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "secrets", name))
+	if err != nil {
+		t.Fatalf("stack secret: %v", err)
+	}
+	return b
+}
+
+var stackHTTP = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+
+// gw calls the gateway (basic auth on /system/).
+func (e *asyncEnv) gw(t *testing.T, method, path string, body []byte, hdr http.Header) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, gatewayURL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if strings.HasPrefix(path, "/system/") {
+		req.SetBasicAuth(e.user, e.pass)
+	}
+	resp, err := stackHTTP.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp.StatusCode, b, resp.Header
+}
+
+// submit POSTs a signed body to /async-function/build-fn and returns the
+// gateway's X-Call-Id.
+func (e *asyncEnv) submit(t *testing.T, body []byte, contentType, callbackURL string) string {
+	t.Helper()
+	hdr := http.Header{}
+	hdr.Set("Content-Type", contentType)
+	hdr.Set("X-Build-Signature", signature.Sign(body, e.key))
+	hdr.Set("X-Callback-Url", callbackURL)
+	code, b, rh := e.gw(t, http.MethodPost, "/async-function/build-fn", body, hdr)
+	if code != http.StatusAccepted {
+		t.Fatalf("POST /async-function/build-fn: %d %s, want 202", code, b)
+	}
+	id := rh.Get("X-Call-Id")
+	if id == "" {
+		t.Fatalf("POST /async-function/build-fn: 202 without X-Call-Id")
+	}
+	return id
+}
+
+// buildMetrics reads build-fn's /metrics through the gateway and sums the
+// samples of each metric over its labels.
+func (e *asyncEnv) buildMetrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	code, body, _ := e.gw(t, http.MethodGet, "/function/build-fn/metrics", nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /function/build-fn/metrics: %d %s", code, body)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest, _ := strings.Cut(line, " ")
+		name, _, _ = strings.Cut(name, "{")
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			rest = line[i+1:]
+		}
+		v, err := strconv.ParseFloat(rest, 64)
+		if err == nil {
+			out[name] += v
+		}
+	}
+	if _, ok := out["fnbuilder_builds_inflight"]; !ok {
+		t.Fatalf("build-fn's /metrics lacks fnbuilder_builds_inflight:\n%s", body)
+	}
+	return out
+}
+
+// buildResult is build-fn's JSON answer, with the deploy fnbuilder adds.
+type buildResult struct {
+	Log    []string `json:"log"`
+	Image  string   `json:"image"`
+	Status string   `json:"status"`
+	Error  string   `json:"error"`
+	Deploy *struct {
+		Name, Namespace, Image, Action string
+	} `json:"deploy"`
+}
+
+func parseResult(t *testing.T, body []byte) buildResult {
+	t.Helper()
+	var r buildResult
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("not a build result: %v\n%s", err, body)
+	}
+	return r
+}
+
+// receiver takes the queue-workers' callbacks.
+type receiver struct {
+	url string
+	got chan callback
+}
+
+type callback struct {
+	header http.Header
+	body   []byte
+	at     time.Time
+}
+
+func (c callback) callID() string { return c.header.Get("X-Call-Id") }
+func (c callback) status() string { return c.header.Get("X-Function-Status") }
+
+func startReceiver(t *testing.T) *receiver {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiver{url: "http://" + l.Addr().String() + "/callback", got: make(chan callback, 64)}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(req.Body, 64<<20))
+		r.got <- callback{header: req.Header.Clone(), body: body, at: time.Now()}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return r
+}
+
+// next waits for the next callback of callID; others are reported and
+// dropped (every subtest waits for its own before the next starts).
+func (r *receiver) next(t *testing.T, callID string, timeout time.Duration) (callback, bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case c := <-r.got:
+			if c.callID() != callID {
+				t.Errorf("a callback for another call %q arrived (status %s): %.300s", c.callID(), c.status(), c.body)
+				continue
+			}
+			return c, true
+		case <-deadline.C:
+			return callback{}, false
+		}
+	}
+}
+
+// buildTar makes a build tar with go-sdk's builder.MakeTar from files,
+// adds extra keys to com.openfaas.docker.config (fnbuilder's deploy) and,
+// when sealed is set, the com.openfaas.secrets envelope.
+func buildTar(t *testing.T, files map[string][]byte, cfg builder.BuildConfig, extra map[string]any, sealed []byte) []byte {
+	t.Helper()
+	src := t.TempDir()
+	for name, b := range files {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tarPath := filepath.Join(t.TempDir(), "req.tar")
+	if err := builder.MakeTar(tarPath, src, &cfg); err != nil {
+		t.Fatalf("builder.MakeTar: %v", err)
+	}
+	f, err := os.Open(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	tr, tw := tar.NewReader(f), tar.NewWriter(&out)
+	sawConfig := false
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read back %s: %v", tarPath, err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == builder.BuilderConfigFileName {
+			sawConfig = true
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Fatalf("%s: %v", h.Name, err)
+			}
+			for k, v := range extra {
+				m[k] = v
+			}
+			if data, err = json.Marshal(m); err != nil {
+				t.Fatal(err)
+			}
+			h.Size = int64(len(data))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !sawConfig {
+		t.Fatalf("builder.MakeTar wrote no %s", builder.BuilderConfigFileName)
+	}
+	if sealed != nil {
+		if err := tw.WriteHeader(&tar.Header{Name: builder.BuildSecretsFileName, Mode: 0o600, Size: int64(len(sealed))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(sealed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func randomID(t *testing.T) string {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func hasLine(log []string, substr string) bool {
+	for _, l := range log {
+		if strings.Contains(l, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxAsyncBody is the practical cap of an async body: NATS Streaming's
+// 1 MB message limit, and the gateway base64-encodes the body.
+const maxAsyncBody = 700 << 10
+
+// 1. A build with a sealed secret and a deploy spec, through
+// /async-function/build-fn: one callback with the combined result, then
+// the function answers through the gateway.
+func testAsyncBuildAndDeploy(t *testing.T, e *asyncEnv) {
+	id := randomID(t)
+	secret := []byte("async-secret-" + id)
+	sum := sha256.Sum256(secret)
+	fingerprint := hex.EncodeToString(sum[:])[:16]
+	greeting := "hello from the deploy spec " + id
+	image := stackReg + "/e2e/async-hello:" + id
+	dockerfile := `FROM ` + baseImage + `
+ARG BUILD_ID
+RUN --mount=type=secret,id=token,required=true mkdir -p /www && \
+    echo "async-hello build $BUILD_ID token $(sha256sum /run/secrets/token | cut -c1-16)" > /www/index.html
+EXPOSE 8080
+CMD ["sh", "-c", "echo \"GREETING=$GREETING\" > /www/env.txt && exec httpd -f -p 8080 -h /www"]
+`
+	sealed, err := secrets.Seal(e.pub, map[string][]byte{"token": secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := buildTar(t, map[string][]byte{"Dockerfile": []byte(dockerfile)},
+		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}},
+		map[string]any{"deploy": map[string]any{
+			"name":   "async-hello",
+			"env":    map[string]string{"GREETING": greeting},
+			"labels": map[string]string{"fnbuilder.dev/e2e": "async-" + id},
+		}}, sealed)
+	if len(body) > maxAsyncBody {
+		t.Fatalf("the build tar is %d bytes, over the async limit", len(body))
+	}
+
+	t0 := time.Now()
+	callID := e.submit(t, body, "application/octet-stream", e.cb.url)
+	c, ok := e.cb.next(t, callID, 5*time.Minute)
+	if !ok {
+		t.Fatalf("no callback for %s within 5m", callID)
+	}
+	t.Logf("callback for %s after %s: X-Function-Status %s", callID, time.Since(t0).Round(100*time.Millisecond), c.status())
+	res := parseResult(t, c.body)
+	if c.status() != "200" || res.Status != "success" {
+		t.Fatalf("callback: X-Function-Status %s, status %q, error %q\n%s", c.status(), res.Status, res.Error, strings.Join(res.Log, "\n"))
+	}
+	if res.Image != image {
+		t.Errorf("callback image %q, want %q", res.Image, image)
+	}
+	if res.Deploy == nil || res.Deploy.Name != "async-hello" || res.Deploy.Image != image ||
+		(res.Deploy.Action != "created" && res.Deploy.Action != "updated") {
+		t.Errorf("callback deploy = %+v, want async-hello, %s, created/updated", res.Deploy, image)
+	}
+	if c.header.Get("X-Function-Name") != "build-fn" {
+		t.Errorf("callback X-Function-Name = %q", c.header.Get("X-Function-Name"))
+	}
+	if c.header.Get("X-Fnbuilder-Replayed") != "" {
+		t.Errorf("the only delivery's callback is marked replayed")
+	}
+	if bytes.Contains(c.body, secret) {
+		t.Errorf("the callback carries the build secret's value")
+	}
+	// build-fn kept exactly what it answered, for a lost callback.
+	signed := http.Header{"X-Build-Signature": {signature.Sign([]byte(callID), e.key)}}
+	if code, kept, h := e.gw(t, http.MethodGet, "/function/build-fn/results/"+callID, nil, signed); code != http.StatusOK ||
+		h.Get("X-Build-Code") != "200" || !bytes.Equal(bytes.TrimSpace(kept), bytes.TrimSpace(c.body)) {
+		t.Errorf("GET /function/build-fn/results/%s: %d, X-Build-Code %q; body differs from the callback's:\n%s\n---\n%s", callID, code, h.Get("X-Build-Code"), kept, c.body)
+	}
+	// Exactly one: no second delivery, no second callback.
+	if extra, ok := e.cb.next(t, callID, 5*time.Second); ok {
+		t.Errorf("a second callback for %s arrived (X-Function-Status %s, replayed %q)", callID, extra.status(), extra.header.Get("X-Fnbuilder-Replayed"))
+	}
+
+	// The deployed function answers through the gateway, built with the
+	// sealed secret and run with the deploy spec's env.
+	page := waitFunction(t, e, "/function/async-hello", "build "+id, 2*time.Minute)
+	if !strings.Contains(page, "token "+fingerprint) {
+		t.Errorf("GET /function/async-hello = %q, want the secret's fingerprint %s", page, fingerprint)
+	}
+	if env := waitFunction(t, e, "/function/async-hello/env.txt", "GREETING=", 30*time.Second); strings.TrimSpace(env) != "GREETING="+greeting {
+		t.Errorf("GET /function/async-hello/env.txt = %q, want GREETING=%s", env, greeting)
+	}
+	code, st, _ := e.gw(t, http.MethodGet, "/system/function/async-hello", nil, nil)
+	var fs struct {
+		Image  string            `json:"image"`
+		Labels map[string]string `json:"labels"`
+	}
+	if code != http.StatusOK || json.Unmarshal(st, &fs) != nil {
+		t.Fatalf("GET /system/function/async-hello: %d %s", code, st)
+	}
+	if fs.Image != image || fs.Labels["fnbuilder.dev/e2e"] != "async-"+id {
+		t.Errorf("deployed function = image %q labels %v, want %s and fnbuilder.dev/e2e=async-%s", fs.Image, fs.Labels, image, id)
+	}
+}
+
+// waitFunction GETs path through the gateway until it answers 200 with
+// want in its body.
+func waitFunction(t *testing.T, e *asyncEnv, path, want string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, body, _ := e.gw(t, http.MethodGet, path, nil, nil)
+		if code == http.StatusOK && strings.Contains(string(body), want) {
+			return string(body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %q after %s, want 200 with %q", path, code, body, timeout, want)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// 4. The callback receiver is down: the queue-worker's POST fails and the
+// result is lost to it, but build-fn keeps it by X-Call-Id.
+func testLostCallback(t *testing.T, e *asyncEnv) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + l.Addr().String() + "/callback"
+	l.Close()
+
+	id := randomID(t)
+	image := stackReg + "/e2e/lost-callback:" + id
+	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo lost-callback $BUILD_ID > /id\n")},
+		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)
+	qw := logOffsets(e.dir, "queue-worker-1", "queue-worker-2")
+	callID := e.submit(t, body, "application/octet-stream", deadURL)
+
+	path := "/function/build-fn/results/" + callID
+	signed := http.Header{}
+	signed.Set("X-Build-Signature", signature.Sign([]byte(callID), e.key))
+	deadline := time.Now().Add(5 * time.Minute)
+	var res []byte
+	var rh http.Header
+	seen := map[int]bool{}
+	for {
+		code, b, h := e.gw(t, http.MethodGet, path, nil, signed)
+		seen[code] = true
+		if code == http.StatusOK {
+			res, rh = b, h
+			break
+		}
+		if code != http.StatusAccepted && code != http.StatusNotFound {
+			t.Fatalf("GET %s: %d %s", path, code, b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: still %d %s after 5m", path, code, b)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	r := parseResult(t, res)
+	if r.Status != "success" || r.Image != image {
+		t.Fatalf("fetched result: status %q image %q error %q, want success and %s", r.Status, r.Image, r.Error, image)
+	}
+	if rh.Get("X-Build-Code") != "200" {
+		t.Errorf("fetched result's X-Build-Code = %q, want 200", rh.Get("X-Build-Code"))
+	}
+	t.Logf("result of %s fetched by id (answers seen while polling: %v)", callID, seen)
+
+	// The queue-worker did try the dead receiver.
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(logsSince(e.dir, qw), "Error posting to callback-url: error posting result to URL "+deadURL) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no queue-worker log says its callback to %s failed:\n%s", deadURL, logsSince(e.dir, qw))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Only a signature over the id opens it.
+	for name, hdr := range map[string]http.Header{
+		"unsigned":                    {},
+		"signed with a different key": {"X-Build-Signature": {signature.Sign([]byte(callID), []byte("not the payload secret"))}},
+		"signed over another id":      {"X-Build-Signature": {signature.Sign([]byte(callID+"x"), e.key)}},
+	} {
+		code, b, _ := e.gw(t, http.MethodGet, path, nil, hdr)
+		if code != http.StatusUnauthorized || bytes.Contains(b, []byte(image)) {
+			t.Errorf("%s GET %s: %d %s, want 401 without the result", name, path, code, b)
+		}
+	}
+}
+
+func logOffsets(dir string, names ...string) map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range names {
+		if fi, err := os.Stat(filepath.Join(dir, "logs", n+".log")); err == nil {
+			out[n] = fi.Size()
+		} else {
+			out[n] = 0
+		}
+	}
+	return out
+}
+
+// logsSince is what the named daemon logs gained since their offsets.
+func logsSince(dir string, from map[string]int64) string {
+	var b strings.Builder
+	for n, off := range from {
+		f, err := os.Open(filepath.Join(dir, "logs", n+".log"))
+		if err != nil {
+			continue
+		}
+		// A restarted daemon appends to its log; offsets stay valid.
+		f.Seek(off, io.SeekStart)
+		data, _ := io.ReadAll(io.LimitReader(f, 16<<20))
+		f.Close()
+		fmt.Fprintf(&b, "--- %s ---\n%s", n, data)
+	}
+	return b.String()
+}
+
+// 5. A context far over the queue's limit travels as a signed reference to
+// a tar served on the host's bridge address; a wrong digest is refused.
+func testContextReference(t *testing.T, e *asyncEnv) {
+	blob := make([]byte, 5<<20)
+	if _, err := rand.Read(blob); err != nil {
+		t.Fatal(err)
+	}
+	blobSum := sha256.Sum256(blob)
+	id := randomID(t)
+	image := stackReg + "/e2e/big-context:" + id
+	tarBytes := buildTar(t, map[string][]byte{
+		"Dockerfile": []byte("FROM " + baseImage + "\nCOPY blob.bin /data/blob.bin\n"),
+		"blob.bin":   blob,
+	}, builder.BuildConfig{Image: image}, nil, nil)
+	if len(tarBytes) < 5<<20 || len(tarBytes) <= maxAsyncBody {
+		t.Fatalf("the tar is %d bytes; the test needs it over 5 MB", len(tarBytes))
+	}
+	tarSum := sha256.Sum256(tarBytes)
+
+	// The same context under another tag, referenced with a wrong digest.
+	wrongImage := image + "-wrong"
+	wrongTar := buildTar(t, map[string][]byte{
+		"Dockerfile": []byte("FROM " + baseImage + "\nCOPY blob.bin /data/blob.bin\n"),
+		"blob.bin":   blob,
+	}, builder.BuildConfig{Image: wrongImage}, nil, nil)
+
+	// Served where build-fn's container reaches the host: the bridge address.
+	l, err := net.Listen("tcp", hostOnBridge+":0")
+	if err != nil {
+		t.Fatalf("listen on the bridge address %s (is fnb0 up?): %v", hostOnBridge, err)
+	}
+	served := map[string][]byte{"/ctx.tar": tarBytes, "/wrong.tar": wrongTar}
+	var mu sync.Mutex
+	fetches := map[string][]string{} // path → remote addresses
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := served[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		fetches[r.URL.Path] = append(fetches[r.URL.Path], r.RemoteAddr)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-tar")
+		http.ServeContent(w, r, "ctx.tar", time.Time{}, bytes.NewReader(b))
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	fetched := func(path string) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), fetches[path]...)
+	}
+	ref := func(path string, digest []byte) []byte {
+		b, _ := json.Marshal(contextref.Ref{URL: "http://" + l.Addr().String() + path, Digest: "sha256:" + hex.EncodeToString(digest)})
+		return b
+	}
+
+	t0 := time.Now()
+	callID := e.submit(t, ref("/ctx.tar", tarSum[:]), contextref.MediaType, e.cb.url)
+	c, ok := e.cb.next(t, callID, 5*time.Minute)
+	if !ok {
+		t.Fatalf("no callback for %s within 5m", callID)
+	}
+	res := parseResult(t, c.body)
+	if c.status() != "200" || res.Status != "success" || res.Image != image {
+		t.Fatalf("callback: X-Function-Status %s, status %q, image %q, error %q", c.status(), res.Status, res.Image, res.Error)
+	}
+	from := fetched("/ctx.tar")
+	if len(from) == 0 {
+		t.Fatalf("the build succeeded but nobody fetched the referenced tar")
+	}
+	t.Logf("%d-byte context by reference: callback after %s, fetched by %v", len(tarBytes), time.Since(t0).Round(100*time.Millisecond), from)
+
+	got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/big-context", id, "/data/blob.bin")
+	if gotSum := sha256.Sum256(got); len(got) != len(blob) || gotSum != blobSum {
+		t.Errorf("/data/blob.bin in %s: %d bytes, sha256 %x; want %d bytes, sha256 %x", image, len(got), gotSum, len(blob), blobSum)
+	}
+
+	// A wrong digest: fetched, refused for its bytes, nothing built or pushed.
+	wrong := sha256.Sum256([]byte("not the context"))
+	callID = e.submit(t, ref("/wrong.tar", wrong[:]), contextref.MediaType, e.cb.url)
+	c, ok = e.cb.next(t, callID, 2*time.Minute)
+	if !ok {
+		t.Fatalf("no callback for the wrong digest (%s) within 2m", callID)
+	}
+	res = parseResult(t, c.body)
+	if c.status() != "400" || res.Status != "failed" || !strings.Contains(res.Error, "digest") {
+		t.Errorf("wrong digest: X-Function-Status %s, status %q, error %q; want 400, failed, a digest error", c.status(), res.Status, res.Error)
+	}
+	if len(fetched("/wrong.tar")) == 0 {
+		t.Errorf("wrong digest: refused without being fetched (the refusal must come from the bytes)")
+	}
+	if code := manifestStatus(t, "e2e/big-context", id+"-wrong"); code != http.StatusNotFound {
+		t.Errorf("wrong digest: HEAD manifest of %s answered %d, want 404 (nothing pushed)", wrongImage, code)
+	}
+	if code := manifestStatus(t, "e2e/big-context", id); code != http.StatusOK {
+		t.Errorf("HEAD manifest of %s answered %d, want 200 (the check above can see a pushed image)", image, code)
+	}
+}
+
+func manifestStatus(t *testing.T, repo, tag string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, "http://"+stackReg+"/v2/"+repo+"/manifests/"+tag, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := stackHTTP.Do(req)
+	if err != nil {
+		t.Fatalf("registry: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// 3. buildkitd dies during a build and comes back: build-fn retries the
+// transient fault and the build succeeds.
+func testBuildkitdRestart(t *testing.T, e *asyncEnv) {
+	id := randomID(t)
+	image := stackReg + "/e2e/buildkitd-restart:" + id
+	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo restart-test $BUILD_ID && sleep 8 && echo $BUILD_ID > /id\n")},
+		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)
+
+	before, ok := readPIDRecord(e.dir, "buildkitd")
+	if !ok || !before.alive() {
+		t.Fatalf("buildkitd does not run (PID file %s)", filepath.Join(e.dir, "pids", "buildkitd.pid"))
+	}
+
+	// Streamed, through build-fn's root address, to see the step start.
+	req, err := http.NewRequest(http.MethodPost, builderRoot+"/build", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Accept", "application/x-ndjson")
+	req.Header.Set("X-Build-Signature", signature.Sign(body, e.key))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("POST %s/build: %v", builderRoot, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("POST %s/build: %s %s", builderRoot, resp.Status, b)
+	}
+	type line struct {
+		res buildResult
+		err error
+	}
+	lines := make(chan line, 1024)
+	go func() {
+		defer close(lines)
+		br := bufio.NewReaderSize(resp.Body, 128<<10)
+		for {
+			b, err := br.ReadBytes('\n')
+			if len(bytes.TrimSpace(b)) > 0 {
+				var r buildResult
+				if jerr := json.Unmarshal(b, &r); jerr != nil {
+					lines <- line{err: fmt.Errorf("bad NDJSON line %q: %v", b, jerr)}
+					return
+				}
+				lines <- line{res: r}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					lines <- line{err: err}
+				}
+				return
+			}
+		}
+	}()
+
+	var log []string
+	var final *buildResult
+	read := func(stop func() bool) {
+		for l := range lines {
+			if l.err != nil {
+				t.Fatalf("stream: %v\nlog so far:\n%s", l.err, strings.Join(log, "\n"))
+			}
+			log = append(log, l.res.Log...)
+			if l.res.Status != "" && l.res.Status != "in_progress" {
+				r := l.res
+				final = &r
+				return
+			}
+			if stop() {
+				return
+			}
+		}
+	}
+	// Wait until the sleeping step runs on buildkitd.
+	read(func() bool { return hasLine(log, "sleep 8") })
+	if final != nil {
+		t.Fatalf("the build ended before its RUN step was seen: %+v\n%s", *final, strings.Join(log, "\n"))
+	}
+	time.Sleep(2 * time.Second)
+	t0 := time.Now()
+	defer func() {
+		// Whatever failed, the later subtests need a buildkitd.
+		if r, ok := readPIDRecord(e.dir, "buildkitd"); !ok || !r.alive() {
+			if out, err := runErr(e.bin, e.repo, 5*time.Minute, "restart", "--dir", e.dir, "buildkitd"); err != nil {
+				t.Errorf("restart buildkitd: %v\n%s", err, out)
+			}
+		}
+	}()
+	if err := syscall.Kill(-before.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill buildkitd's process group %d: %v", before.PID, err)
+	}
+	for before.alive() || len(groupMembers(before.PID)) > 0 {
+		if time.Since(t0) > 10*time.Second {
+			t.Fatalf("buildkitd (%d) still runs 10s after SIGKILL", before.PID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("buildkitd (PID %d) killed mid-step", before.PID)
+	// Down long enough for a retry to find nothing listening.
+	time.Sleep(4 * time.Second)
+
+	// Brought back by restart, which (unlike up when the checkout changed)
+	// never redeploys build-fn under the running build.
+	out := run(t, e.bin, e.repo, 5*time.Minute, "restart", "--dir", e.dir, "buildkitd")
+	restartedAfter := time.Since(t0)
+	after, ok := readPIDRecord(e.dir, "buildkitd")
+	if !ok || !after.alive() || after.PID == before.PID || !regexp.MustCompile(`buildkitd +started`).MatchString(out) {
+		t.Fatalf("restart did not bring buildkitd back (before PID %d, after %+v):\n%s", before.PID, after, out)
+	}
+	t.Logf("buildkitd back %s after the kill (PID %d)", restartedAfter.Round(100*time.Millisecond), after.PID)
+
+	read(func() bool { return false })
+	if final == nil {
+		t.Fatalf("the stream ended without a final line; log:\n%s", strings.Join(log, "\n"))
+	}
+	if final.Status != "success" || final.Image != image {
+		t.Fatalf("final: status %q image %q error %q; log:\n%s", final.Status, final.Image, final.Error, strings.Join(log, "\n"))
+	}
+	// One retry for the broken build, one (at least) for the daemon down.
+	retries := grepLines(log, "transient error, retrying")
+	if strings.Count(retries, "transient error, retrying") < 2 || !strings.Contains(retries, "connection refused") {
+		t.Errorf("want a retry for the broken build and one for buildkitd down (connection refused); log:\n%s", strings.Join(log, "\n"))
+	}
+	t.Logf("build succeeded %s after the kill; retries:\n%s", time.Since(t0).Round(100*time.Millisecond), retries)
+	if got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/buildkitd-restart", id, "/id"); strings.TrimSpace(string(got)) != id {
+		t.Errorf("/id in %s = %q, want %q", image, got, id)
+	}
+}
+
+func readPIDRecord(dir, name string) (pidRecord, bool) {
+	var r pidRecord
+	b, err := os.ReadFile(filepath.Join(dir, "pids", name+".pid"))
+	if err != nil || json.Unmarshal(b, &r) != nil || r.PID <= 1 {
+		return r, false
+	}
+	return r, true
+}
+
+func grepLines(log []string, substr string) string {
+	var out []string
+	for _, l := range log {
+		if strings.Contains(l, substr) {
+			out = append(out, "  "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// 2. A build longer than the queue-workers' ack_wait is delivered again
+// with the same X-Call-Id; build-fn runs one build and answers every
+// delivery with its result.
+func testRedelivery(t *testing.T, e *asyncEnv) {
+	const ackWait = 5 * time.Second
+	qwLogs := logOffsets(e.dir, "queue-worker-1", "queue-worker-2")
+	out := run(t, e.bin, e.repo, 5*time.Minute, "up", "--dir", e.dir, "--ack-wait", ackWait.String())
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		from := logOffsets(e.dir, "queue-worker-1", "queue-worker-2")
+		out := run(t, e.bin, e.repo, 5*time.Minute, "up", "--dir", e.dir)
+		if n := strings.Count(out, "with other settings"); n != 2 {
+			t.Errorf("up without --ack-wait restarted %d queue-workers, want 2:\n%s", n, out)
+		}
+		if got := strings.Count(logsSince(e.dir, from), "Wait for  20m0s"); got != 2 {
+			t.Errorf("after up without --ack-wait, %d queue-workers say ack_wait 20m0s, want 2:\n%s", got, logsSince(e.dir, from))
+		}
+	}
+	defer restore()
+	if n := strings.Count(out, "with other settings"); n != 2 {
+		t.Fatalf("up --ack-wait %s restarted %d queue-workers, want 2:\n%s", ackWait, n, out)
+	}
+	if got := strings.Count(logsSince(e.dir, qwLogs), "Wait for  "+ackWait.String()); got != 2 {
+		t.Fatalf("%d queue-workers say ack_wait %s, want 2:\n%s", got, ackWait, logsSince(e.dir, qwLogs))
+	}
+
+	id := randomID(t)
+	image := stackReg + "/e2e/redelivery:" + id
+	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo redelivery $BUILD_ID && sleep 12 && echo $BUILD_ID > /id\n")},
+		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)
+	m0 := e.buildMetrics(t)
+	qwLogs = logOffsets(e.dir, "queue-worker-1", "queue-worker-2")
+	t0 := time.Now()
+	callID := e.submit(t, body, "application/octet-stream", e.cb.url)
+
+	first, ok := e.cb.next(t, callID, 5*time.Minute)
+	if !ok {
+		t.Fatalf("no callback for %s within 5m", callID)
+	}
+	cbs := []callback{first}
+	// Every further delivery answers at once from the stored result; the
+	// queue settles when nothing comes for two ack_waits.
+	for {
+		c, ok := e.cb.next(t, callID, 2*ackWait+2*time.Second)
+		if !ok {
+			break
+		}
+		cbs = append(cbs, c)
+		if len(cbs) > 20 {
+			t.Fatalf("more than 20 callbacks for %s: the queue never settles", callID)
+		}
+	}
+	m1 := e.buildMetrics(t)
+	deliveries := strings.Count(logsSince(e.dir, qwLogs), "Received on [faas-request]")
+	withID := 0
+	for _, l := range strings.Split(logsSince(e.dir, qwLogs), "\n") {
+		if strings.Contains(l, "Received on [faas-request]") && strings.Contains(l, callID) {
+			withID++
+		}
+	}
+	t.Logf("%s: %d deliveries in the queue-worker logs (%d naming the call id), %d callbacks in %s",
+		callID, deliveries, withID, len(cbs), time.Since(t0).Round(100*time.Millisecond))
+
+	if withID < 2 {
+		t.Errorf("the queue-workers received %s %d time(s), want a redelivery (ack_wait %s, build ~12s):\n%s", callID, withID, ackWait, logsSince(e.dir, qwLogs))
+	}
+	if len(cbs) < 2 {
+		t.Errorf("%d callback(s) for %s, want one per delivery (at least 2)", len(cbs), callID)
+	}
+	if got := m1["fnbuilder_build_duration_seconds_count"] - m0["fnbuilder_build_duration_seconds_count"]; got != 1 {
+		t.Errorf("build-fn ran %v builds for one call id delivered %d times, want exactly 1", got, withID)
+	}
+	if got := m1["fnbuilder_http_requests_total"] - m0["fnbuilder_http_requests_total"]; int(got) != len(cbs) {
+		t.Errorf("build-fn answered %v build requests, want one per callback (%d)", got, len(cbs))
+	}
+	if m1["fnbuilder_builds_inflight"] != 0 {
+		t.Errorf("fnbuilder_builds_inflight = %v after the queue settled", m1["fnbuilder_builds_inflight"])
+	}
+	original := 0
+	for i, c := range cbs {
+		res := parseResult(t, c.body)
+		replayed := c.header.Get("X-Fnbuilder-Replayed")
+		t.Logf("callback %d at +%s: X-Function-Status %s, replayed %q, status %s", i+1, c.at.Sub(t0).Round(100*time.Millisecond), c.status(), replayed, res.Status)
+		if c.status() != "200" || res.Status != "success" || res.Image != image {
+			t.Errorf("callback %d: X-Function-Status %s, status %q, image %q, error %q", i+1, c.status(), res.Status, res.Image, res.Error)
+		}
+		if !bytes.Equal(bytes.TrimSpace(c.body), bytes.TrimSpace(cbs[0].body)) {
+			t.Errorf("callback %d's body differs from callback 1's:\n%s\n---\n%s", i+1, c.body, cbs[0].body)
+		}
+		switch replayed {
+		case "":
+			original++
+		case "true":
+		default:
+			t.Errorf("callback %d: X-Fnbuilder-Replayed %q", i+1, replayed)
+		}
+	}
+	if original != 1 {
+		t.Errorf("%d callbacks are not marked X-Fnbuilder-Replayed, want exactly 1 (the build itself)", original)
+	}
+	if got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/redelivery", id, "/id"); strings.TrimSpace(string(got)) != id {
+		t.Errorf("/id in %s = %q, want %q", image, got, id)
+	}
+	restore()
+}
