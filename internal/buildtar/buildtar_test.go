@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // vectors is the shared folder of captures from the real clients.
@@ -668,41 +667,5 @@ func BenchmarkExtract(b *testing.B) {
 			b.Fatal(err)
 		}
 		os.RemoveAll(work)
-	}
-}
-
-// TestExtractKeepsMtime: BuildKit skips resending a context file whose size
-// and mtime are unchanged, so the client's mtime must survive extraction.
-func TestExtractKeepsMtime(t *testing.T) {
-	mtime := time.Date(2026, 7, 25, 10, 0, 0, 0, time.UTC)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, h := range []*tar.Header{
-		{Name: "context", Typeflag: tar.TypeDir, Mode: 0o755},
-		{Name: "context/Dockerfile", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(dockerfile)), ModTime: mtime},
-		{Name: ConfigName, Typeflag: tar.TypeReg, Mode: 0o664, Size: int64(len(goodConfig))},
-	} {
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		body := dockerfile
-		if h.Name == ConfigName {
-			body = goodConfig
-		}
-		if h.Typeflag == tar.TypeReg {
-			io.WriteString(tw, body)
-		}
-	}
-	tw.Close()
-	req, err, _, _ := extract(t, buf.Bytes(), Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := os.Stat(filepath.Join(req.ContextDir, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !info.ModTime().Equal(mtime) {
-		t.Fatalf("mtime %v, want the header's %v", info.ModTime(), mtime)
 	}
 }
