@@ -69,14 +69,12 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	// taking a slot: at capacity it would otherwise get a 429 of its own.
 	callID := o.callID(r)
 	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
-	if !joining {
-		if !o.Slots.TryAcquire() {
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-			reply.Error(w, http.StatusTooManyRequests,
-				fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", o.Slots.Max()))
-			return
-		}
-		defer o.Slots.Release()
+	// A full builder says so at once, before reading any body; a slot is
+	// taken only once the signature holds, so that unsigned or slow
+	// uploads cannot keep signed builds out.
+	if !joining && o.Slots.Full() {
+		tooMany(w, o.Slots)
+		return
 	}
 	start := time.Now()
 
@@ -85,6 +83,13 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		return
 	}
 	defer spooled.Close()
+	if !joining {
+		if !o.Slots.TryAcquire() {
+			tooMany(w, o.Slots)
+			return
+		}
+		defer o.Slots.Release()
+	}
 	if callID == "" {
 		o.run(w, r, spooled, start)
 		return
@@ -102,6 +107,12 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	default:
 		replay(w, r, res, start)
 	}
+}
+
+func tooMany(w http.ResponseWriter, slots *Slots) {
+	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	reply.Error(w, http.StatusTooManyRequests,
+		fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max()))
 }
 
 // callID is the gateway's X-Call-Id when results are kept.
