@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// contextSpec is a deterministic build context: a Dockerfile, extra small
+// files, and Files files of FileSize random (incompressible) bytes each,
+// the same bytes every time it is written.
+type contextSpec struct {
+	Dockerfile string
+	Small      map[string]string // name → content, next to the Dockerfile
+	Files      int
+	FileSize   int64
+	Seed       uint64
+}
+
+// Size is the context's file bytes.
+func (c contextSpec) Size() int64 {
+	n := int64(len(c.Dockerfile)) + int64(c.Files)*c.FileSize
+	for _, v := range c.Small {
+		n += int64(len(v))
+	}
+	return n
+}
+
+func (c contextSpec) fileName(i int) string { return fmt.Sprintf("data/blob-%04d.bin", i) }
+
+// random writes file i's bytes.
+func (c contextSpec) random(w io.Writer, i int) error {
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], c.Seed)
+	binary.LittleEndian.PutUint64(seed[8:], uint64(i))
+	src := rand.NewChaCha8(seed)
+	buf := make([]byte, 256<<10)
+	for left := c.FileSize; left > 0; {
+		n := int64(len(buf))
+		if left < n {
+			n = left
+		}
+		_, _ = src.Read(buf[:n])
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
+		left -= n
+	}
+	return nil
+}
+
+// WriteDir lays the context out on disk (for buildctl).
+func (c contextSpec) WriteDir(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(c.Dockerfile), 0o644); err != nil {
+		return err
+	}
+	for name, v := range c.Small {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+			return err
+		}
+	}
+	for i := range c.Files {
+		f, err := os.Create(filepath.Join(dir, c.fileName(i)))
+		if err != nil {
+			return err
+		}
+		err = c.random(f, i)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTar streams a build request (wire protocol: context/ and the
+// build config) holding the context, without holding it in memory.
+func (c contextSpec) WriteTar(w io.Writer, image string, extraConfig map[string]any) error {
+	tw := tar.NewWriter(w)
+	reg := func(name string, size int64) error {
+		return tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, Typeflag: tar.TypeReg})
+	}
+	for _, d := range []string{"context/", "context/data/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
+			return err
+		}
+	}
+	if err := reg("context/Dockerfile", int64(len(c.Dockerfile))); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(tw, c.Dockerfile); err != nil {
+		return err
+	}
+	for _, name := range sortedKeys(c.Small) {
+		if err := reg("context/"+name, int64(len(c.Small[name]))); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tw, c.Small[name]); err != nil {
+			return err
+		}
+	}
+	for i := range c.Files {
+		if err := reg("context/"+c.fileName(i), c.FileSize); err != nil {
+			return err
+		}
+		if err := c.random(tw, i); err != nil {
+			return err
+		}
+	}
+	cfg := map[string]any{"image": image}
+	for k, v := range extraConfig {
+		cfg[k] = v
+	}
+	data, _ := json.Marshal(cfg)
+	if err := reg("com.openfaas.docker.config", int64(len(data))); err != nil {
+		return err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// Tar is WriteTar into memory, for small contexts.
+func (c contextSpec) Tar(image string) []byte {
+	var buf bytes.Buffer
+	if err := c.WriteTar(&buf, image, nil); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+// tarFromDir makes a request tar from a directory, as faas-cli does
+// before it posts (regular files and directories only).
+func tarFromDir(dir, image string) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		name := filepath.ToSlash(filepath.Join("context", rel))
+		hdr, err := tar.FileInfoHeader(fi, "")
+		if err != nil {
+			return err
+		}
+		hdr.Name = name
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	data, _ := json.Marshal(map[string]any{"image": image})
+	if err := tw.WriteHeader(&tar.Header{Name: "com.openfaas.docker.config", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func sign(key, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// signStream computes the signature of what gen writes, in a first pass
+// that keeps nothing.
+func signStream(key []byte, gen func(io.Writer) error) (string, int64, error) {
+	mac := hmac.New(sha256.New, key)
+	cw := &countWriter{w: mac}
+	if err := gen(cw); err != nil {
+		return "", 0, err
+	}
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil)), cw.n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

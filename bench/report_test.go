@@ -1,0 +1,752 @@
+package bench
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openfaas/go-sdk/builder"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
+)
+
+// row is one line of the table.
+type row struct {
+	what, fnbuilder, baseline, result string
+}
+
+type report struct {
+	machine []string // "key: value" lines
+	rows    []row
+	notes   []string
+}
+
+func (r *report) add(what, fn, base, result string) {
+	r.rows = append(r.rows, row{what, fn, base, result})
+	say("%s | %s | %s | %s", what, fn, base, result)
+}
+
+// say reports progress on stderr; the table alone goes to stdout.
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// runs is how many timed runs a median is taken over.
+func runs(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("FNB_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// TestReport is `make bench`: every figure once, one table, written to
+// docs/benchmarks.md (FNB_BENCH_OUT). It runs only with FNB_BENCH=1, so
+// that `go test ./...` stays quick.
+func TestReport(t *testing.T) {
+	if os.Getenv("FNB_BENCH") != "1" {
+		t.Skip("the benchmark report runs with FNB_BENCH=1 (make bench)")
+	}
+	out := os.Getenv("FNB_BENCH_OUT")
+	if out == "" {
+		out = filepath.Join("..", "docs", "benchmarks.md")
+	}
+	started := time.Now()
+	r := &report{}
+	r.machine = describeMachine()
+
+	say("starting registry and rootless buildkitd")
+	s := startStack(t)
+	r.machine = append(r.machine, s.describe(t)...)
+	say("building cmd/fnb")
+	bin := buildFnb(t, t.TempDir())
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr})
+
+	small := contextSpec{
+		Dockerfile: "FROM " + s.base + "\nCOPY . /src\nRUN ls -l /src > /listing\n",
+		Small: map[string]string{
+			"handler.sh": "#!/bin/sh\n" + strings.Repeat("echo hello from the handler\n", 30),
+			"README.md":  strings.Repeat("A small function.\n", 20),
+		},
+	}
+	large := contextSpec{
+		Dockerfile: "FROM " + s.base + "\nCOPY . /ctx\nRUN du -s /ctx > /size\n",
+		Files:      50, FileSize: 1 << 20, Seed: 50,
+	}
+	for _, c := range []struct {
+		name string
+		spec contextSpec
+		n    int
+	}{{"small", small, runs(15)}, {"50mb", large, runs(11)}} {
+		if !section("warm") {
+			break
+		}
+		say("warm builds, %s context (%d runs each)", c.name, c.n)
+		fnT, ctlT, touchedT := s.warm(t, fn, c.spec, c.name, c.n)
+		what := fmt.Sprintf("Warm build, %s context (%s), median of %d", map[string]string{"small": "small", "50mb": "50 MiB"}[c.name], size(c.spec.Size()), c.n)
+		r.add(what, secs(median(fnT)), "buildctl "+secs(median(ctlT)), ratio(median(fnT), median(ctlT)))
+		r.add("… against buildctl with every file touched before each run (BuildKit re-sends them all)", secs(median(fnT)),
+			"buildctl "+secs(median(touchedT)), ratio(median(fnT), median(touchedT)))
+	}
+
+	if section("nochange") {
+		say("no-change rebuilds through go-sdk")
+		n := runs(15)
+		fnT, ctlT := s.noChange(t, fn, n)
+		r.add(fmt.Sprintf("No-change rebuild end-to-end (go-sdk MakeTar + BuildWithStream, multi-stage function), median of %d", n),
+			secs(median(fnT)), "buildctl "+secs(median(ctlT)), ratio(median(fnT), median(ctlT)))
+	}
+
+	if section("intake") {
+		r.intake()
+	}
+	if section("rss") {
+		r.rss(t, s, bin)
+	}
+	if section("429") {
+		r.capacity(t, s, bin)
+	}
+	if section("async") {
+		say("async builds through the local stack")
+		r.async(t, s)
+	}
+
+	r.notes = append(r.notes, mtimeNote(t))
+	r.notes = append(r.notes, fmt.Sprintf("The whole run took %s; load average at the end: %s.", time.Since(started).Round(time.Second), loadAvg()))
+	table := r.table()
+	fmt.Print(table)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, []byte(r.document(table)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	say("wrote %s", out)
+}
+
+// section says whether FNB_BENCH_ONLY (a comma-separated list of warm,
+// nochange, intake, rss, 429, async) selects this part; unset means all.
+func section(name string) bool {
+	only := strings.TrimSpace(os.Getenv("FNB_BENCH_ONLY"))
+	return only == "" || slices.Contains(strings.Split(only, ","), name)
+}
+
+// intake runs the intake benchmarks and openssl's SHA-256 speed.
+func (r *report) intake() {
+	say("intake benchmarks (256 MiB)")
+	_ = flag.Set("test.benchtime", "3s")
+	intakeMB := mbps(testing.Benchmark(BenchmarkIntake))
+	spoolMB := mbps(testing.Benchmark(BenchmarkSpool))
+	extractMB := mbps(testing.Benchmark(BenchmarkExtract))
+	hmacMB := mbps(testing.Benchmark(BenchmarkHMAC))
+	opensslMB, opensslErr := opensslSHA256()
+	base := "openssl sha256 " + fmt.Sprintf("%.0f MB/s", opensslMB)
+	if opensslErr != nil {
+		base = "openssl: " + opensslErr.Error()
+	}
+	r.add("Intake: HMAC verify + safe extract of a 256 MiB context (BenchmarkIntake)",
+		fmt.Sprintf("%.0f MB/s", intakeMB), base, fmt.Sprintf("%.2f× openssl's SHA-256 speed", intakeMB/opensslMB))
+	r.add("… of which HMAC verify while spooling to disk (BenchmarkSpool)", fmt.Sprintf("%.0f MB/s", spoolMB), "", "")
+	r.add("… of which safe extract (BenchmarkExtract)", fmt.Sprintf("%.0f MB/s", extractMB), "", "")
+	r.add("HMAC-SHA256 in memory, 16 KiB blocks (BenchmarkHMAC)", fmt.Sprintf("%.0f MB/s", hmacMB), base, fmt.Sprintf("%.2f×", hmacMB/opensslMB))
+}
+
+func (r *report) rss(t *testing.T, s *stack, bin string) {
+	say("peak RSS while ingesting 64 MiB and 1 GiB")
+	rss := s.peakRSS(t, bin)
+	r.add("build-fn peak RSS (VmHWM) ingesting a 64 MiB context", mib(rss.peak[0]), fmt.Sprintf("idle %s", mib(rss.idle)),
+		fmt.Sprintf("request %s", secs(rss.took[0])))
+	r.add("build-fn peak RSS (VmHWM) ingesting a 1 GiB context", mib(rss.peak[1]), fmt.Sprintf("idle %s", mib(rss.idle)),
+		fmt.Sprintf("%.2f× the 64 MiB peak for 16× the bytes; request %s", float64(rss.peak[1])/float64(rss.peak[0]), secs(rss.took[1])))
+}
+
+func (r *report) capacity(t *testing.T, s *stack, bin string) {
+	say("429 at capacity")
+	for _, c := range s.atCapacity(t, bin) {
+		r.add(fmt.Sprintf("Time to answer 429 at capacity, %d requests, %s", len(c.lat), c.how),
+			fmt.Sprintf("p50 %s, p99 %s", ms(percentile(c.lat, 50)), ms(percentile(c.lat, 99))), "",
+			fmt.Sprintf("max %s; %d of %d were 429", ms(slices.Max(c.lat)), c.n429, len(c.lat)))
+	}
+}
+
+// stack is one registry and one rootless buildkitd with a busybox base.
+type stack struct {
+	reg  *testenv.Registry
+	bk   *testenv.BuildKit
+	base string
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	reg := testenv.StartRegistry(t)
+	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
+	base := testenv.PushBusybox(t, bk, reg)
+	return &stack{reg: reg, bk: bk, base: base}
+}
+
+// describe names the daemon: version, mode, snapshotter.
+func (s *stack) describe(t *testing.T) []string {
+	c := s.bk.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []string
+	mode := "root"
+	if s.bk.Rootless {
+		mode = "rootless (rootlesskit)"
+	}
+	if info, err := c.Info(ctx); err == nil {
+		v := info.BuildkitVersion
+		rev := ""
+		if v.Revision != "" {
+			rev = " (" + v.Revision + ")"
+		}
+		out = append(out, fmt.Sprintf("BuildKit: buildkitd %s %s%s, %s, OCI worker, one daemon for both build-fn and buildctl", v.Package, v.Version, rev, mode))
+	}
+	if ws, err := c.ListWorkers(ctx); err == nil && len(ws) > 0 {
+		out = append(out, "BuildKit snapshotter: "+ws[0].Labels["org.mobyproject.buildkit.worker.snapshotter"])
+	}
+	if v, err := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--version").Output(); err == nil {
+		out = append(out, "buildctl: "+strings.TrimSpace(string(v)))
+	}
+	out = append(out, "Registry: docker-registry (CNCF distribution) on loopback, plain HTTP, filesystem storage")
+	return out
+}
+
+// buildctl runs one build of dir with buildctl on the same daemon.
+func (s *stack) buildctl(dir, image string) (time.Duration, error) {
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--addr", s.bk.Addr, "build",
+		"--progress=plain", "--frontend", "dockerfile.v0",
+		"--local", "context="+dir, "--local", "dockerfile="+dir,
+		"--output", "type=image,name="+image+",push=true,registry.insecure=true")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("buildctl: %v\n%s", err, tail(out.String(), 3000))
+	}
+	return time.Since(start), nil
+}
+
+// warm times the same build, repeated, through build-fn (tar made from
+// the directory, signed and posted, until the final NDJSON line) and with
+// buildctl; one untimed run of each first.
+//
+// touchedT is buildctl again after every file's mtime was set to now (not
+// timed): BuildKit re-sends a context file whose mtime changed, which is
+// what it does for every file of a request unpacked with fresh mtimes.
+func (s *stack) warm(t *testing.T, fn *fnbProc, spec contextSpec, name string, n int) (fnT, ctlT, touchedT []time.Duration) {
+	dir := t.TempDir()
+	if err := spec.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	fnImage := s.reg.Addr + "/bench-" + name + ":fn"
+	ctlImage := s.reg.Addr + "/bench-" + name + ":ctl"
+	viaFn := func() time.Duration {
+		start := time.Now()
+		body, err := tarFromDir(dir, fnImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(body), int64(len(body)), sign(fn.key, body)); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	viaCtl := func() time.Duration {
+		d, err := s.buildctl(dir, ctlImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	touch := func() {
+		now := time.Now()
+		err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Chtimes(p, now, now)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// In blocks, not alternating: BuildKit keeps one incremental copy of
+	// a local context per name ("context") whoever sends it, so a build-fn
+	// run between two buildctl runs would make the second one re-send
+	// everything too.
+	viaFn()
+	for range n {
+		fnT = append(fnT, viaFn())
+	}
+	viaCtl()
+	for range n {
+		ctlT = append(ctlT, viaCtl())
+	}
+	for range n {
+		touch()
+		touchedT = append(touchedT, viaCtl())
+	}
+	return fnT, ctlT, touchedT
+}
+
+// noChange rebuilds an unchanged multi-stage function the way faas-cli
+// does (go-sdk's MakeTar and BuildWithStream), and the same directory
+// with buildctl.
+func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Duration) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"Dockerfile": "FROM " + s.base + " AS build\n" +
+			"WORKDIR /src\n" +
+			"COPY . .\n" +
+			"RUN mkdir -p /out/function && cp -r function/* /out/function/ && sh build.sh > /out/manifest\n" +
+			"FROM " + s.base + "\n" +
+			"COPY --from=build /out /home/app\n" +
+			"ENV fprocess=\"sh /home/app/function/handler.sh\"\n" +
+			"USER nobody\n" +
+			"CMD [\"/bin/sh\", \"/home/app/function/handler.sh\"]\n",
+		"build.sh":             "#!/bin/sh\nfind /out -type f | sort | xargs sha256sum\n",
+		"function/handler.sh":  "#!/bin/sh\n" + strings.Repeat("echo handled\n", 200),
+		"function/lib.sh":      strings.Repeat("f() { echo lib; }\n", 500),
+		"function/config.json": `{"name":"bench","replicas":1}`,
+		"template.yml":         "language: sh\nfprocess: sh handler.sh\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := url.Parse(fn.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth(string(fn.key)))
+	tarPath := filepath.Join(t.TempDir(), "req.tar")
+	image := s.reg.Addr + "/bench-function:latest"
+	viaSDK := func() time.Duration {
+		start := time.Now()
+		if err := builder.MakeTar(tarPath, dir, &builder.BuildConfig{Image: image}); err != nil {
+			t.Fatal(err)
+		}
+		stream, err := client.BuildWithStream(tarPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last builder.BuildResult
+		for res, err := range stream.Results() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = res
+		}
+		if last.Status != builder.BuildSuccess {
+			t.Fatalf("go-sdk build: %+v", last)
+		}
+		return time.Since(start)
+	}
+	viaCtl := func() time.Duration {
+		d, err := s.buildctl(dir, s.reg.Addr+"/bench-function:ctl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	viaSDK()
+	for range n {
+		fnT = append(fnT, viaSDK())
+	}
+	viaCtl()
+	for range n {
+		ctlT = append(ctlT, viaCtl())
+	}
+	return fnT, ctlT
+}
+
+type rssResult struct {
+	idle int64
+	peak [2]int64 // 64 MiB, 1 GiB
+	took [2]time.Duration
+}
+
+// peakRSS serves build-fn as its own process with limits raised past
+// 1 GiB and posts a 64 MiB then a 1 GiB context, each streamed from a
+// generator (signed in a first pass, so the client holds neither), and
+// reads VmHWM after each (reset before each with clear_refs).
+func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
+	fn := startFnb(t, bin, map[string]string{
+		"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr,
+		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
+	})
+	// The build ignores the data files: what is measured is the intake.
+	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
+	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.reg.Addr + "/bench-rss:warmup")
+	if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(warmup), int64(len(warmup)), sign(fn.key, warmup)); err != nil {
+		t.Fatal(err)
+	}
+	var res rssResult
+	var err error
+	if res.idle, err = procStatus(fn.pid, "VmRSS"); err != nil {
+		t.Fatal(err)
+	}
+	for i, spec := range []contextSpec{
+		{Dockerfile: dockerfile, Files: 16, FileSize: 4 << 20, Seed: 64},
+		{Dockerfile: dockerfile, Files: 256, FileSize: 4 << 20, Seed: 1024},
+	} {
+		image := fmt.Sprintf("%s/bench-rss:%d", s.reg.Addr, i)
+		gen := func(w io.Writer) error { return spec.WriteTar(w, image, nil) }
+		sig, n, err := signStream(fn.key, gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := resetPeak(fn.pid); err != nil {
+			t.Fatalf("reset VmHWM: %v", err)
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(gen(pw)) }()
+		start := time.Now()
+		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, pr, n, sig); err != nil {
+			t.Fatalf("%s context: %v", size(spec.Size()), err)
+		}
+		res.took[i] = time.Since(start)
+		if res.peak[i], err = procStatus(fn.pid, "VmHWM"); err != nil {
+			t.Fatal(err)
+		}
+		say("  %s context: VmHWM %s, %s", size(spec.Size()), mib(res.peak[i]), secs(res.took[i]))
+	}
+	return res
+}
+
+type capacityResult struct {
+	how  string
+	lat  []time.Duration
+	n429 int
+}
+
+// atCapacity holds build-fn's only slot (max_inflight=1) with a slow
+// build and times 1000 requests one after another, then 1000 from 8
+// concurrent clients; each is a small signed build request.
+func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr, "max_inflight": "1"})
+	slow := contextSpec{Dockerfile: "FROM " + s.base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.reg.Addr + "/bench-hold:1")
+	ctx, cancel := context.WithCancel(context.Background())
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		_, _ = postBuild(ctx, http.DefaultClient, fn.url, bytes.NewReader(slow), int64(len(slow)), sign(fn.key, slow))
+	}()
+	defer func() { cancel(); <-held }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(fn.url + "/ready")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow build did not take the slot")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	body := contextSpec{Dockerfile: "FROM " + s.base + "\n"}.Tar(s.reg.Addr + "/bench-refused:1")
+	sig := sign(fn.key, body)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	one := func() (time.Duration, int) {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodPost, fn.url+"/build", bytes.NewReader(body))
+		req.Header.Set("X-Build-Signature", sig)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Accept", "application/x-ndjson")
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return time.Since(start), res.StatusCode
+	}
+	for range 50 { // warm the connections
+		one()
+	}
+	var out []capacityResult
+	seq := capacityResult{how: "one client, sequential"}
+	for range 1000 {
+		d, code := one()
+		seq.lat = append(seq.lat, d)
+		if code == http.StatusTooManyRequests {
+			seq.n429++
+		}
+	}
+	out = append(out, seq)
+
+	conc := capacityResult{how: "8 concurrent clients"}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 125 {
+				d, code := one()
+				mu.Lock()
+				conc.lat = append(conc.lat, d)
+				if code == http.StatusTooManyRequests {
+					conc.n429++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return append(out, conc)
+}
+
+// opensslSHA256 is `openssl speed -bytes 16384 -seconds 3 sha256` in MB/s.
+func opensslSHA256() (float64, error) {
+	out, err := exec.Command("openssl", "speed", "-bytes", "16384", "-seconds", "3", "sha256").Output()
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "sha256" && strings.HasSuffix(f[1], "k") {
+			v, err := strconv.ParseFloat(strings.TrimSuffix(f[1], "k"), 64)
+			if err != nil {
+				return 0, err
+			}
+			return v / 1000, nil // 1000s of bytes per second → MB/s
+		}
+	}
+	return 0, fmt.Errorf("no sha256 line in openssl speed output:\n%s", out)
+}
+
+// describeMachine is what the figures depend on.
+func describeMachine() []string {
+	var out []string
+	out = append(out, "Date: "+time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if u, err := exec.Command("uname", "-a").Output(); err == nil {
+		out = append(out, "uname -a: `"+strings.TrimSpace(string(u))+"`")
+	}
+	model, flags := "", ""
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			switch strings.TrimSpace(k) {
+			case "model name":
+				if model == "" {
+					model = strings.TrimSpace(v)
+				}
+			case "flags":
+				if flags == "" {
+					flags = v
+				}
+			}
+		}
+	}
+	sha := "no"
+	if strings.Contains(flags, " sha_ni") {
+		sha = "yes"
+	}
+	out = append(out, fmt.Sprintf("CPU: %s, %d cores (runtime.NumCPU), SHA extensions: %s", model, runtime.NumCPU(), sha))
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				out = append(out, fmt.Sprintf("Memory: %.1f GiB", float64(kb)/(1<<20)))
+			}
+		}
+	}
+	if df, err := exec.Command("df", "-T", os.TempDir()).Output(); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(df)), "\n")
+		if f := strings.Fields(lines[len(lines)-1]); len(f) >= 2 {
+			out = append(out, fmt.Sprintf("Work and spool directories: %s (%s on %s)", os.TempDir(), f[1], f[0]))
+		}
+	}
+	out = append(out, "Load average at the start: "+loadAvg()+" (the machine was not otherwise reserved for the run)")
+	out = append(out, "Go: "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH)
+	if v, err := exec.Command("openssl", "version").Output(); err == nil {
+		out = append(out, "OpenSSL: "+strings.TrimSpace(string(v)))
+	}
+	return out
+}
+
+// mtimeNote says whether buildtar.Extract, as built for this run, keeps a
+// tar header's mtime, which decides what BuildKit re-sends on a rebuild.
+func mtimeNote(t *testing.T) string {
+	mtime := time.Unix(1700000000, 0)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	df := "FROM scratch\n"
+	cfg := `{"image":"127.0.0.1:1/x:1"}`
+	for _, e := range []struct {
+		name, body string
+	}{{"context/Dockerfile", df}, {"com.openfaas.docker.config", cfg}} {
+		_ = tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg, ModTime: mtime})
+		_, _ = io.WriteString(tw, e.body)
+	}
+	_ = tw.Close()
+	dir := t.TempDir()
+	req, err := buildtar.Extract(&buf, dir, buildtar.DefaultLimits())
+	if err != nil {
+		return "Could not tell whether the unpack keeps mtimes: " + err.Error()
+	}
+	fi, err := os.Stat(filepath.Join(req.ContextDir, "Dockerfile"))
+	if err != nil {
+		return "Could not tell whether the unpack keeps mtimes: " + err.Error()
+	}
+	if fi.ModTime().Equal(mtime) {
+		return "The build-fn of this run keeps the client's mtimes when it unpacks (so unchanged files are not re-sent to " +
+			"BuildKit, and e2e/hardening TestContextIsolation fails: one request's build can read another's files)."
+	}
+	return "The build-fn of this run unpacks with fresh mtimes (every context file is re-sent to BuildKit on each build)."
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func (r *report) table() string {
+	var b strings.Builder
+	b.WriteString("| Figure | fnbuilder | Baseline | Ratio / result |\n|---|---|---|---|\n")
+	for _, row := range r.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", row.what, row.fnbuilder, row.baseline, row.result)
+	}
+	return b.String()
+}
+
+func (r *report) document(table string) string {
+	var b strings.Builder
+	b.WriteString("# Benchmarks\n\n")
+	b.WriteString("The output of `make bench` (`bench/`), from one run on one machine. The figures report; no test asserts a\n")
+	b.WriteString("timing. Run it again on your own hardware before drawing conclusions from an absolute number: the ratios are\n")
+	b.WriteString("what carries over.\n\n")
+	b.WriteString("## Machine\n\n")
+	for _, m := range r.machine {
+		b.WriteString("- " + m + "\n")
+	}
+	b.WriteString("\n## Results\n\n")
+	b.WriteString(table)
+	b.WriteString("\n## How each figure is taken\n\n")
+	b.WriteString(method)
+	if len(r.notes) > 0 {
+		b.WriteString("\n## Notes from this run\n\n")
+		for _, n := range r.notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	return b.String()
+}
+
+const method = `- **Warm build.** The same build repeated on one buildkitd, pushing to a local registry each time: build-fn
+  (` + "`fnb serve build-fn`" + ` as its own process, the template's server) against ` + "`buildctl build --frontend dockerfile.v0\n" +
+	`  --local context=DIR --local dockerfile=DIR --output type=image,name=…,push=true,registry.insecure=true` + "`" + `. The
+  build-fn time is the client's: make the request tar from the same directory, sign it, POST it with
+  ` + "`Accept: application/x-ndjson`" + ` and read to the final line, so it includes everything a faas-cli user waits for.
+  One untimed run of each first, then N timed runs of one, then of the other (in blocks: BuildKit keeps one
+  incremental copy of a local context per name, whoever sends it, so alternating would make buildctl re-send
+  everything after each build-fn run); the table shows medians. The second line of each pair is buildctl again with
+  every file's mtime set to now before each run (untimed): BuildKit re-sends a file whose mtime changed, so this is
+  the transfer a build-fn that unpacks with fresh mtimes pays on every build. Whether the build-fn of this run kept the
+  client's mtimes is in the notes below. Keeping them is not safe: BuildKit keeps that one incremental copy for every
+  client of the daemon and does not re-send a file whose path, size, mode and mtime match, so one request's build can
+  read another request's file (e2e/hardening TestContextIsolation). Small context: a Dockerfile
+  (` + "`COPY . /src` + `RUN`" + `) and two small files. 50 MiB context: 50 files of 1 MiB of random bytes (incompressible),
+  ` + "`COPY . /ctx` + `RUN`" + `.
+- **No-change rebuild.** A two-stage function Dockerfile with a handful of files, unchanged between runs, sent exactly
+  as faas-cli sends it: go-sdk's ` + "`builder.MakeTar`" + ` then ` + "`BuildWithStream`" + `, timed from making the tar to the last
+  streamed line; buildctl builds the same directory for the baseline.
+- **Intake.** ` + "`BenchmarkIntake`" + `: ` + "`signature.Spool`" + ` (HMAC-SHA256 verify while spooling the body to a file in the work
+  directory) then ` + "`buildtar.Extract`" + ` (the safe unpack) of a 256 MiB request (64 files of 4 MiB random bytes) read from
+  the page cache; the per-iteration clean-up is not timed. ` + "`BenchmarkSpool`" + ` and ` + "`BenchmarkExtract`" + ` are its two halves.
+  The baseline is ` + "`openssl speed -bytes 16384 -seconds 3 sha256`" + ` (its 16384-byte column, in MB/s = 10⁶ B/s) on the same
+  machine, and ` + "`BenchmarkHMAC`" + ` is Go's HMAC-SHA256 on the same block size. Run them alone with
+  ` + "`go test -run '^$' -bench . ./bench/`" + `.
+- **Peak RSS.** ` + "`fnb serve build-fn`" + ` as its own process with ` + "`max_request_bytes`/`max_context_bytes`" + ` raised past 1 GiB. The
+  client streams each request from a deterministic generator through a pipe (signed in a first pass over the same
+  generator), so it never holds the context. Before each request the process's peak is reset
+  (` + "`echo 5 > /proc/PID/clear_refs`" + `); after it ` + "`VmHWM`" + ` is read from ` + "`/proc/PID/status`" + `. The build itself (a ` + "`RUN`" + ` that
+  does not read the data) succeeds and pushes; what grows with the context is only the intake.
+- **429 at capacity.** build-fn with ` + "`max_inflight=1`" + `, its slot held by a build running ` + "`sleep 600`" + `. Then 1000 signed
+  build requests (a few KiB each) one after another on a keep-alive connection, and 1000 more from 8 concurrent
+  clients; each is timed from sending to the end of the 429 body.
+- **Async through the queue.** Needs the local stack up (` + "`make up`" + `, ` + "`cmd/fnb-stack`" + `); the run uses it as it is and
+  does not start or stop it. 100 signed build requests (each a Dockerfile with its own ` + "`RUN`" + `, so nothing is cached
+  but the base) posted to ` + "`/async-function/build-fn`" + ` with an ` + "`X-Callback-Url`" + ` on loopback: gateway → NATS → two
+  queue-workers → build-fn (` + "`max_inflight=2`" + `) → the stack's buildkitd → the stack's registry. Completed: a callback
+  with status success; lost: no callback (within 30 minutes, or none for 3 minutes while some were missing);
+  duplicated: any callback beyond the first for one ` + "`X-Call-Id`" + `. Wall time runs from the first submission to the last
+  first callback, and is divided by 100 builds of the same kind (new tags) run one after another with buildctl on the
+  stack's own buildkitd.
+`
+
+func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (p*len(s) + 99) / 100 // nearest rank
+	if i < 1 {
+		i = 1
+	}
+	return s[i-1]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+}
+
+func ratio(a, b time.Duration) string {
+	return fmt.Sprintf("%.2f×", a.Seconds()/b.Seconds())
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func size(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+}
+
+func mbps(r testing.BenchmarkResult) float64 {
+	if r.T <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) * float64(r.N) / r.T.Seconds() / 1e6
+}

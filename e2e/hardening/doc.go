@@ -1,0 +1,9 @@
+// Package hardening attacks build-fn over HTTP: hostile tars that must be
+// refused before BuildKit with nothing written outside the work directory,
+// a secrets scan of every place a build could leave a plaintext, and fault
+// tests (buildkitd killed or restarted mid-build, registry down, client
+// gone) that must end in a clean failed status, a freed slot and a
+// successful next build. The tests start build-fn in-process over the
+// template's own server, and, where a build must run, a real registry and
+// rootless buildkitd through internal/testenv. They never skip.
+package hardening

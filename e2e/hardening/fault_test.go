@@ -1,0 +1,307 @@
+package hardening
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/progress"
+)
+
+// TestFaults breaks things while builds run. Each fault must end in a
+// clean final status, a freed slot, a clean work_dir and a successful
+// next build. They share one registry and buildkitd and run in order.
+func TestFaults(t *testing.T) {
+	s := startStack(t)
+	t.Run("buildkitd killed mid-build", func(t *testing.T) { testBuildKitKilled(t, s) })
+	t.Run("registry down during push", func(t *testing.T) { testRegistryDown(t, s) })
+	t.Run("client disconnect", func(t *testing.T) { testClientGone(t, s) })
+	t.Run("buildkitd restarted, build retried", func(t *testing.T) { testBuildKitRestarted(t, s) })
+	t.Run("client gone mid-upload", func(t *testing.T) { testUploadCut(t, s) })
+}
+
+// testUploadCut: the client declares 8 MiB, sends 1 MiB and goes away.
+// Nothing is built, the spooled part is removed and the slot is free.
+func testUploadCut(t *testing.T, s *stack) {
+	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
+	body := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/cut:1", file("context/blob", strings.Repeat("b", 8<<20)))
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = pw.Write(body[:1<<20])
+		waitFor(t, "the partial body to be spooled", 10*time.Second, func() bool {
+			entries, _ := os.ReadDir(b.workDir)
+			return len(entries) > 0
+		})
+		pw.CloseWithError(errors.New("client gone"))
+	}()
+	req, _ := http.NewRequest(http.MethodPost, b.url+"/build", pr)
+	req.ContentLength = int64(len(body))
+	req.Header = b.keys.header(body, true)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatalf("the cut upload got an answer: %d", res.StatusCode)
+	}
+	waitFor(t, "work_dir to empty", 10*time.Second, func() bool {
+		entries, _ := os.ReadDir(b.workDir)
+		return len(entries) == 0
+	})
+	slotFree(t, b)
+	if b.runs.Load() != 0 {
+		t.Fatal("a cut upload reached BuildKit")
+	}
+	nextBuildSucceeds(t, s, b, "after-cut")
+}
+
+// stream follows an NDJSON reply line by line in the background.
+type stream struct {
+	mu    sync.Mutex
+	lines []progress.Result
+	log   strings.Builder
+	done  chan struct{}
+	err   error
+}
+
+func follow(t *testing.T, res *http.Response) *stream {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want a 200 stream", res.StatusCode)
+	}
+	st := &stream{done: make(chan struct{})}
+	go func() {
+		defer close(st.done)
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			var r progress.Result
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				st.err = err
+				return
+			}
+			st.mu.Lock()
+			st.lines = append(st.lines, r)
+			for _, l := range r.Log {
+				st.log.WriteString(l + "\n")
+			}
+			st.mu.Unlock()
+		}
+		st.err = sc.Err()
+	}()
+	return st
+}
+
+func (st *stream) logText() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.log.String()
+}
+
+// waitLog waits until the log shows text (the step is running).
+func (st *stream) waitLog(t *testing.T, text string) {
+	t.Helper()
+	waitFor(t, "log line "+text, 60*time.Second, func() bool { return strings.Contains(st.logText(), text) })
+}
+
+// final waits (bounded) for the stream to end and returns its last line,
+// which must be the only non-in_progress one.
+func (st *stream) final(t *testing.T, within time.Duration) progress.Result {
+	t.Helper()
+	select {
+	case <-st.done:
+	case <-time.After(within):
+		t.Fatalf("no final line within %s; log so far:\n%s", within, st.logText())
+	}
+	if st.err != nil {
+		t.Fatalf("stream: %v\nlog:\n%s", st.err, st.logText())
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.lines) == 0 {
+		t.Fatal("empty stream")
+	}
+	for _, l := range st.lines[:len(st.lines)-1] {
+		if l.Status != progress.InProgress {
+			t.Fatalf("a %q line before the end", l.Status)
+		}
+	}
+	return st.lines[len(st.lines)-1]
+}
+
+// slotFree checks readiness and that a request is not turned away.
+func slotFree(t *testing.T, b *builder) {
+	t.Helper()
+	waitFor(t, "the slot to be freed", 10*time.Second, func() bool { return b.ready(t) == http.StatusOK })
+}
+
+// nextBuildSucceeds builds a fresh image and checks it was pushed.
+func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
+	t.Helper()
+	body := buildTar(t, "FROM "+s.base+"\nRUN echo next-"+randHex(t, 4)+" > /next\n", s.reg.Addr+"/"+repo+":1")
+	fin, logs := final(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	if fin.Status != progress.Success {
+		t.Fatalf("next build: %+v\n%s", fin, logs)
+	}
+	if !s.tagExists(t, repo, "1") {
+		t.Fatalf("next build reported success but %s:1 is not in the registry", repo)
+	}
+	b.workDirEmpty(t)
+}
+
+// testBuildKitKilled: SIGKILL buildkitd during RUN sleep 30. The stream
+// ends with "failed" well before the sleep would, the slot is free at
+// once (a request during the outage is answered, not 429), and after a
+// restart the next build succeeds.
+func testBuildKitKilled(t *testing.T, s *stack) {
+	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "2", "retry_backoff": "200ms"})
+	body := buildTar(t, "FROM "+s.base+"\nRUN echo start-"+randHex(t, 4)+" && sleep 30\n", s.reg.Addr+"/killed:1")
+	st := follow(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	st.waitLog(t, "sleep 30")
+	time.Sleep(500 * time.Millisecond)
+	killedAt := time.Now()
+	s.bk.Kill(t)
+	t.Cleanup(func() {
+		if !s.bk.Running() {
+			s.bk.Restart(t)
+		}
+	})
+
+	fin := st.final(t, 20*time.Second)
+	t.Logf("final line %s after the kill: %+v", time.Since(killedAt).Round(time.Millisecond), fin)
+	if fin.Status != progress.Failed || fin.Error == "" {
+		t.Fatalf("final %+v, want failed with an error\n%s", fin, st.logText())
+	}
+	slotFree(t, b)
+	b.workDirEmpty(t)
+
+	// While buildkitd is down a request gets an answer (a failed build),
+	// not 429: the killed build let its slot go.
+	probe := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/probe:1")
+	res := post(t, b.url+"/build", probe, b.keys.header(probe, true))
+	if res.StatusCode == http.StatusTooManyRequests {
+		t.Fatal("429 after the killed build ended: its slot was not released")
+	}
+	if fin, _ := final(t, res); fin.Status != progress.Failed {
+		t.Fatalf("build with buildkitd down: %+v", fin)
+	}
+	if s.tagExists(t, "killed", "1") {
+		t.Fatal("the killed build pushed an image")
+	}
+
+	s.bk.Restart(t)
+	nextBuildSucceeds(t, s, b, "after-kill")
+}
+
+// testRegistryDown: the push target does not listen. The build is tried
+// build_retries times (connection refused is transient), then fails
+// naming the push; the slot is freed and a build to the live registry works.
+func testRegistryDown(t *testing.T, s *stack) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	b := s.builderOn(t, map[string]string{
+		"max_inflight": "1", "build_retries": "2", "retry_backoff": "100ms",
+		"insecure_registries": s.reg.Addr + "," + dead,
+	})
+	body := buildTar(t, "FROM "+s.base+"\nRUN echo down-"+randHex(t, 4)+" > /x\n", dead+"/down:1")
+	start := time.Now()
+	fin, logs := final(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	t.Logf("failed after %s: %s", time.Since(start).Round(time.Millisecond), fin.Error)
+	if fin.Status != progress.Failed || !strings.Contains(fin.Error, dead) {
+		t.Fatalf("final %+v, want failed naming %s\n%s", fin, dead, logs)
+	}
+	if !strings.Contains(fin.Error, "push") && !strings.Contains(fin.Error, "connection refused") {
+		t.Fatalf("error %q does not say the push failed", fin.Error)
+	}
+	if !strings.Contains(logs, "transient error, retrying") {
+		t.Fatalf("no retry in the log:\n%s", logs)
+	}
+	if n := b.runs.Load(); n != 1 {
+		t.Fatalf("%d runs through the outer runner, want 1 (retries happen inside)", n)
+	}
+	slotFree(t, b)
+	b.workDirEmpty(t)
+	nextBuildSucceeds(t, s, b, "after-registry-down")
+}
+
+// testClientGone: the client drops the connection mid-build. The solve's
+// context is cancelled, the slot is freed, nothing is pushed, work_dir is
+// emptied, and the next build succeeds.
+func testClientGone(t *testing.T, s *stack) {
+	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
+	body := buildTar(t, "FROM "+s.base+"\nRUN echo gone-"+randHex(t, 4)+" && sleep 60\n", s.reg.Addr+"/abandoned:1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := follow(t, postCtx(t, ctx, b.url+"/build", strings.NewReader(string(body)), b.keys.header(body, true)))
+	st.waitLog(t, "sleep 60")
+	gone := time.Now()
+	cancel()
+
+	select {
+	case end := <-b.ends:
+		t.Logf("solve returned %s after the disconnect: %v", time.Since(gone).Round(time.Millisecond), end.err)
+		if !errors.Is(end.ctxErr, context.Canceled) {
+			t.Fatalf("the solve's context was not cancelled (ctx err %v, run err %v)", end.ctxErr, end.err)
+		}
+		if end.err == nil {
+			t.Fatal("the abandoned solve reported success")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the solve still runs 30 s after the client left")
+	}
+	slotFree(t, b)
+	waitFor(t, "work_dir to empty", 10*time.Second, func() bool {
+		entries, _ := os.ReadDir(b.workDir)
+		return len(entries) == 0
+	})
+	b.workDirEmpty(t)
+	if s.tagExists(t, "abandoned", "1") {
+		t.Fatal("the abandoned build was pushed")
+	}
+	nextBuildSucceeds(t, s, b, "after-disconnect")
+}
+
+// testBuildKitRestarted: buildkitd dies during a build and comes back 1.5 s
+// later. With build_retries=4 and retry_backoff=1s the same request ends
+// in success, and the retry shows in its log.
+func testBuildKitRestarted(t *testing.T, s *stack) {
+	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "4", "retry_backoff": "1s"})
+	body := buildTar(t, "FROM "+s.base+"\nRUN echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok\n", s.reg.Addr+"/retried:1")
+	st := follow(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	st.waitLog(t, "sleep 3")
+	time.Sleep(300 * time.Millisecond)
+	s.bk.Kill(t)
+	time.Sleep(1500 * time.Millisecond)
+	restarted := time.Now()
+	s.bk.Restart(t)
+	t.Logf("buildkitd back after %s", time.Since(restarted).Round(time.Millisecond))
+
+	fin := st.final(t, 2*time.Minute)
+	logs := st.logText()
+	if fin.Status != progress.Success {
+		t.Fatalf("final %+v, want success after a retry\n%s", fin, logs)
+	}
+	if !strings.Contains(logs, "transient error, retrying") {
+		t.Fatalf("no retry in the log:\n%s", logs)
+	}
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "transient error") {
+			t.Logf("%s", l)
+		}
+	}
+	if !s.tagExists(t, "retried", "1") {
+		t.Fatal("retried:1 is not in the registry")
+	}
+	slotFree(t, b)
+	b.workDirEmpty(t)
+	nextBuildSucceeds(t, s, b, "after-restart")
+}

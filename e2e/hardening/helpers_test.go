@@ -1,0 +1,434 @@
+package hardening
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/fnserver"
+	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
+)
+
+// keys are one builder's payload secret and build-secrets key pair.
+type keys struct {
+	payload []byte
+	pair    secrets.KeyPair
+}
+
+func newKeys(t *testing.T) keys {
+	t.Helper()
+	kp, err := secrets.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys{payload: []byte("payload-" + randHex(t, 16)), pair: kp}
+}
+
+func (k keys) sign(body []byte) string {
+	mac := hmac.New(sha256.New, k.payload)
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+func (k keys) header(body []byte, ndjson bool) http.Header {
+	h := http.Header{}
+	h.Set("X-Build-Signature", k.sign(body))
+	h.Set("Content-Type", "application/octet-stream")
+	if ndjson {
+		h.Set("Accept", "application/x-ndjson")
+	}
+	return h
+}
+
+func (k keys) seal(t *testing.T, values map[string]string) []byte {
+	t.Helper()
+	m := map[string][]byte{}
+	for name, v := range values {
+		m[name] = []byte(v)
+	}
+	env, err := secrets.Seal(k.pair.Public, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func randHex(t testing.TB, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// runner is build.Runner, restated so the wrapper needs no import of the
+// package under change.
+type runner interface {
+	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
+}
+
+// runEnd is how one solve ended: its error and its context's.
+type runEnd struct {
+	err    error
+	ctxErr error
+}
+
+// countingRunner counts solves (refusals must start none) and reports
+// how each one ended.
+type countingRunner struct {
+	next runner
+	runs *atomic.Int32
+	ends chan runEnd
+}
+
+func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+	c.runs.Add(1)
+	err := c.next.Run(ctx, b, logf)
+	select {
+	case c.ends <- runEnd{err: err, ctxErr: ctx.Err()}:
+	default:
+	}
+	return err
+}
+
+// builder is build-fn served in-process by the template's own server.
+type builder struct {
+	url        string
+	parent     string // holds workDir and resultsDir, and nothing else
+	workDir    string
+	resultsDir string
+	runs       *atomic.Int32
+	ends       chan runEnd
+	keys       keys
+}
+
+// startBuilder serves build-fn with these settings over a fresh set of
+// directories: parent/work (work_dir), parent/results, parent/secrets.
+func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
+	t.Helper()
+	parent := t.TempDir()
+	secretsDir := filepath.Join(parent, "secrets")
+	workDir := filepath.Join(parent, "work")
+	resultsDir := filepath.Join(parent, "results")
+	for _, d := range []string{secretsDir, workDir, resultsDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(secretsDir, config.PayloadSecretName), k.payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secretsDir, config.BuildSecretsKeyName), k.pair.Private, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]string{
+		"secret_mount_path":  secretsDir,
+		"work_dir":           workDir,
+		"results_dir":        resultsDir,
+		"build_timeout":      "5m",
+		"keepalive_interval": "2s",
+		// No daemon: a request that got as far as BuildKit would fail
+		// loudly, and the counter below would see it.
+		"buildkit_url":  "unix://" + filepath.Join(parent, "no-buildkitd.sock"),
+		"build_retries": "1",
+	}
+	for key, v := range extra {
+		settings[key] = v
+	}
+	cfg := config.FromMap(settings)
+	opts, err := buildfn.Options(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := &atomic.Int32{}
+	ends := make(chan runEnd, 16)
+	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, runs: runs, ends: ends}
+	h := buildfn.Router(cfg, opts)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fnserver.New(l.Addr().String(), h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return &builder{
+		url: "http://" + l.Addr().String(), parent: parent, workDir: workDir, resultsDir: resultsDir,
+		runs: runs, ends: ends, keys: k,
+	}
+}
+
+// workDirEmpty fails the test when a request left anything in work_dir.
+func (b *builder) workDirEmpty(t *testing.T) {
+	t.Helper()
+	entries, err := os.ReadDir(b.workDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("work_dir not empty: %v", names)
+	}
+}
+
+// ready reports GET /ready's status.
+func (b *builder) ready(t *testing.T) int {
+	t.Helper()
+	res, err := http.Get(b.url + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// stack is one registry and one rootless buildkitd with a busybox base.
+type stack struct {
+	reg  *testenv.Registry
+	bk   *testenv.BuildKit
+	base string
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	reg := testenv.StartRegistry(t)
+	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
+	base := testenv.PushBusybox(t, bk, reg)
+	return &stack{reg: reg, bk: bk, base: base}
+}
+
+// builderOn starts build-fn wired to the stack's daemons.
+func (s *stack) builderOn(t *testing.T, extra map[string]string) *builder {
+	t.Helper()
+	settings := map[string]string{
+		"buildkit_url":        s.bk.Addr,
+		"insecure_registries": s.reg.Addr,
+	}
+	for k, v := range extra {
+		settings[k] = v
+	}
+	return startBuilder(t, newKeys(t), settings)
+}
+
+// tagExists asks the registry whether repo:tag was pushed.
+func (s *stack) tagExists(t *testing.T, repo, tag string) bool {
+	t.Helper()
+	res, err := http.Get("http://" + s.reg.Addr + "/v2/" + repo + "/tags/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tags struct {
+		Tags []string `json:"tags"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&tags)
+	for _, tg := range tags.Tags {
+		if tg == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// entry is one tar entry of a hand-made request.
+type entry struct {
+	hdr  tar.Header
+	body string
+}
+
+func file(name, body string) entry {
+	return entry{hdr: tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}, body: body}
+}
+
+func dir(name string) entry {
+	return entry{hdr: tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir}}
+}
+
+func symlink(name, target string) entry {
+	return entry{hdr: tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: tar.TypeSymlink}}
+}
+
+func hardlink(name, target string) entry {
+	return entry{hdr: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
+}
+
+func special(name string, typ byte) entry {
+	return entry{hdr: tar.Header{Name: name, Mode: 0o644, Typeflag: typ, Devmajor: 1, Devminor: 3}}
+}
+
+func configEntry(t testing.TB, cfg map[string]any) entry {
+	t.Helper()
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file("com.openfaas.docker.config", string(data))
+}
+
+func makeTar(t testing.TB, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := e.hdr
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatalf("tar header %q: %v", h.Name, err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// buildTar is a valid request: a Dockerfile and a config for image.
+func buildTar(t testing.TB, dockerfile, image string, extra ...entry) []byte {
+	t.Helper()
+	entries := []entry{dir("context/"), file("context/Dockerfile", dockerfile)}
+	entries = append(entries, extra...)
+	entries = append(entries, configEntry(t, map[string]any{"image": image}))
+	return makeTar(t, entries...)
+}
+
+// post sends a request; the body is closed in t.Cleanup.
+func post(t *testing.T, url string, body []byte, header http.Header) *http.Response {
+	t.Helper()
+	return postCtx(t, context.Background(), url, bytes.NewReader(body), header)
+}
+
+func postCtx(t *testing.T, ctx context.Context, url string, body io.Reader, header http.Header) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header.Clone()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
+// readNDJSON reads every line; each must be JSON and under 64 KiB.
+func readNDJSON(t *testing.T, res *http.Response) []progress.Result {
+	t.Helper()
+	var out []progress.Result
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		var r progress.Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading NDJSON: %v", err)
+	}
+	if len(out) == 0 {
+		t.Fatal("empty NDJSON stream")
+	}
+	return out
+}
+
+// final reads a whole stream and returns its last line and the log text.
+func final(t *testing.T, res *http.Response) (progress.Result, string) {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(res.Body)
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	results := readNDJSON(t, res)
+	return results[len(results)-1], logText(results)
+}
+
+func logText(results []progress.Result) string {
+	var b strings.Builder
+	for _, r := range results {
+		for _, l := range r.Log {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// errorBody decodes a refusal's JSON body.
+func errorBody(t *testing.T, res *http.Response) string {
+	t.Helper()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("refusal Content-Type %q, want application/json", ct)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatalf("error reply is not JSON: %v", err)
+	}
+	if body.Status != progress.Failed || body.Error == "" {
+		t.Fatalf("error reply %+v, want status failed and a message", body)
+	}
+	return body.Error
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logCapture collects what the process logs through the standard logger
+// (build-fn's own log output) while a test runs.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+func (c *logCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}

@@ -1,0 +1,106 @@
+package hardening
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
+)
+
+// TestSecretsScan builds with two sealed secrets, one printed by its step
+// and one only hashed, then looks for each plaintext everywhere a build
+// could leave it: build-fn's work_dir and results_dir, buildkitd's whole
+// directory (state, config, log), the registry's storage and log, the
+// pushed image (manifest, config with its history, every layer), the
+// streamed log, the stored async result, and build-fn's own log output.
+func TestSecretsScan(t *testing.T) {
+	logs := &logCapture{}
+	log.SetOutput(logs)
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+
+	s := startStack(t)
+	b := s.builderOn(t, nil)
+	alpha := "alpha-" + randHex(t, 16)
+	beta := "beta-" + randHex(t, 16)
+	betaSum := sha256.Sum256([]byte(beta))
+	repo, tag := "secrets-scan", "1"
+	image := s.reg.Addr + "/" + repo + ":" + tag
+	dockerfile := "FROM " + s.base + "\n" +
+		"RUN --mount=type=secret,id=alpha echo \"alpha is $(cat /run/secrets/alpha)\"\n" +
+		"RUN --mount=type=secret,id=beta sha256sum /run/secrets/beta | cut -d' ' -f1 > /beta.sha256 && echo \"beta hash $(cat /beta.sha256)\"\n"
+	body := makeTar(t, dir("context/"), file("context/Dockerfile", dockerfile),
+		file("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{"alpha": alpha, "beta": beta}))),
+		configEntry(t, map[string]any{"image": image}))
+	const callID = "secrets-scan-call-1"
+	header := b.keys.header(body, true)
+	header.Set("X-Call-Id", callID)
+
+	fin, streamed := final(t, post(t, b.url+"/build", body, header))
+	if fin.Status != progress.Success || fin.Image != image {
+		t.Fatalf("final %+v\nlog:\n%s", fin, streamed)
+	}
+	// The secrets reached the build: one printed (and redacted), one hashed.
+	if !strings.Contains(streamed, "alpha is "+progress.Mask) {
+		t.Fatalf("the printed secret is missing or not redacted in the stream:\n%s", streamed)
+	}
+	if got := strings.TrimSpace(string(testenv.ImageFile(t, s.reg, repo, tag, "beta.sha256"))); got != hex.EncodeToString(betaSum[:]) {
+		t.Fatalf("/beta.sha256 = %q: the second secret did not reach its step", got)
+	}
+
+	// The stored async result, fetched as a platform would after a lost callback.
+	req, _ := http.NewRequest(http.MethodGet, b.url+"/results/"+callID, nil)
+	req.Header.Set("X-Build-Signature", b.keys.sign([]byte(callID)))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(stored), "alpha is "+progress.Mask) {
+		t.Fatalf("GET /results/%s = %d %s", callID, res.StatusCode, stored)
+	}
+	b.workDirEmpty(t)
+
+	// Control: the scan does reach buildkitd's snapshots, where the
+	// image's own files (here the hash) live.
+	if hits := testenv.FindInTree(t, s.bk.Dir, []byte(hex.EncodeToString(betaSum[:]))); len(hits) == 0 {
+		t.Fatal("control failed: the scan of buildkitd's directory does not find the hash the build wrote")
+	}
+
+	trees := map[string]string{
+		"build-fn work_dir":              b.workDir,
+		"build-fn results_dir":           b.resultsDir,
+		"buildkitd (state, config, log)": s.bk.Dir,
+		"registry storage":               s.reg.Root,
+		"registry log":                   s.reg.LogPath,
+	}
+	for name, plain := range map[string]string{"alpha (printed)": alpha, "beta (hashed)": beta} {
+		needle := []byte(plain)
+		for where, root := range trees {
+			if hits := testenv.FindInTree(t, root, needle); len(hits) > 0 {
+				t.Errorf("secret %s in %s: %v", name, where, hits)
+			}
+		}
+		if hits := testenv.FindInImage(t, s.reg, repo, tag, needle); len(hits) > 0 {
+			t.Errorf("secret %s in the image: %v", name, hits)
+		}
+		for where, text := range map[string]string{
+			"the streamed log":         streamed,
+			"the final line":           fin.Error + fin.Image,
+			"the stored result":        string(stored),
+			"build-fn's own log":       logs.String(),
+			"the image config/history": string(testenv.ImageConfig(t, s.reg, repo, tag)),
+		} {
+			if strings.Contains(text, plain) {
+				t.Errorf("secret %s in %s", name, where)
+			}
+		}
+	}
+}
