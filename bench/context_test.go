@@ -195,12 +195,6 @@ func tarFromDir(dir, image string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func sign(key, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-}
-
 // signStream computes the signature of what gen writes, in a first pass
 // that keeps nothing.
 func signStream(key []byte, gen func(io.Writer) error) (string, int64, error) {

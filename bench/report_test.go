@@ -262,7 +262,7 @@ func (s *stack) warm(t *testing.T, fn *fnbProc, spec contextSpec, name string, n
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(body), int64(len(body)), sign(fn.key, body)); err != nil {
+		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(body), int64(len(body)), testenv.Sign(fn.key, body)); err != nil {
 			t.Fatal(err)
 		}
 		return time.Since(start)
@@ -399,7 +399,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	// The build ignores the data files: what is measured is the intake.
 	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
 	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.reg.Addr + "/bench-rss:warmup")
-	if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(warmup), int64(len(warmup)), sign(fn.key, warmup)); err != nil {
+	if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(warmup), int64(len(warmup)), testenv.Sign(fn.key, warmup)); err != nil {
 		t.Fatal(err)
 	}
 	var res rssResult
@@ -451,7 +451,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 	held := make(chan struct{})
 	go func() {
 		defer close(held)
-		_, _ = postBuild(ctx, http.DefaultClient, fn.url, bytes.NewReader(slow), int64(len(slow)), sign(fn.key, slow))
+		_, _ = postBuild(ctx, http.DefaultClient, fn.url, bytes.NewReader(slow), int64(len(slow)), testenv.Sign(fn.key, slow))
 	}()
 	defer func() { cancel(); <-held }()
 	deadline := time.Now().Add(30 * time.Second)
@@ -470,7 +470,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 	}
 
 	body := contextSpec{Dockerfile: "FROM " + s.base + "\n"}.Tar(s.reg.Addr + "/bench-refused:1")
-	sig := sign(fn.key, body)
+	sig := testenv.Sign(fn.key, body)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	one := func() (time.Duration, int) {
 		start := time.Now()

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -117,52 +115,6 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// post sends a raw build request and returns the response.
-func post(t *testing.T, url string, body []byte, header http.Header) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = header.Clone()
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Body.Close() })
-	return res
-}
-
-// readNDJSON reads every line with go-sdk's limits in mind: each must be
-// valid JSON and under 64 KiB.
-func readNDJSON(t *testing.T, res *http.Response) []progress.Result {
-	t.Helper()
-	var out []progress.Result
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		var r progress.Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading NDJSON (a line over 64 KiB?): %v", err)
-	}
-	return out
-}
-
-func logText(results []progress.Result) string {
-	var b strings.Builder
-	for _, r := range results {
-		for _, l := range r.Log {
-			b.WriteString(l)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
-}
-
 // TestBuildFn runs every end-to-end build check against one registry and
 // one buildkitd, which take seconds to start.
 func TestBuildFn(t *testing.T) {
@@ -199,25 +151,25 @@ func testCapturedRequest(t *testing.T, s *stack) {
 		}
 	}
 
-	res := post(t, b.url+captured.Path, body, header)
+	res := testenv.Post(t, b.url+captured.Path, body, header)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", res.StatusCode)
 	}
 	if ct := res.Header.Get("Content-Type"); ct != "application/x-ndjson" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	results := readNDJSON(t, res)
+	results := testenv.ReadNDJSON(t, res.Body)
 	final := results[len(results)-1]
 	if final.Status != progress.Success || final.Image != "127.0.0.1:5000/sealed-test:0.1" {
-		t.Fatalf("final line %+v\nlog:\n%s", final, logText(results))
+		t.Fatalf("final line %+v\nlog:\n%s", final, testenv.LogText(results))
 	}
 	for _, r := range results[:len(results)-1] {
 		if r.Status != progress.InProgress {
 			t.Fatalf("progress line with status %q", r.Status)
 		}
 	}
-	if !strings.Contains(logText(results), "v: ") {
-		t.Fatalf("no vertex lines in log:\n%s", logText(results))
+	if !strings.Contains(testenv.LogText(results), "v: ") {
+		t.Fatalf("no vertex lines in log:\n%s", testenv.LogText(results))
 	}
 
 	const secret = "sk-live-my-secret-key"
@@ -227,7 +179,7 @@ func testCapturedRequest(t *testing.T, s *stack) {
 	if got := testenv.ImageFile(t, s.reg, "sealed-test", "0.1", "home/app/greeting.txt"); strings.TrimSpace(string(got)) != "hi-there" {
 		t.Fatalf("greeting.txt = %q (build arg lost)", got)
 	}
-	if strings.Contains(logText(results), secret) {
+	if strings.Contains(testenv.LogText(results), secret) {
 		t.Fatal("the secret value appears in the build log")
 	}
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // testRefusals sends one bad request per case and checks the status code,
@@ -18,9 +19,9 @@ import (
 func testRefusals(t *testing.T, s *stack) {
 	b := startBuilder(t, s, map[string]string{"max_request_bytes": "65536", "max_context_bytes": "8192"})
 	image := s.reg.Addr + "/refused:1"
-	cfg := configEntry(t, map[string]any{"image": image})
-	dockerfile := file("context/Dockerfile", "FROM "+s.base+"\n")
-	good := makeTar(t, dir("context"), dockerfile, cfg)
+	cfg := testenv.ConfigEntry(t, map[string]any{"image": image})
+	dockerfile := testenv.File("context/Dockerfile", "FROM "+s.base+"\n")
+	good := testenv.BuildTar(t, testenv.Dir("context"), dockerfile, cfg)
 
 	otherKey, err := secrets.GenerateKeyPair()
 	if err != nil {
@@ -43,27 +44,27 @@ func testRefusals(t *testing.T, s *stack) {
 			return http.Header{"X-Build-Signature": {"sha1=abc"}}
 		}, 401, "malformed"},
 		{"wrong signature", good, func(body []byte) http.Header {
-			return signedHeader(t, append([]byte("x"), body...), true)
+			return testenv.SignedHeader(payloadSecret(t), append([]byte("x"), body...), true)
 		}, 401, "does not match"},
-		{"path traversal", makeTar(t, dir("context"), dockerfile, file("context/../../escape", "x"), cfg), nil, 400, "escape"},
-		{"symlink escape", makeTar(t, dir("context"), dockerfile, symlink("context/etc", "/etc"), cfg), nil, 400, "context/etc"},
-		{"context too large", makeTar(t, dir("context"), dockerfile, file("context/big", strings.Repeat("x", 10000)), cfg), nil, 413, "context/big"},
-		{"body too large", makeTar(t, dir("context"), dockerfile, file("context/huge", strings.Repeat("x", 70000)), cfg), nil, 413, "limit"},
-		{"bad config JSON", makeTar(t, dir("context"), dockerfile, file("com.openfaas.docker.config", "{image:")), nil, 400, "com.openfaas.docker.config"},
-		{"unknown key_id", makeTar(t, dir("context"), dockerfile, cfg, file("com.openfaas.secrets", string(foreign))), nil, 400, otherKeyID(t, otherKey.Public)},
+		{"path traversal", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, testenv.File("context/../../escape", "x"), cfg), nil, 400, "escape"},
+		{"symlink escape", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, testenv.Symlink("context/etc", "/etc"), cfg), nil, 400, "context/etc"},
+		{"context too large", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, testenv.File("context/big", strings.Repeat("x", 10000)), cfg), nil, 413, "context/big"},
+		{"body too large", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, testenv.File("context/huge", strings.Repeat("x", 70000)), cfg), nil, 413, "limit"},
+		{"bad config JSON", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, testenv.File("com.openfaas.docker.config", "{image:")), nil, 400, "com.openfaas.docker.config"},
+		{"unknown key_id", testenv.BuildTar(t, testenv.Dir("context"), dockerfile, cfg, testenv.File("com.openfaas.secrets", string(foreign))), nil, 400, otherKeyID(t, otherKey.Public)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			header := signedHeader(t, c.body, true)
+			header := testenv.SignedHeader(payloadSecret(t), c.body, true)
 			if c.header != nil {
 				header = c.header(c.body)
 			}
 			before := b.runs.Load()
-			res := post(t, b.url+"/build", c.body, header)
+			res := testenv.Post(t, b.url+"/build", c.body, header)
 			if res.StatusCode != c.code {
 				t.Fatalf("status %d, want %d", res.StatusCode, c.code)
 			}
-			if msg := errorBody(t, res); !strings.Contains(msg, c.msg) {
+			if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, c.msg) {
 				t.Fatalf("error %q does not mention %q", msg, c.msg)
 			}
 			if b.runs.Load() != before {
@@ -74,7 +75,7 @@ func testRefusals(t *testing.T, s *stack) {
 			}
 		})
 	}
-	if tagExists(t, s.reg.Addr, "refused", "1") {
+	if testenv.TagExists(t, s.reg.Addr, "refused", "1") {
 		t.Fatal("a refused request pushed an image")
 	}
 }
@@ -91,14 +92,14 @@ func otherKeyID(t *testing.T, pub []byte) string {
 // Retry-After while the first runs, and readiness turns false.
 func testAtCapacity(t *testing.T, s *stack) {
 	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
-	slow := makeTar(t, dir("context"),
-		file("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
-		configEntry(t, map[string]any{"image": s.reg.Addr + "/slow:1"}))
+	slow := testenv.BuildTar(t, testenv.Dir("context"),
+		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/slow:1"}))
 
 	first := make(chan *http.Response, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, b.url+"/build", strings.NewReader(string(slow)))
-		req.Header = signedHeader(t, slow, true)
+		req.Header = testenv.SignedHeader(payloadSecret(t), slow, true)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Error(err)
@@ -107,13 +108,13 @@ func testAtCapacity(t *testing.T, s *stack) {
 	}()
 	waitFor(t, func() bool { return b.runs.Load() == 1 })
 
-	fast := makeTar(t, dir("context"), file("context/Dockerfile", "FROM "+s.base+"\n"),
-		configEntry(t, map[string]any{"image": s.reg.Addr + "/fast:1"}))
-	res := post(t, b.url+"/build", fast, signedHeader(t, fast, true))
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/fast:1"}))
+	res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
 	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("status %d Retry-After %q, want 429 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
 	}
-	if msg := errorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
+	if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
 		t.Fatalf("429 message %q", msg)
 	}
 	ready, err := http.Get(b.url + "/ready")
@@ -130,13 +131,13 @@ func testAtCapacity(t *testing.T, s *stack) {
 
 	r := <-first
 	defer r.Body.Close()
-	results := readNDJSON(t, r)
+	results := testenv.ReadNDJSON(t, r.Body)
 	if final := results[len(results)-1]; final.Status != progress.Success {
 		t.Fatalf("first build %+v", final)
 	}
 	// The slot is free again.
-	res = post(t, b.url+"/build", fast, signedHeader(t, fast, true))
-	if results := readNDJSON(t, res); results[len(results)-1].Status != progress.Success {
+	res = testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
+	if results := testenv.ReadNDJSON(t, res.Body); results[len(results)-1].Status != progress.Success {
 		t.Fatalf("build after capacity freed: %+v", results[len(results)-1])
 	}
 }
@@ -145,12 +146,12 @@ func testAtCapacity(t *testing.T, s *stack) {
 // its slot, so the next build runs.
 func testClientDisconnect(t *testing.T, s *stack) {
 	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
-	slow := makeTar(t, dir("context"),
-		file("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 60\n"),
-		configEntry(t, map[string]any{"image": s.reg.Addr + "/abandoned:1"}))
+	slow := testenv.BuildTar(t, testenv.Dir("context"),
+		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 60\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/abandoned:1"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.url+"/build", strings.NewReader(string(slow)))
-	req.Header = signedHeader(t, slow, true)
+	req.Header = testenv.SignedHeader(payloadSecret(t), slow, true)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -159,13 +160,13 @@ func testClientDisconnect(t *testing.T, s *stack) {
 	cancel()
 	res.Body.Close()
 
-	fast := makeTar(t, dir("context"), file("context/Dockerfile", "FROM "+s.base+"\n"),
-		configEntry(t, map[string]any{"image": s.reg.Addr + "/after-disconnect:1"}))
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/after-disconnect:1"}))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res := post(t, b.url+"/build", fast, signedHeader(t, fast, true))
+		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
 		if res.StatusCode == http.StatusOK {
-			results := readNDJSON(t, res)
+			results := testenv.ReadNDJSON(t, res.Body)
 			if final := results[len(results)-1]; final.Status != progress.Success {
 				t.Fatalf("build after disconnect: %+v", final)
 			}
@@ -176,7 +177,7 @@ func testClientDisconnect(t *testing.T, s *stack) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if tagExists(t, s.reg.Addr, "abandoned", "1") {
+	if testenv.TagExists(t, s.reg.Addr, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {

@@ -119,13 +119,13 @@ func testGoSDKFailure(t *testing.T, s *stack) {
 	}
 
 	body, _ := os.ReadFile(tarPath)
-	res := post(t, b.url+"/build", body, signedHeader(t, body, true))
-	results := readNDJSON(t, res)
+	res := testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(payloadSecret(t), body, true))
+	results := testenv.ReadNDJSON(t, res.Body)
 	final := results[len(results)-1]
 	if final.Status != progress.Failed || !strings.Contains(final.Error, "exit code: 3") {
 		t.Fatalf("final %+v, want failed with the exit code", final)
 	}
-	if tagExists(t, s.reg.Addr, "sdk-fail", "1") {
+	if testenv.TagExists(t, s.reg.Addr, "sdk-fail", "1") {
 		t.Fatal("a failed build pushed an image")
 	}
 }

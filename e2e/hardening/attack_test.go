@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // attack is one hostile request: its body (or a body generator, for
@@ -44,42 +46,42 @@ func TestAttacks(t *testing.T) {
 		"write_timeout": "2m",
 	})
 	m := "pwned-" + randHex(t, 6) // the name every escape tries to create
-	dockerfile := file("context/Dockerfile", "FROM scratch\n")
-	cfg := configEntry(t, map[string]any{"image": "127.0.0.1:1/attack:1"})
-	hostile := func(entries ...entry) []byte {
-		all := append([]entry{dir("context/"), dockerfile}, entries...)
-		return makeTar(t, append(all, cfg)...)
+	dockerfile := testenv.File("context/Dockerfile", "FROM scratch\n")
+	cfg := testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/attack:1"})
+	hostile := func(entries ...testenv.TarEntry) []byte {
+		all := append([]testenv.TarEntry{testenv.Dir("context/"), dockerfile}, entries...)
+		return testenv.BuildTar(t, append(all, cfg)...)
 	}
 
-	truncated := hostile(file("context/big", strings.Repeat("B", 4096)))
+	truncated := hostile(testenv.File("context/big", strings.Repeat("B", 4096)))
 	bigAt := bytes.Index(truncated, []byte("context/big"))
 	longName := "context/" + strings.Repeat("n", 90) + "/../../../" + m
-	gnuLong := makeTar(t, dir("context/"), dockerfile,
-		entry{hdr: tar.Header{Name: longName, Mode: 0o644, Size: 1, Typeflag: tar.TypeReg, Format: tar.FormatGNU}, body: "x"}, cfg)
+	gnuLong := testenv.BuildTar(t, testenv.Dir("context/"), dockerfile,
+		testenv.TarEntry{Header: tar.Header{Name: longName, Mode: 0o644, Size: 1, Typeflag: tar.TypeReg, Format: tar.FormatGNU}, Body: "x"}, cfg)
 	if !bytes.Contains(gnuLong, []byte("././@LongLink")) {
 		t.Fatal("the GNU long-name case has no ././@LongLink entry")
 	}
 
 	cases := []attack{
-		{name: "../", body: hostile(file("../"+m, "x")), code: 400, msg: "../" + m},
-		{name: "context/../../x", body: hostile(file("context/../../"+m, "x")), code: 400, msg: "context/../../" + m},
-		{name: "deep ../ to /tmp", body: hostile(file("context/"+strings.Repeat("../", 16)+"tmp/"+m, "x")), code: 400, msg: "tmp/" + m},
-		{name: "absolute path", body: hostile(file("/tmp/"+m, "x")), code: 400, msg: "/tmp/" + m},
-		{name: "absolute path into context", body: hostile(file("/context/../../tmp/"+m, "x")), code: 400, msg: "/context/../../tmp/" + m},
-		{name: "symlink to absolute path", body: hostile(symlink("context/abs", "/tmp"), file("context/abs/"+m, "x")), code: 400, msg: "context/abs"},
-		{name: "symlink ../../", body: hostile(symlink("context/up", "../../"), file("context/up/"+m, "x")), code: 400, msg: "context/up"},
-		{name: "symlink climbing after a name", body: hostile(dir("context/d"), symlink("context/d/l", "x/../../..")), code: 400, msg: "context/d/l"},
-		{name: "write through symlink", body: hostile(dir("context/d"), symlink("context/ln", "d"), file("context/ln/"+m, "x")), code: 400, msg: "context/ln/" + m},
-		{name: "write through symlink to .", body: hostile(symlink("context/dot", "."), file("context/dot/"+m, "x")), code: 400, msg: "context/dot/" + m},
+		{name: "../", body: hostile(testenv.File("../"+m, "x")), code: 400, msg: "../" + m},
+		{name: "context/../../x", body: hostile(testenv.File("context/../../"+m, "x")), code: 400, msg: "context/../../" + m},
+		{name: "deep ../ to /tmp", body: hostile(testenv.File("context/"+strings.Repeat("../", 16)+"tmp/"+m, "x")), code: 400, msg: "tmp/" + m},
+		{name: "absolute path", body: hostile(testenv.File("/tmp/"+m, "x")), code: 400, msg: "/tmp/" + m},
+		{name: "absolute path into context", body: hostile(testenv.File("/context/../../tmp/"+m, "x")), code: 400, msg: "/context/../../tmp/" + m},
+		{name: "symlink to absolute path", body: hostile(testenv.Symlink("context/abs", "/tmp"), testenv.File("context/abs/"+m, "x")), code: 400, msg: "context/abs"},
+		{name: "symlink ../../", body: hostile(testenv.Symlink("context/up", "../../"), testenv.File("context/up/"+m, "x")), code: 400, msg: "context/up"},
+		{name: "symlink climbing after a name", body: hostile(testenv.Dir("context/d"), testenv.Symlink("context/d/l", "x/../../..")), code: 400, msg: "context/d/l"},
+		{name: "write through symlink", body: hostile(testenv.Dir("context/d"), testenv.Symlink("context/ln", "d"), testenv.File("context/ln/"+m, "x")), code: 400, msg: "context/ln/" + m},
+		{name: "write through symlink to .", body: hostile(testenv.Symlink("context/dot", "."), testenv.File("context/dot/"+m, "x")), code: 400, msg: "context/dot/" + m},
 		{name: "hardlink to /etc/passwd", body: hostile(hardlink("context/pw", "/etc/passwd")), code: 400, msg: "context/pw"},
 		{name: "hardlink escape", body: hostile(hardlink("context/h", "context/../../"+m)), code: 400, msg: "context/h"},
-		{name: "hardlink through symlink", body: hostile(symlink("context/s", "."), hardlink("context/h", "context/s/Dockerfile")), code: 400, msg: "context/h"},
+		{name: "hardlink through symlink", body: hostile(testenv.Symlink("context/s", "."), hardlink("context/h", "context/s/Dockerfile")), code: 400, msg: "context/h"},
 		{name: "hardlink outside context/", body: hostile(hardlink("context/h", "com.openfaas.docker.config")), code: 400, msg: "context/h"},
 		{name: "char device", body: hostile(special("context/null", tar.TypeChar)), code: 400, msg: "context/null"},
 		{name: "block device", body: hostile(special("context/sda", tar.TypeBlock)), code: 400, msg: "context/sda"},
 		{name: "fifo", body: hostile(special("context/fifo", tar.TypeFifo)), code: 400, msg: "context/fifo"},
-		{name: "duplicate entries", body: hostile(file("context/a", "1"), file("context/a", "2")), code: 400, msg: "context/a: duplicate"},
-		{name: "symlink then file of the same name", body: hostile(symlink("context/a", "Dockerfile"), file("context/a", "2")), code: 400, msg: "context/a: duplicate"},
+		{name: "duplicate entries", body: hostile(testenv.File("context/a", "1"), testenv.File("context/a", "2")), code: 400, msg: "context/a: duplicate"},
+		{name: "symlink then file of the same name", body: hostile(testenv.Symlink("context/a", "Dockerfile"), testenv.File("context/a", "2")), code: 400, msg: "context/a: duplicate"},
 		{name: "duplicate config", body: hostile(cfg), code: 400, msg: "com.openfaas.docker.config: duplicate"},
 		{name: "huge declared size", body: hugeHeader(t), code: 413, msg: "context/huge"},
 		{name: "huge sparse file", body: gnuSparse(t, dockerfile, cfg), code: 413, msg: "context/sparse"},
@@ -89,14 +91,14 @@ func TestAttacks(t *testing.T) {
 		{name: "GNU long name with ..", body: gnuLong, code: 400, msg: longName},
 		{name: "PAX path override with ..", body: paxOverride(t, "path", "context/../../"+m, dockerfile, cfg), code: 400, msg: "context/../../" + m},
 		{name: "oversized PAX header", body: paxRaw(t, "comment", strings.Repeat("c", 2<<20), dockerfile, cfg), code: 400, msg: "read tar"},
-		{name: "context/ itself a symlink to /", body: makeTar(t, symlink("context", "/"), dockerfile, cfg), code: 400, msg: "context: must be a directory"},
-		{name: "deep nesting", body: hostile(file("context/"+strings.Repeat("d/", 300)+"f", "x")), code: 400, msg: "too deep"},
-		{name: "config as a hardlink to /etc/passwd", body: makeTar(t, dir("context/"), dockerfile, hardlink("com.openfaas.docker.config", "/etc/passwd")), code: 400, msg: "com.openfaas.docker.config: must be a regular file"},
-		{name: "secrets as a symlink to /etc/shadow", body: hostile(symlink("com.openfaas.secrets", "/etc/shadow")), code: 400, msg: "com.openfaas.secrets: must be a regular file"},
-		{name: "config dockerfile ../../etc/passwd", body: makeTar(t, dir("context/"), dockerfile, configEntry(t, map[string]any{"image": "127.0.0.1:1/a:1", "dockerfile": "../../etc/passwd"})), code: 400, msg: "com.openfaas.docker.config"},
-		{name: "config dockerfile /etc/passwd", body: makeTar(t, dir("context/"), dockerfile, configEntry(t, map[string]any{"image": "127.0.0.1:1/a:1", "dockerfile": "/etc/passwd"})), code: 400, msg: "com.openfaas.docker.config"},
-		{name: "Dockerfile as a symlink to /etc/passwd", body: makeTar(t, dir("context/"), symlink("context/Dockerfile", "/etc/passwd"), cfg), code: 400, msg: "context/Dockerfile"},
-		{name: "Dockerfile as a symlink inside", body: makeTar(t, dir("context/"), file("context/real", "FROM scratch\n"), symlink("context/Dockerfile", "real"), cfg), code: 400, msg: "context/Dockerfile"},
+		{name: "context/ itself a symlink to /", body: testenv.BuildTar(t, testenv.Symlink("context", "/"), dockerfile, cfg), code: 400, msg: "context: must be a directory"},
+		{name: "deep nesting", body: hostile(testenv.File("context/"+strings.Repeat("d/", 300)+"f", "x")), code: 400, msg: "too deep"},
+		{name: "config as a hardlink to /etc/passwd", body: testenv.BuildTar(t, testenv.Dir("context/"), dockerfile, hardlink("com.openfaas.docker.config", "/etc/passwd")), code: 400, msg: "com.openfaas.docker.config: must be a regular file"},
+		{name: "secrets as a symlink to /etc/shadow", body: hostile(testenv.Symlink("com.openfaas.secrets", "/etc/shadow")), code: 400, msg: "com.openfaas.secrets: must be a regular file"},
+		{name: "config dockerfile ../../etc/passwd", body: testenv.BuildTar(t, testenv.Dir("context/"), dockerfile, testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/a:1", "dockerfile": "../../etc/passwd"})), code: 400, msg: "com.openfaas.docker.config"},
+		{name: "config dockerfile /etc/passwd", body: testenv.BuildTar(t, testenv.Dir("context/"), dockerfile, testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/a:1", "dockerfile": "/etc/passwd"})), code: 400, msg: "com.openfaas.docker.config"},
+		{name: "Dockerfile as a symlink to /etc/passwd", body: testenv.BuildTar(t, testenv.Dir("context/"), testenv.Symlink("context/Dockerfile", "/etc/passwd"), cfg), code: 400, msg: "context/Dockerfile"},
+		{name: "Dockerfile as a symlink inside", body: testenv.BuildTar(t, testenv.Dir("context/"), testenv.File("context/real", "FROM scratch\n"), testenv.Symlink("context/Dockerfile", "real"), cfg), code: 400, msg: "context/Dockerfile"},
 		{name: "not a tar (gzip)", body: []byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + strings.Repeat("\x00", 600)), code: 400, msg: "read tar"},
 		{name: "empty body", body: []byte{}, code: 400, msg: "com.openfaas.docker.config"},
 		{name: "PAX linkpath override to /", body: paxOverride(t, "linkpath", "/", dockerfile, cfg), code: 400, msg: "context/innocent"},
@@ -141,17 +143,17 @@ func TestAttacks(t *testing.T) {
 func (b *builder) send(t *testing.T, c attack) *http.Response {
 	t.Helper()
 	if c.gen == nil {
-		return post(t, b.url+"/build", c.body, b.keys.header(c.body, true))
+		return testenv.Post(t, b.url+"/build", c.body, testenv.SignedHeader(b.keys.payload, c.body, true))
 	}
 	mac := hmac.New(sha256.New, b.keys.payload)
 	if err := c.gen(mac); err != nil {
 		t.Fatal(err)
 	}
-	h := b.keys.header(nil, true)
+	h := testenv.SignedHeader(b.keys.payload, nil, true)
 	h.Set("X-Build-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(c.gen(pw)) }()
-	return postCtx(t, context.Background(), b.url+"/build", pr, h)
+	return testenv.PostContext(t, context.Background(), b.url+"/build", pr, h)
 }
 
 // noEscape looks for the marker next to every ancestor of work_dir, in
@@ -221,12 +223,12 @@ func hugeHeader(t *testing.T) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, e := range []entry{dir("context/"), file("context/Dockerfile", "FROM scratch\n")} {
-		h := e.hdr
+	for _, e := range []testenv.TarEntry{testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n")} {
+		h := e.Header
 		if err := tw.WriteHeader(&h); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tw.Write([]byte(e.body)); err != nil {
+		if _, err := tw.Write([]byte(e.Body)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -239,7 +241,7 @@ func hugeHeader(t *testing.T) []byte {
 
 // gnuSparse is an old-GNU sparse file whose logical size is 1 TiB and
 // whose archive holds 512 bytes of it: a sparse bomb.
-func gnuSparse(t *testing.T, before, after entry) []byte {
+func gnuSparse(t *testing.T, before, after testenv.TarEntry) []byte {
 	t.Helper()
 	var hdrBuf bytes.Buffer
 	tw := tar.NewWriter(&hdrBuf)
@@ -252,9 +254,9 @@ func gnuSparse(t *testing.T, before, after entry) []byte {
 	base256(h[483:495], 1<<40)   // realsize
 	setChecksum(h)
 
-	head := makeTar(t, dir("context/"), before)
+	head := testenv.BuildTar(t, testenv.Dir("context/"), before)
 	head = head[:len(head)-1024] // drop the end-of-archive blocks
-	tail := makeTar(t, after)
+	tail := testenv.BuildTar(t, after)
 	out := append(head, h...)
 	out = append(out, bytes.Repeat([]byte{'S'}, 512)...)
 	out = append(out, tail...)
@@ -278,7 +280,7 @@ func gnuSparse(t *testing.T, before, after entry) []byte {
 
 // paxOverride puts a PAX extended header before a harmless-looking entry,
 // whose record (path or linkpath) replaces the name the ustar header shows.
-func paxOverride(t *testing.T, key, value string, before, after entry) []byte {
+func paxOverride(t *testing.T, key, value string, before, after testenv.TarEntry) []byte {
 	t.Helper()
 	raw := paxRaw(t, key, value, before, after)
 	tr := tar.NewReader(bytes.NewReader(raw))
@@ -298,14 +300,14 @@ func paxOverride(t *testing.T, key, value string, before, after entry) []byte {
 
 // paxRaw writes a PAX extended header with one record before
 // context/innocent (a symlink for linkpath, else a file), unchecked.
-func paxRaw(t *testing.T, key, value string, before, after entry) []byte {
+func paxRaw(t *testing.T, key, value string, before, after testenv.TarEntry) []byte {
 	t.Helper()
-	inner := file("context/innocent", "x")
+	inner := testenv.File("context/innocent", "x")
 	if key == "linkpath" {
-		inner = symlink("context/innocent", "innocent-target")
+		inner = testenv.Symlink("context/innocent", "innocent-target")
 	}
 	// Written as a regular file "PaxHeaders/innocent", then retyped 'x'.
-	raw := makeTar(t, dir("context/"), before, file("PaxHeaders/innocent", paxRecord(key, value)), inner, after)
+	raw := testenv.BuildTar(t, testenv.Dir("context/"), before, testenv.File("PaxHeaders/innocent", paxRecord(key, value)), inner, after)
 	at := bytes.Index(raw, []byte("PaxHeaders/innocent"))
 	raw[at+156] = tar.TypeXHeader
 	setChecksum(raw[at : at+512])

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // TestFaults breaks things while builds run. Each fault must end in a
@@ -33,7 +34,7 @@ func TestFaults(t *testing.T) {
 // Nothing is built, the spooled part is removed and the slot is free.
 func testUploadCut(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
-	body := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/cut:1", file("context/blob", strings.Repeat("b", 8<<20)))
+	body := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/cut:1", testenv.File("context/blob", strings.Repeat("b", 8<<20)))
 	pr, pw := io.Pipe()
 	go func() {
 		_, _ = pw.Write(body[:1<<20])
@@ -45,7 +46,7 @@ func testUploadCut(t *testing.T, s *stack) {
 	}()
 	req, _ := http.NewRequest(http.MethodPost, b.url+"/build", pr)
 	req.ContentLength = int64(len(body))
-	req.Header = b.keys.header(body, true)
+	req.Header = testenv.SignedHeader(b.keys.payload, body, true)
 	if res, err := http.DefaultClient.Do(req); err == nil {
 		res.Body.Close()
 		t.Fatalf("the cut upload got an answer: %d", res.StatusCode)
@@ -144,11 +145,11 @@ func slotFree(t *testing.T, b *builder) {
 func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 	t.Helper()
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo next-"+randHex(t, 4)+" > /next\n", s.reg.Addr+"/"+repo+":1")
-	fin, logs := final(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	if fin.Status != progress.Success {
 		t.Fatalf("next build: %+v\n%s", fin, logs)
 	}
-	if !s.tagExists(t, repo, "1") {
+	if !testenv.TagExists(t, s.reg.Addr, repo, "1") {
 		t.Fatalf("next build reported success but %s:1 is not in the registry", repo)
 	}
 	b.workDirEmpty(t)
@@ -161,7 +162,7 @@ func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 func testBuildKitKilled(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "2", "retry_backoff": "200ms"})
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo start-"+randHex(t, 4)+" && sleep 30\n", s.reg.Addr+"/killed:1")
-	st := follow(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	st := follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	st.waitLog(t, "sleep 30")
 	time.Sleep(500 * time.Millisecond)
 	killedAt := time.Now()
@@ -183,14 +184,14 @@ func testBuildKitKilled(t *testing.T, s *stack) {
 	// While buildkitd is down a request gets an answer (a failed build),
 	// not 429: the killed build let its slot go.
 	probe := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/probe:1")
-	res := post(t, b.url+"/build", probe, b.keys.header(probe, true))
+	res := testenv.Post(t, b.url+"/build", probe, testenv.SignedHeader(b.keys.payload, probe, true))
 	if res.StatusCode == http.StatusTooManyRequests {
 		t.Fatal("429 after the killed build ended: its slot was not released")
 	}
 	if fin, _ := final(t, res); fin.Status != progress.Failed {
 		t.Fatalf("build with buildkitd down: %+v", fin)
 	}
-	if s.tagExists(t, "killed", "1") {
+	if testenv.TagExists(t, s.reg.Addr, "killed", "1") {
 		t.Fatal("the killed build pushed an image")
 	}
 
@@ -214,7 +215,7 @@ func testRegistryDown(t *testing.T, s *stack) {
 	})
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo down-"+randHex(t, 4)+" > /x\n", dead+"/down:1")
 	start := time.Now()
-	fin, logs := final(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	t.Logf("failed after %s: %s", time.Since(start).Round(time.Millisecond), fin.Error)
 	if fin.Status != progress.Failed || !strings.Contains(fin.Error, dead) {
 		t.Fatalf("final %+v, want failed naming %s\n%s", fin, dead, logs)
@@ -241,7 +242,7 @@ func testClientGone(t *testing.T, s *stack) {
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo gone-"+randHex(t, 4)+" && sleep 60\n", s.reg.Addr+"/abandoned:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st := follow(t, postCtx(t, ctx, b.url+"/build", strings.NewReader(string(body)), b.keys.header(body, true)))
+	st := follow(t, testenv.PostContext(t, ctx, b.url+"/build", strings.NewReader(string(body)), testenv.SignedHeader(b.keys.payload, body, true)))
 	st.waitLog(t, "sleep 60")
 	gone := time.Now()
 	cancel()
@@ -264,7 +265,7 @@ func testClientGone(t *testing.T, s *stack) {
 		return len(entries) == 0
 	})
 	b.workDirEmpty(t)
-	if s.tagExists(t, "abandoned", "1") {
+	if testenv.TagExists(t, s.reg.Addr, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	nextBuildSucceeds(t, s, b, "after-disconnect")
@@ -276,7 +277,7 @@ func testClientGone(t *testing.T, s *stack) {
 func testBuildKitRestarted(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "4", "retry_backoff": "1s"})
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok\n", s.reg.Addr+"/retried:1")
-	st := follow(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+	st := follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	st.waitLog(t, "sleep 3")
 	time.Sleep(300 * time.Millisecond)
 	s.bk.Kill(t)
@@ -298,7 +299,7 @@ func testBuildKitRestarted(t *testing.T, s *stack) {
 			t.Logf("%s", l)
 		}
 	}
-	if !s.tagExists(t, "retried", "1") {
+	if !testenv.TagExists(t, s.reg.Addr, "retried", "1") {
 		t.Fatal("retried:1 is not in the registry")
 	}
 	slotFree(t, b)

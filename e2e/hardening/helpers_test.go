@@ -2,14 +2,10 @@ package hardening
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -43,22 +39,6 @@ func newKeys(t *testing.T) keys {
 		t.Fatal(err)
 	}
 	return keys{payload: []byte("payload-" + randHex(t, 16)), pair: kp}
-}
-
-func (k keys) sign(body []byte) string {
-	mac := hmac.New(sha256.New, k.payload)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-}
-
-func (k keys) header(body []byte, ndjson bool) http.Header {
-	h := http.Header{}
-	h.Set("X-Build-Signature", k.sign(body))
-	h.Set("Content-Type", "application/octet-stream")
-	if ndjson {
-		h.Set("Accept", "application/x-ndjson")
-	}
-	return h
 }
 
 func (k keys) seal(t *testing.T, values map[string]string) []byte {
@@ -237,129 +217,22 @@ func (s *stack) builderOn(t *testing.T, extra map[string]string) *builder {
 	return startBuilder(t, newKeys(t), settings)
 }
 
-// tagExists asks the registry whether repo:tag was pushed.
-func (s *stack) tagExists(t *testing.T, repo, tag string) bool {
-	t.Helper()
-	res, err := http.Get("http://" + s.reg.Addr + "/v2/" + repo + "/tags/list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var tags struct {
-		Tags []string `json:"tags"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tags)
-	for _, tg := range tags.Tags {
-		if tg == tag {
-			return true
-		}
-	}
-	return false
+// hardlink and special are the entry types only the attack cases send.
+func hardlink(name, target string) testenv.TarEntry {
+	return testenv.TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
 }
 
-// entry is one tar entry of a hand-made request.
-type entry struct {
-	hdr  tar.Header
-	body string
-}
-
-func file(name, body string) entry {
-	return entry{hdr: tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}, body: body}
-}
-
-func dir(name string) entry {
-	return entry{hdr: tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir}}
-}
-
-func symlink(name, target string) entry {
-	return entry{hdr: tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: tar.TypeSymlink}}
-}
-
-func hardlink(name, target string) entry {
-	return entry{hdr: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
-}
-
-func special(name string, typ byte) entry {
-	return entry{hdr: tar.Header{Name: name, Mode: 0o644, Typeflag: typ, Devmajor: 1, Devminor: 3}}
-}
-
-func configEntry(t testing.TB, cfg map[string]any) entry {
-	t.Helper()
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return file("com.openfaas.docker.config", string(data))
-}
-
-func makeTar(t testing.TB, entries ...entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := e.hdr
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatalf("tar header %q: %v", h.Name, err)
-		}
-		if _, err := tw.Write([]byte(e.body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+func special(name string, typ byte) testenv.TarEntry {
+	return testenv.TarEntry{Header: tar.Header{Name: name, Mode: 0o644, Typeflag: typ, Devmajor: 1, Devminor: 3}}
 }
 
 // buildTar is a valid request: a Dockerfile and a config for image.
-func buildTar(t testing.TB, dockerfile, image string, extra ...entry) []byte {
+func buildTar(t testing.TB, dockerfile, image string, extra ...testenv.TarEntry) []byte {
 	t.Helper()
-	entries := []entry{dir("context/"), file("context/Dockerfile", dockerfile)}
+	entries := []testenv.TarEntry{testenv.Dir("context/"), testenv.File("context/Dockerfile", dockerfile)}
 	entries = append(entries, extra...)
-	entries = append(entries, configEntry(t, map[string]any{"image": image}))
-	return makeTar(t, entries...)
-}
-
-// post sends a request; the body is closed in t.Cleanup.
-func post(t *testing.T, url string, body []byte, header http.Header) *http.Response {
-	t.Helper()
-	return postCtx(t, context.Background(), url, bytes.NewReader(body), header)
-}
-
-func postCtx(t *testing.T, ctx context.Context, url string, body io.Reader, header http.Header) *http.Response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = header.Clone()
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Body.Close() })
-	return res
-}
-
-// readNDJSON reads every line; each must be JSON and under 64 KiB.
-func readNDJSON(t *testing.T, res *http.Response) []progress.Result {
-	t.Helper()
-	var out []progress.Result
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		var r progress.Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading NDJSON: %v", err)
-	}
-	if len(out) == 0 {
-		t.Fatal("empty NDJSON stream")
-	}
-	return out
+	entries = append(entries, testenv.ConfigEntry(t, map[string]any{"image": image}))
+	return testenv.BuildTar(t, entries...)
 }
 
 // final reads a whole stream and returns its last line and the log text.
@@ -369,38 +242,21 @@ func final(t *testing.T, res *http.Response) (progress.Result, string) {
 		body, _ := io.ReadAll(res.Body)
 		t.Fatalf("status %d: %s", res.StatusCode, body)
 	}
-	results := readNDJSON(t, res)
-	return results[len(results)-1], logText(results)
-}
-
-func logText(results []progress.Result) string {
-	var b strings.Builder
-	for _, r := range results {
-		for _, l := range r.Log {
-			b.WriteString(l)
-			b.WriteByte('\n')
-		}
+	results := testenv.ReadNDJSON(t, res.Body)
+	if len(results) == 0 {
+		t.Fatal("empty NDJSON stream")
 	}
-	return b.String()
+	return results[len(results)-1], testenv.LogText(results)
 }
 
-// errorBody decodes a refusal's JSON body.
+// errorBody decodes a refusal's JSON body; a refusal here must also say
+// it is JSON.
 func errorBody(t *testing.T, res *http.Response) string {
 	t.Helper()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-	}
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("refusal Content-Type %q, want application/json", ct)
 	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		t.Fatalf("error reply is not JSON: %v", err)
-	}
-	if body.Status != progress.Failed || body.Error == "" {
-		t.Fatalf("error reply %+v, want status failed and a message", body)
-	}
-	return body.Error
+	return testenv.ErrorBody(t, res)
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {

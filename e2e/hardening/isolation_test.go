@@ -24,13 +24,13 @@ func TestContextIsolation(t *testing.T) {
 	mtime := time.Unix(1700000000, 0)
 	dockerfile := "FROM " + s.base + "\nCOPY data.txt /data.txt\n"
 	request := func(image, content string) []byte {
-		df := file("context/Dockerfile", dockerfile)
-		df.hdr.ModTime = mtime
-		data := file("context/data.txt", content)
-		data.hdr.ModTime = mtime
-		d := dir("context/")
-		d.hdr.ModTime = mtime
-		return makeTar(t, d, df, data, configEntry(t, map[string]any{"image": image}))
+		df := testenv.File("context/Dockerfile", dockerfile)
+		df.Header.ModTime = mtime
+		data := testenv.File("context/data.txt", content)
+		data.Header.ModTime = mtime
+		d := testenv.Dir("context/")
+		d.Header.ModTime = mtime
+		return testenv.BuildTar(t, d, df, data, testenv.ConfigEntry(t, map[string]any{"image": image}))
 	}
 	first := "tenant-a-private-" + randHex(t, 16)
 	second := "tenant-b-guessed-" + strings.Repeat("0", len(first)-len("tenant-b-guessed-"))
@@ -39,7 +39,7 @@ func TestContextIsolation(t *testing.T) {
 	}
 	for _, c := range []struct{ repo, content string }{{"tenant-a", first}, {"tenant-b", second}} {
 		body := request(s.reg.Addr+"/"+c.repo+":1", c.content)
-		fin, logs := final(t, post(t, b.url+"/build", body, b.keys.header(body, true)))
+		fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 		if fin.Status != progress.Success {
 			t.Fatalf("%s: %+v\n%s", c.repo, fin, logs)
 		}

@@ -35,14 +35,14 @@ func TestSecretsScan(t *testing.T) {
 	dockerfile := "FROM " + s.base + "\n" +
 		"RUN --mount=type=secret,id=alpha echo \"alpha is $(cat /run/secrets/alpha)\"\n" +
 		"RUN --mount=type=secret,id=beta sha256sum /run/secrets/beta | cut -d' ' -f1 > /beta.sha256 && echo \"beta hash $(cat /beta.sha256)\"\n"
-	body := makeTar(t, dir("context/"), file("context/Dockerfile", dockerfile),
-		file("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{"alpha": alpha, "beta": beta}))),
-		configEntry(t, map[string]any{"image": image}))
+	body := testenv.BuildTar(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", dockerfile),
+		testenv.File("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{"alpha": alpha, "beta": beta}))),
+		testenv.ConfigEntry(t, map[string]any{"image": image}))
 	const callID = "secrets-scan-call-1"
-	header := b.keys.header(body, true)
+	header := testenv.SignedHeader(b.keys.payload, body, true)
 	header.Set("X-Call-Id", callID)
 
-	fin, streamed := final(t, post(t, b.url+"/build", body, header))
+	fin, streamed := final(t, testenv.Post(t, b.url+"/build", body, header))
 	if fin.Status != progress.Success || fin.Image != image {
 		t.Fatalf("final %+v\nlog:\n%s", fin, streamed)
 	}
@@ -56,7 +56,7 @@ func TestSecretsScan(t *testing.T) {
 
 	// The stored async result, fetched as a platform would after a lost callback.
 	req, _ := http.NewRequest(http.MethodGet, b.url+"/results/"+callID, nil)
-	req.Header.Set("X-Build-Signature", b.keys.sign([]byte(callID)))
+	req.Header.Set("X-Build-Signature", testenv.Sign(b.keys.payload, []byte(callID)))
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
