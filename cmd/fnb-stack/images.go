@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,11 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
-	bkclient "github.com/moby/buildkit/client"
-	"github.com/tonistiigi/fsutil"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 )
 
 // fnbuilder's four functions, each an image FROM the stack's busybox base
@@ -269,53 +266,10 @@ func (s *Stack) ensureBase(ctx context.Context) (string, error) {
 func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	c, err := bkclient.New(ctx, s.buildkitAddr())
-	if err != nil {
-		return "", fmt.Errorf("buildkitd at %s: %w", s.buildkitAddr(), err)
-	}
-	defer c.Close()
-	local, err := fsutil.NewFS(contextDir)
-	if err != nil {
-		return "", err
-	}
-	ch := make(chan *bkclient.SolveStatus)
-	var (
-		wg  sync.WaitGroup
-		log bytes.Buffer
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		seen := map[string]bool{}
-		for st := range ch {
-			for _, v := range st.Vertexes {
-				key := v.Digest.String()
-				if v.Completed != nil {
-					key += "/done"
-				}
-				if !seen[key] {
-					seen[key] = true
-					fmt.Fprintf(&log, "%s\n", v.Name)
-				}
-				if v.Error != "" {
-					fmt.Fprintf(&log, "ERROR %s: %s\n", v.Name, v.Error)
-				}
-			}
-			for _, l := range st.Logs {
-				log.Write(l.Data)
-			}
-		}
-	}()
-	resp, err := c.Solve(ctx, nil, bkclient.SolveOpt{
-		Frontend:      "dockerfile.v0",
-		FrontendAttrs: map[string]string{"filename": dockerfile},
-		LocalMounts:   map[string]fsutil.FS{"context": local, "dockerfile": local},
-		Exports: []bkclient.ExportEntry{{
-			Type:  bkclient.ExporterImage,
-			Attrs: map[string]string{"name": ref, "push": "true", "registry.insecure": "true"},
-		}},
-	}, ch)
-	wg.Wait()
+	builder := buildkit.New(buildkit.Daemon{Address: s.buildkitAddr()}, buildkit.Registries{Insecure: []string{registryAddr}})
+	var log strings.Builder
+	d, err := builder.Push(ctx, buildkit.Build{ContextDir: contextDir, Dockerfile: dockerfile, Image: ref, Push: true},
+		func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
 	if err != nil {
 		out := log.String()
 		if len(out) > 6000 {
@@ -323,7 +277,6 @@ func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref strin
 		}
 		return "", fmt.Errorf("buildkitd: build %s: %v\n--- build log ---\n%s\n(buildkitd log: %s)", ref, err, out, s.logPath("buildkitd"))
 	}
-	d := resp.ExporterResponse["containerimage.digest"]
 	if d == "" {
 		return "", fmt.Errorf("buildkitd: build %s: no digest in the exporter response", ref)
 	}

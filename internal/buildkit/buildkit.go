@@ -112,13 +112,20 @@ func (b *Builder) Ping(ctx context.Context) error {
 
 // Run solves the build and reports progress lines to logf until it ends.
 func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) error {
+	_, err := b.Push(ctx, build, logf)
+	return err
+}
+
+// Push is Run that also returns the exported image's digest (empty when
+// the build was not exported), for callers that compare or pin it.
+func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (string, error) {
 	opt, err := b.solveOpt(build)
 	if err != nil {
-		return err
+		return "", err
 	}
 	c, err := b.dial(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 
@@ -131,9 +138,13 @@ func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) err
 	}
 
 	status := make(chan *client.SolveStatus)
+	var digest string
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		_, err := c.Solve(ctx, nil, opt, status)
+		res, err := c.Solve(ctx, nil, opt, status)
+		if err == nil {
+			digest = res.ExporterResponse["containerimage.digest"]
+		}
 		return err
 	})
 	eg.Go(func() error {
@@ -148,7 +159,8 @@ func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) err
 		}
 		return nil
 	})
-	return eg.Wait()
+	err = eg.Wait()
+	return digest, err
 }
 
 func forgetHistory(c *client.Client, ref string) {

@@ -2,18 +2,14 @@ package testenv
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/moby/buildkit/client"
-	"github.com/tonistiigi/fsutil"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 )
 
 // BusyboxRepo is the repository PushBusybox pushes to (tag "latest").
@@ -93,67 +89,10 @@ func BuildPush(t testing.TB, bk *BuildKit, contextDir, ref string, buildArgs map
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := client.New(ctx, bk.Addr)
-	if err != nil {
-		t.Fatalf("testenv: buildkit client: %v", err)
-	}
-	defer c.Close()
-	local, err := fsutil.NewFS(contextDir)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	attrs := map[string]string{"filename": "Dockerfile"}
-	keys := make([]string, 0, len(buildArgs))
-	for k := range buildArgs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		attrs["build-arg:"+k] = buildArgs[k]
-	}
-
-	ch := make(chan *client.SolveStatus)
-	var (
-		wg  sync.WaitGroup
-		log strings.Builder
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		seen := map[string]bool{}
-		for st := range ch {
-			for _, v := range st.Vertexes {
-				key := v.Digest.String()
-				if v.Completed != nil {
-					key += "/done"
-				}
-				if !seen[key] {
-					seen[key] = true
-					state := "start"
-					if v.Completed != nil {
-						state = "done"
-					}
-					fmt.Fprintf(&log, "[%s] %s\n", state, v.Name)
-				}
-				if v.Error != "" {
-					fmt.Fprintf(&log, "ERROR %s: %s\n", v.Name, v.Error)
-				}
-			}
-			for _, l := range st.Logs {
-				log.Write(l.Data)
-			}
-		}
-	}()
-	resp, err := c.Solve(ctx, nil, client.SolveOpt{
-		Frontend:      "dockerfile.v0",
-		FrontendAttrs: attrs,
-		LocalMounts:   map[string]fsutil.FS{"context": local, "dockerfile": local},
-		Exports: []client.ExportEntry{{
-			Type:  client.ExporterImage,
-			Attrs: map[string]string{"name": ref, "push": "true", "registry.insecure": "true"},
-		}},
-	}, ch)
-	wg.Wait()
+	builder := buildkit.New(buildkit.Daemon{Address: bk.Addr}, buildkit.Registries{Insecure: []string{"*"}})
+	var log strings.Builder
+	digest, err := builder.Push(ctx, buildkit.Build{ContextDir: contextDir, Image: ref, BuildArgs: buildArgs, Push: true},
+		func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
 	if err != nil {
 		out := log.String()
 		if len(out) > 8000 {
@@ -161,7 +100,7 @@ func BuildPush(t testing.TB, bk *BuildKit, contextDir, ref string, buildArgs map
 		}
 		t.Fatalf("testenv: build %s -> %s: %v\n--- build log ---\n%s", contextDir, ref, err, out)
 	}
-	return resp.ExporterResponse["containerimage.digest"]
+	return digest
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {
