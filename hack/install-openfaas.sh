@@ -22,12 +22,11 @@ command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
 log() { printf 'install-openfaas.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+. "$(dirname "$0")/lib.sh"
 
-if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed"; then
-	log "apt-get install prometheus"
-	apt-get update -qq </dev/null
-	apt-get install -y -qq --no-install-recommends prometheus </dev/null
-fi
+apt_ensure prometheus
 # Debian starts its own prometheus on :9090; the stack runs its own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
 	systemctl disable --now prometheus >/dev/null 2>&1 || true
@@ -44,7 +43,10 @@ build() {
 		return
 	fi
 	local json dir
-	json=$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download -json "$modver")
+	local tmp
+	tmp=$(mktemp -d) # outside any module, so no go.mod is touched
+	json=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$modver")
+	rmdir "$tmp"
 	dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -n1)
 	[ -n "$dir" ] || die "go mod download $modver: $json"
 	rm -rf "$SRC/$name"

@@ -24,6 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,21 +33,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages ---------------------------------------------------------
-installed() { # dpkg -s, reading only the Status field
-	[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
-}
-
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-	installed "$p" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-	log "apt-get install ${missing[*]}"
-	"${SUDO[@]}" apt-get update -qq </dev/null
-	"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-else
-	log "Debian packages already installed: ${APT_PACKAGES[*]}"
-fi
+apt_ensure "${APT_PACKAGES[@]}"
 
 # --- buildkitd / buildctl ----------------------------------------------------
 if ! command -v go >/dev/null 2>&1; then
