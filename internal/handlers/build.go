@@ -289,9 +289,7 @@ func replay(w http.ResponseWriter, r *http.Request, res results.Result, start ti
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	out := progress.NewNDJSON(w, http.NewResponseController(w), start)
-	_ = out.Progress(result.Log)
-	result.Log = nil
-	_ = out.Final(result)
+	_ = out.Final(result) // the log goes out in batches before the final line
 }
 
 // retryAfterSeconds is what a client at capacity is told to wait.

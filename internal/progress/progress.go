@@ -144,7 +144,16 @@ func (n *NDJSON) Progress(lines []string) error {
 
 // Final writes the closing object; the caller then ends the response.
 func (n *NDJSON) Final(r Result) error {
-	r.Log = Batches(r.Log)[0]
+	// Log lines that do not fit one object go first as progress lines, so
+	// none is lost and the final line stays under the limit.
+	batches := Batches(r.Log)
+	last := len(batches) - 1
+	for _, batch := range batches[:last] {
+		if err := n.write(Result{Log: batch, Status: InProgress}); err != nil {
+			return err
+		}
+	}
+	r.Log = batches[last]
 	return n.write(r)
 }
 

@@ -360,8 +360,23 @@ func TestNDJSONFinalKeepsLineSmall(t *testing.T) {
 	if err := n.Final(Result{Log: lines, Status: Failed, Error: strings.Repeat("e", 4000)}); err != nil {
 		t.Fatal(err)
 	}
-	if buf.Len() >= maxWireLine {
-		t.Fatalf("final line is %d bytes", buf.Len())
+	out := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	got := 0
+	for i, line := range out {
+		if len(line) >= maxWireLine {
+			t.Fatalf("line %d is %d bytes", i, len(line))
+		}
+		var r Result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		got += len(r.Log)
+		if last := i == len(out)-1; last != (r.Status == Failed) {
+			t.Fatalf("line %d has status %q", i, r.Status)
+		}
+	}
+	if got != len(lines) {
+		t.Fatalf("%d of %d log lines delivered", got, len(lines))
 	}
 }
 
