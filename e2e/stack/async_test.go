@@ -71,24 +71,7 @@ func TestAsyncStack(t *testing.T) {
 	run(t, bin, repo, time.Minute, "check")
 	makeRoomForStack(t, bin, repo)
 
-	dir, err := os.MkdirTemp("/tmp", tmpPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if out, err := runErr(bin, repo, 5*time.Minute, "down", "--dir", dir); err != nil {
-			t.Errorf("cleanup: fnb-stack down: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			dumpLogs(t, dir)
-			t.Logf("stack dir kept for inspection: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := freshStackDir(t, bin, repo)
 
 	t0 := time.Now()
 	run(t, bin, repo, 20*time.Minute, "up", "--dir", dir)

@@ -76,25 +76,7 @@ func TestLocalStack(t *testing.T) {
 	}
 
 	// A fresh stack directory: certificates, keys, images, all made anew.
-	dir, err := os.MkdirTemp("/tmp", tmpPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil { // the rootless build user traverses it
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Whatever happened, nothing stays up.
-		if out, err := runErr(bin, repo, 5*time.Minute, "down", "--dir", dir); err != nil {
-			t.Errorf("cleanup: fnb-stack down: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			dumpLogs(t, dir)
-			t.Logf("stack dir kept for inspection: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := freshStackDir(t, bin, repo)
 
 	// 1. up, from nothing.
 	t0 := time.Now()
@@ -489,4 +471,29 @@ func dumpLogs(t *testing.T, dir string) {
 		}
 		t.Logf("--- %s (tail) ---\n%s", p, b)
 	}
+}
+
+// freshStackDir makes an empty stack directory and, at cleanup, brings
+// whatever runs from it down; a failed test keeps it, with its logs shown.
+func freshStackDir(t *testing.T, bin, repo string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", tmpPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil { // the rootless build user traverses it
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if out, err := runErr(bin, repo, 5*time.Minute, "down", "--dir", dir); err != nil {
+			t.Errorf("cleanup: fnb-stack down: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			dumpLogs(t, dir)
+			t.Logf("stack dir kept for inspection: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }
