@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
-	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
@@ -91,17 +89,8 @@ func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
 	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, n: runs}
 	h := buildfn.Router(cfg, opts)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := fnserver.New(l.Addr().String(), h, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return &buildFn{url: "http://" + l.Addr().String(), workDir: workDir, secrets: secretsDir, runs: runs, settings: settings}
+	url := testenv.Serve(t, h, cfg)
+	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, settings: settings}
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
-	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -146,18 +144,9 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, runs: runs, ends: ends}
 	h := buildfn.Router(cfg, opts)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := fnserver.New(l.Addr().String(), h, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	url := testenv.Serve(t, h, cfg)
 	return &builder{
-		url: "http://" + l.Addr().String(), parent: parent, workDir: workDir, resultsDir: resultsDir,
+		url: url, parent: parent, workDir: workDir, resultsDir: resultsDir,
 		runs: runs, ends: ends, keys: k,
 	}
 }

@@ -7,10 +7,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
@@ -180,4 +183,22 @@ func TagExists(t testing.TB, registryAddr, repo, tag string) bool {
 		}
 	}
 	return false
+}
+
+// Serve runs h on a loopback port behind the golang-middleware template's
+// own server (internal/fnserver, with cfg's timeouts) until the test ends,
+// and returns its base URL.
+func Serve(t testing.TB, h http.Handler, cfg config.Config) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fnserver.New(l.Addr().String(), h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }
