@@ -65,8 +65,9 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		reply.MethodNotAllowed(w, "POST")
 		return
 	}
-	// A redelivered async request joins its first delivery instead of
-	// taking a slot: at capacity it would otherwise get a 429 of its own.
+	// A redelivered async request waits for its first delivery without a
+	// slot: at capacity it would otherwise get a 429 of its own. Builds
+	// themselves, a redelivery's included, always run holding one.
 	callID := o.callID(r)
 	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
 	// A full builder says so at once, before reading any body; a slot is
@@ -83,24 +84,20 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		return
 	}
 	defer spooled.Close()
-	if !joining {
-		if !o.Slots.TryAcquire() {
-			tooMany(w, o.Slots)
-			return
-		}
-		defer o.Slots.Release()
-	}
 	if callID == "" {
-		o.run(w, r, spooled, start)
+		o.runHoldingSlot(w, r, spooled, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
-	res, shared := o.Results.Do(callID, func() results.Result {
-		res := o.run(w, r, spooled, start)
+	res, shared, err := o.Results.Do(r.Context(), callID, func() results.Result {
+		res := o.runHoldingSlot(w, r, spooled, start)
 		res.Request = fingerprint
 		return res
 	})
 	switch {
+	case err != nil:
+		// Its client left while it waited for the first delivery: no one
+		// to answer, and its spooled body goes now, not when that ends.
 	case !shared:
 	case res.Request != fingerprint && !o.DisableHMAC:
 		reply.Error(w, http.StatusConflict, "X-Call-Id "+callID+" was already used for a different request body")
@@ -109,10 +106,14 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 }
 
-func tooMany(w http.ResponseWriter, slots *Slots) {
+// tooMany answers 429. The result is not kept: a later delivery may find
+// a free slot.
+func tooMany(w http.ResponseWriter, slots *Slots) results.Result {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	reply.Error(w, http.StatusTooManyRequests,
+	res := refuse(w, http.StatusTooManyRequests,
 		fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max()))
+	res.Transient = true
+	return res
 }
 
 // callID is the gateway's X-Call-Id when results are kept.

@@ -1,5 +1,13 @@
 package handlers
 
+import (
+	"net/http"
+	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
+)
+
 // Slots bounds concurrent builds without queueing: a full builder answers
 // 429 at once, because no client waits or retries (and the Pro
 // queue-worker retries a 429 by itself).
@@ -44,4 +52,14 @@ func (s *Slots) Max() int {
 		return 0
 	}
 	return cap(s.ch)
+}
+
+// runHoldingSlot runs a build in a slot, or answers 429 when none is free.
+// Every build goes through here, a redelivery's included.
+func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, start time.Time) results.Result {
+	if !o.Slots.TryAcquire() {
+		return tooMany(w, o.Slots)
+	}
+	defer o.Slots.Release()
+	return o.run(w, r, spooled, start)
 }
