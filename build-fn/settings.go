@@ -34,6 +34,8 @@ func New(cfg config.Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Lives as long as the process, as the handler does.
+	opts.Results.StartPruning()
 	return Router(cfg, opts), nil
 }
 

@@ -24,6 +24,7 @@ func settings(t *testing.T, extra map[string]string) map[string]string {
 		"secret_mount_path":    dir,
 		"registry_config_path": filepath.Join(dir, "no-such-config.json"),
 		"work_dir":             t.TempDir(),
+		"results_dir":          t.TempDir(),
 	}
 	for k, v := range extra {
 		m[k] = v
@@ -191,6 +192,33 @@ func TestRouter(t *testing.T) {
 		if res, _ := call(http.MethodGet, path); res.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", path, res.StatusCode)
 		}
+	}
+}
+
+// TestNewPrunesExpiredResults: the handler build-fn runs removes expired
+// results on a timer, with no request to trigger it.
+func TestNewPrunesExpiredResults(t *testing.T) {
+	m := settings(t, map[string]string{"results_ttl": "1s"})
+	expired := filepath.Join(m["results_dir"], "expired-call.json")
+	if err := os.WriteFile(expired, []byte(`{"code":200,"body":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(expired, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(config.FromMap(m)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(expired); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired result is still there 10s after start with results_ttl 1s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

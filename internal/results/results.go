@@ -154,6 +154,12 @@ func (s *Store) save(id string, r Result) error {
 	return os.Rename(tmp.Name(), s.path(id))
 }
 
+// StartPruning prunes in the background at half the TTL, at least every
+// hour and at most every second; see PruneEvery.
+func (s *Store) StartPruning() (stop func()) {
+	return s.PruneEvery(min(max(s.ttl/2, time.Second), time.Hour))
+}
+
 // PruneEvery removes expired results every interval in the background
 // until stop is called; stop returns once the pruning goroutine has.
 // Expired results are never served (see load): this only frees the disk.
