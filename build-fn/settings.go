@@ -1,6 +1,7 @@
 package function
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,9 @@ const (
 	defaultRetryWait     = 2 * time.Second
 	defaultResultsTTL    = 24 * time.Hour
 	defaultMaxFetchBytes = 4 << 30
+	// One body of max_request_bytes, or many smaller ones, at a time.
+	defaultMaxUnverifiedBytes = 512 << 20
+	defaultUploadTimeout      = 5 * time.Minute
 )
 
 // New builds build-fn's router from its settings.
@@ -73,6 +77,9 @@ func Options(cfg config.Config) (handlers.BuildOptions, error) {
 		return o, err
 	}
 	if o.MaxBodyBytes, err = cfg.Int("max_request_bytes", defaultMaxBodyBytes); err != nil {
+		return o, err
+	}
+	if err := uploadLimits(cfg, &o); err != nil {
 		return o, err
 	}
 	limits := buildtar.DefaultLimits()
@@ -124,6 +131,26 @@ func Options(cfg config.Config) (handlers.BuildOptions, error) {
 		DeployBackoff: o.Retry,
 	}
 	return o, nil
+}
+
+// uploadLimits reads the bounds on bodies whose signature is not yet
+// checked: their bytes together, and each one's time to arrive.
+func uploadLimits(cfg config.Config, o *handlers.BuildOptions) error {
+	maxUnverified, err := cfg.Int("max_unverified_bytes", defaultMaxUnverifiedBytes)
+	if err != nil {
+		return err
+	}
+	if maxUnverified > 0 && o.MaxBodyBytes > 0 && maxUnverified < o.MaxBodyBytes {
+		return fmt.Errorf("setting max_unverified_bytes=%d is below max_request_bytes=%d: a body between the two could never be received", maxUnverified, o.MaxBodyBytes)
+	}
+	if o.UploadTimeout, err = cfg.Duration("upload_timeout", defaultUploadTimeout); err != nil {
+		return err
+	}
+	if o.UploadTimeout < 0 {
+		return fmt.Errorf("setting upload_timeout=%s: must not be negative", o.UploadTimeout)
+	}
+	o.Unverified = handlers.NewUnverifiedBudget(maxUnverified)
+	return nil
 }
 
 // newRunner is one buildkitd, or a pool when buildkit_url lists several.

@@ -52,6 +52,9 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.MaxBodyBytes != 512<<20 {
 		t.Errorf("MaxBodyBytes %d", o.MaxBodyBytes)
 	}
+	if o.Unverified.Max() != 512<<20 || o.UploadTimeout != 5*time.Minute {
+		t.Errorf("unverified budget %d, upload timeout %v; want 512 MiB and 5m", o.Unverified.Max(), o.UploadTimeout)
+	}
 	if o.Pipeline == nil || o.Pipeline.Runner == nil || o.Pipeline.Keys == nil || o.Metrics == nil || o.PayloadSecret == nil {
 		t.Fatalf("options not wired: %+v", o)
 	}
@@ -87,14 +90,16 @@ func TestOptionsValues(t *testing.T) {
 
 func TestOptionsBadValues(t *testing.T) {
 	for name, value := range map[string]string{
-		"max_inflight":        "abc",
-		"build_timeout":       "xyz",
-		"disable_hmac":        "maybe",
-		"keepalive_interval":  "soon",
-		"max_request_bytes":   "1MB",
-		"max_context_bytes":   "lots",
-		"max_context_entries": "many",
-		"insecure":            "perhaps",
+		"max_inflight":         "abc",
+		"build_timeout":        "xyz",
+		"disable_hmac":         "maybe",
+		"keepalive_interval":   "soon",
+		"max_request_bytes":    "1MB",
+		"max_context_bytes":    "lots",
+		"max_context_entries":  "many",
+		"insecure":             "perhaps",
+		"max_unverified_bytes": "half",
+		"upload_timeout":       "later",
 	} {
 		_, err := Options(config.FromMap(settings(t, map[string]string{name: value})))
 		if err == nil {
@@ -103,6 +108,40 @@ func TestOptionsBadValues(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("%s=%q: error %q does not name the setting", name, value, err)
+		}
+	}
+}
+
+func TestUploadLimits(t *testing.T) {
+	o, err := Options(config.FromMap(settings(t, map[string]string{
+		"max_unverified_bytes": "4096", "max_request_bytes": "1024", "upload_timeout": "30",
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Unverified.Max() != 4096 || o.UploadTimeout != 30*time.Second {
+		t.Errorf("budget %d, upload timeout %v", o.Unverified.Max(), o.UploadTimeout)
+	}
+	if o, err = Options(config.FromMap(settings(t, map[string]string{"max_unverified_bytes": "0", "upload_timeout": "0"}))); err != nil {
+		t.Fatal(err)
+	} else if o.Unverified != nil || o.UploadTimeout != 0 {
+		t.Errorf("0 did not turn the limits off: %+v %v", o.Unverified, o.UploadTimeout)
+	}
+	for _, bad := range []map[string]string{
+		// A body allowed by max_request_bytes could never be received.
+		{"max_unverified_bytes": "1023", "max_request_bytes": "1024"},
+		{"max_unverified_bytes": "1048576"}, // below the 512 MiB default request limit
+		{"upload_timeout": "-1s"},
+	} {
+		_, err := Options(config.FromMap(settings(t, bad)))
+		if err == nil {
+			t.Errorf("%v accepted", bad)
+			continue
+		}
+		for name := range bad {
+			if name != "max_request_bytes" && !strings.Contains(err.Error(), name) {
+				t.Errorf("%v: error %q does not name %s", bad, err, name)
+			}
 		}
 	}
 }

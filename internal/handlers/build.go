@@ -33,6 +33,12 @@ type BuildOptions struct {
 	// SpoolDir holds request bodies while their signature is checked.
 	SpoolDir     string
 	MaxBodyBytes int64
+	// Unverified bounds the bytes of bodies whose signature is not yet
+	// checked, across requests; nil means unlimited.
+	Unverified *UnverifiedBudget
+	// UploadTimeout bounds the time a request's body takes to arrive; 0
+	// leaves it to the server's read timeout.
+	UploadTimeout time.Duration
 	// Slots bounds concurrent builds; nil means unlimited.
 	Slots *Slots
 	// Timeout bounds one build, from accepted request to final line.
@@ -132,13 +138,19 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
 		return nil, false
 	}
+	if !o.Unverified.admit(w, r.ContentLength) {
+		return nil, false
+	}
 	key, err := o.hmacKey()
 	if err != nil {
 		log.Printf("build: %v", err)
 		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
 		return nil, false
 	}
-	body := &countingReader{r: r.Body}
+	limitUploadTime(w, r, o.UploadTimeout)
+	upload := o.Unverified.body(r.Body)
+	defer upload.Close()
+	body := &countingReader{r: upload}
 	var spooled *signature.Spooled
 	if o.DisableHMAC {
 		spooled, err = signature.SpoolUnverified(body, o.SpoolDir, o.MaxBodyBytes)
@@ -146,6 +158,9 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
 	}
 	o.Metrics.BytesReceived.Add(float64(body.n))
+	if err != nil && refuseUpload(w, err, o.UploadTimeout) {
+		return nil, false
+	}
 	if err != nil {
 		code, msg := spoolStatus(err, "X-Build-Signature")
 		reply.Error(w, code, msg)
