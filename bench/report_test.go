@@ -395,6 +395,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	fn := startFnb(t, bin, map[string]string{
 		"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr,
 		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
+		"max_unverified_bytes": strconv.Itoa(3 << 30),
 	})
 	// The build ignores the data files: what is measured is the intake.
 	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
