@@ -11,6 +11,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
@@ -116,7 +117,11 @@ func Options(cfg config.Config) (handlers.BuildOptions, error) {
 	if o.MaxFetchBytes, err = cfg.Int("max_fetch_bytes", defaultMaxFetchBytes); err != nil {
 		return o, err
 	}
-	o.Fetch = &http.Client{Timeout: o.Timeout}
+	allowPrivateRedirects, err := cfg.Bool("allow_private_fetch_redirects", false)
+	if err != nil {
+		return o, err
+	}
+	o.Fetch = contextref.NewClient(o.Timeout, allowPrivateRedirects)
 	payloadPath := cfg.PayloadSecretPath()
 	o.PayloadSecret = func() ([]byte, error) { return os.ReadFile(payloadPath) }
 	o.SpoolDir = workDir

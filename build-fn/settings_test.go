@@ -90,16 +90,17 @@ func TestOptionsValues(t *testing.T) {
 
 func TestOptionsBadValues(t *testing.T) {
 	for name, value := range map[string]string{
-		"max_inflight":         "abc",
-		"build_timeout":        "xyz",
-		"disable_hmac":         "maybe",
-		"keepalive_interval":   "soon",
-		"max_request_bytes":    "1MB",
-		"max_context_bytes":    "lots",
-		"max_context_entries":  "many",
-		"insecure":             "perhaps",
-		"max_unverified_bytes": "half",
-		"upload_timeout":       "later",
+		"max_inflight":                  "abc",
+		"build_timeout":                 "xyz",
+		"disable_hmac":                  "maybe",
+		"keepalive_interval":            "soon",
+		"max_request_bytes":             "1MB",
+		"max_context_bytes":             "lots",
+		"max_context_entries":           "many",
+		"insecure":                      "perhaps",
+		"max_unverified_bytes":          "half",
+		"upload_timeout":                "later",
+		"allow_private_fetch_redirects": "sometimes",
 	} {
 		_, err := Options(config.FromMap(settings(t, map[string]string{name: value})))
 		if err == nil {

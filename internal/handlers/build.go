@@ -250,10 +250,11 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 	transient := func(err error) bool {
 		var st *contextref.StatusError
 		var tooLarge *contextref.TooLargeError
+		var refused *contextref.AddressRefusedError
 		switch {
 		case errors.As(err, &st):
 			return st.Transient()
-		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), ctx.Err() != nil:
+		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), errors.As(err, &refused), ctx.Err() != nil:
 			return false
 		}
 		return true
@@ -273,9 +274,12 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 func fetchStatus(err error) (int, string) {
 	var tooLarge *contextref.TooLargeError
 	var st *contextref.StatusError
+	var refused *contextref.AddressRefusedError
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.As(err, &refused):
+		return http.StatusBadRequest, err.Error() + " (build-fn setting allow_private_fetch_redirects)"
 	case errors.Is(err, contextref.ErrDigestMismatch), errors.Is(err, contextref.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &st) && !st.Transient():
