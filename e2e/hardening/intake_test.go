@@ -9,12 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,20 +152,8 @@ func testRedirectInwards(t *testing.T, s *stack) {
 	b := s.builderOn(t, nil)
 	image := s.reg.Addr + "/intake-ref:1"
 	tar := buildTar(t, "FROM "+s.base+"\nRUN echo by-reference\n", image)
-	var innerHits atomic.Int32
-	inner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		innerHits.Add(1)
-		w.Write(tar)
-	}))
-	t.Cleanup(inner.Close)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/to" {
-			http.Redirect(w, r, r.URL.Query().Get("where"), http.StatusFound)
-			return
-		}
-		w.Write(tar)
-	}))
-	t.Cleanup(origin.Close)
+	inner := testenv.ServeContext(t, tar)
+	origin := testenv.ServeContext(t, tar)
 	post := func(refURL string) *http.Response {
 		ref, _ := json.Marshal(contextref.Ref{URL: refURL, Digest: sha256Of(tar)})
 		header := testenv.SignedHeader(b.keys.payload, ref, true)
@@ -184,8 +170,8 @@ func testRedirectInwards(t *testing.T, s *stack) {
 	if !strings.Contains(msg, "loopback") || strings.Contains(msg, "s3cr3t") {
 		t.Fatalf("refusal %q: want the reason and no query string", msg)
 	}
-	if innerHits.Load() != 0 || b.runs.Load() != 0 {
-		t.Fatalf("the redirect target was reached %d times, %d solves", innerHits.Load(), b.runs.Load())
+	if inner.Hits.Load() != 0 || b.runs.Load() != 0 {
+		t.Fatalf("the redirect target was reached %d times, %d solves", inner.Hits.Load(), b.runs.Load())
 	}
 	b.workDirEmpty(t)
 

@@ -9,11 +9,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 func TestNonPublicAddresses(t *testing.T) {
@@ -55,22 +55,6 @@ func TestNonPublicAddresses(t *testing.T) {
 	}
 }
 
-// redirector serves /ctx.tar itself, and redirects /to?where=URL there.
-func redirector(t *testing.T, body []byte) (*httptest.Server, *atomic.Int32) {
-	t.Helper()
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if r.URL.Path == "/to" {
-			http.Redirect(w, r, r.URL.Query().Get("where"), http.StatusFound)
-			return
-		}
-		w.Write(body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &hits
-}
-
 func fetchVia(client *http.Client, url, digest, dir string) (*contextref.Fetched, error) {
 	return contextref.Fetch(context.Background(), client, contextref.Ref{URL: url, Digest: digest}, dir, 0)
 }
@@ -82,8 +66,8 @@ func fetchVia(client *http.Client, url, digest, dir string) (*contextref.Fetched
 func TestRedirectToNonPublicAddress(t *testing.T) {
 	body := []byte("a build tar")
 	digest := digestOf(body)
-	origin, _ := redirector(t, body)
-	other, otherHits := redirector(t, body)
+	origin := testenv.ServeContext(t, body)
+	other := testenv.ServeContext(t, body)
 	client := contextref.NewClient(10*time.Second, false)
 	dir := t.TempDir()
 
@@ -114,7 +98,7 @@ func TestRedirectToNonPublicAddress(t *testing.T) {
 			t.Errorf("redirect to %s: %v, want refused as %s", where, err, reason)
 		}
 	}
-	if n := otherHits.Load(); n != 0 {
+	if n := other.Hits.Load(); n != 0 {
 		t.Fatalf("the redirect target was reached %d times", n)
 	}
 	assertEmpty(t, dir)
@@ -125,7 +109,7 @@ func TestRedirectToNonPublicAddress(t *testing.T) {
 		t.Fatalf("with private redirects allowed: %v", err)
 	}
 	f.Close()
-	if n := otherHits.Load(); n != 1 {
+	if n := other.Hits.Load(); n != 1 {
 		t.Fatalf("the redirect target was reached %d times, want 1", n)
 	}
 }
@@ -135,7 +119,7 @@ func TestRedirectToNonPublicAddress(t *testing.T) {
 func TestFetchErrorsNameNoCredentials(t *testing.T) {
 	secrets := []string{"hunter2", "robot", "s3cr3t", "X-Amz-Signature", "deadbeef"}
 	notFound, _ := server(t, http.StatusNotFound, nil, false)
-	origin, _ := redirector(t, nil)
+	origin := testenv.ServeContext(t, nil)
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	withCreds := func(base, path string) string {

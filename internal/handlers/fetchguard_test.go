@@ -4,16 +4,15 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 func withGuardedFetch(allowPrivateRedirects bool) option {
@@ -21,21 +20,6 @@ func withGuardedFetch(allowPrivateRedirects bool) option {
 		withFetch(1 << 20)(o)
 		o.Fetch = contextref.NewClient(10*time.Second, allowPrivateRedirects)
 	}
-}
-
-// tarServer serves tar at /ctx.tar and redirects /to?where=URL.
-func tarServer(t *testing.T, tar []byte) (*httptest.Server, *atomic.Int32) {
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if r.URL.Path == "/to" {
-			http.Redirect(w, r, r.URL.Query().Get("where"), http.StatusTemporaryRedirect)
-			return
-		}
-		w.Write(tar)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &hits
 }
 
 // postRefAs posts a signed reference under a call id.
@@ -61,8 +45,8 @@ func (f *fixture) postRefAs(id, refURL, digest string) (*http.Response, []byte) 
 func TestContextReferenceRedirectGuard(t *testing.T) {
 	tar := configTar(t, map[string]any{"image": testImage})
 	digest := sha256Digest(tar)
-	origin, _ := tarServer(t, tar)
-	other, otherHits := tarServer(t, tar)
+	origin := testenv.ServeContext(t, tar)
+	other := testenv.ServeContext(t, tar)
 	withSecret := strings.Replace(origin.URL, "http://", "http://robot:hunter2@", 1)
 	redirect := withSecret + "/to?token=s3cr3t&where=" + url.QueryEscape(other.URL+"/ctx.tar?sig=s3cr3t")
 
@@ -76,7 +60,7 @@ func TestContextReferenceRedirectGuard(t *testing.T) {
 	if !strings.Contains(e.Error, "loopback") || !strings.Contains(e.Error, "allow_private_fetch_redirects") {
 		t.Fatalf("refusal does not say why or how to allow: %q", e.Error)
 	}
-	if n := otherHits.Load(); n != 0 {
+	if n := other.Hits.Load(); n != 0 {
 		t.Fatalf("the redirect target was reached %d times", n)
 	}
 	if n := f.runner.calls.Load(); n != 1 {
@@ -100,7 +84,7 @@ func TestContextReferenceRedirectGuard(t *testing.T) {
 	if res.StatusCode != http.StatusOK || decodeOne(t, data).Status != progress.Success {
 		t.Fatalf("with allow_private_fetch_redirects: %d %s", res.StatusCode, data)
 	}
-	if n := otherHits.Load(); n != 1 {
+	if n := other.Hits.Load(); n != 1 {
 		t.Fatalf("the redirect target was reached %d times, want 1", n)
 	}
 }
