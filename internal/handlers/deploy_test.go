@@ -11,23 +11,24 @@ import (
 	"testing"
 
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
 type deployFixture struct {
 	t    *testing.T
 	srv  *httptest.Server
-	gw   *recordingGateway
+	gw   *deploytest.Gateway
 	opts handlers.DeployOptions
 }
 
-func newDeployFixture(t *testing.T, gw *recordingGateway, configure ...func(*handlers.DeployOptions)) *deployFixture {
+func newDeployFixture(t *testing.T, gw *deploytest.Gateway, configure ...func(*handlers.DeployOptions)) *deployFixture {
 	t.Helper()
 	o := handlers.DeployOptions{
-		Gateway:       func() (deploy.Gateway, error) { return gw, nil },
-		PayloadSecret: func() ([]byte, error) { return []byte(" " + payloadText + "\n"), nil },
-		MaxBodyBytes:  64 << 10,
-		SpoolDir:      t.TempDir(),
+		Gateway:      func() (deploy.Gateway, error) { return gw, nil },
+		Tenants:      oneTenant(func() ([]byte, error) { return []byte(" " + payloadText + "\n"), nil }),
+		MaxBodyBytes: 64 << 10,
+		SpoolDir:     t.TempDir(),
 	}
 	for _, c := range configure {
 		c(&o)
@@ -91,14 +92,14 @@ func checkDeployed(t *testing.T, res *http.Response, data []byte, action string)
 }
 
 func TestDeployHandlerUpdates(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusAccepted}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusAccepted}}
 	f := newDeployFixture(t, gw)
 	res, data := f.postSigned(helloSpec)
 	checkDeployed(t, res, data, "updated")
-	if u, d := gw.calls(); u != 1 || d != 0 {
+	if u, d := gw.Calls(); u != 1 || d != 0 {
 		t.Fatalf("gateway %d updates, %d deploys; want 1, 0", u, d)
 	}
-	sent := gw.updates[0]
+	sent := gw.Updates()[0]
 	if sent.Service != "hello" || sent.Image != testImage || sent.Namespace != "openfaas-fn" ||
 		sent.Labels == nil || (*sent.Labels)["team"] != "a" || sent.Limits == nil || sent.Limits.Memory != "128Mi" ||
 		len(sent.Secrets) != 1 || sent.Secrets[0] != "db" || sent.EnvVars["MODE"] != "prod" {
@@ -108,17 +109,17 @@ func TestDeployHandlerUpdates(t *testing.T) {
 }
 
 func TestDeployHandlerCreatesOn404(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusNotFound, deployCode: http.StatusAccepted}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
 	f := newDeployFixture(t, gw)
 	res, data := f.postSigned(helloSpec)
 	checkDeployed(t, res, data, "created")
-	if u, d := gw.calls(); u != 1 || d != 1 {
+	if u, d := gw.Calls(); u != 1 || d != 1 {
 		t.Fatalf("gateway %d updates, %d deploys; want 1, 1", u, d)
 	}
 }
 
 func TestDeployHandlerSignature(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw)
 	for name, sig := range map[string]string{
 		"unsigned":   "",
@@ -128,7 +129,7 @@ func TestDeployHandlerSignature(t *testing.T) {
 	} {
 		res, data := f.post([]byte(helloSpec), sig)
 		checkErrorReply(t, res, data, http.StatusUnauthorized)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatalf("%s: gateway called", name)
 		}
 	}
@@ -147,7 +148,7 @@ func TestDeployHandlerSignature(t *testing.T) {
 }
 
 func TestDeployHandlerBadSpec(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw)
 	for name, body := range map[string]string{
 		"not json":      `{"name":`,
@@ -163,7 +164,7 @@ func TestDeployHandlerBadSpec(t *testing.T) {
 			t.Fatalf("%s: no error message", name)
 		}
 	}
-	if u, d := gw.calls(); u+d != 0 {
+	if u, d := gw.Calls(); u+d != 0 {
 		t.Fatal("gateway called for a bad spec")
 	}
 	waitEmpty(t, f.opts.SpoolDir)
@@ -179,7 +180,7 @@ func TestDeployHandlerGatewayErrors(t *testing.T) {
 		{http.StatusNotFound, http.StatusBadRequest, http.StatusBadRequest},
 		{http.StatusNotFound, http.StatusInternalServerError, http.StatusInternalServerError},
 	} {
-		gw := &recordingGateway{updateCode: tc.update, deployCode: tc.deploy}
+		gw := &deploytest.Gateway{UpdateCodes: []int{tc.update}, DeployCodes: []int{tc.deploy}}
 		f := newDeployFixture(t, gw)
 		res, data := f.postSigned(helloSpec)
 		e := checkErrorReply(t, res, data, tc.want)
@@ -200,31 +201,31 @@ func TestDeployHandlerMisconfigured(t *testing.T) {
 		}
 	})
 	t.Run("payload secret", func(t *testing.T) {
-		gw := &recordingGateway{updateCode: http.StatusOK}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 		f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
-			o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+			o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 		})
 		res, data := f.postSigned(helloSpec)
 		checkErrorReply(t, res, data, http.StatusInternalServerError)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatal("gateway called without a payload secret")
 		}
 	})
 	t.Run("empty payload secret", func(t *testing.T) {
-		gw := &recordingGateway{updateCode: http.StatusOK}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 		f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
-			o.PayloadSecret = func() ([]byte, error) { return []byte(" \n"), nil }
+			o.Tenants = oneTenant(func() ([]byte, error) { return []byte(" \n"), nil })
 		})
 		res, data := f.post([]byte(helloSpec), sign([]byte(helloSpec), ""))
 		checkErrorReply(t, res, data, http.StatusInternalServerError)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatal("gateway called with an empty payload secret")
 		}
 	})
 }
 
 func TestDeployHandlerLimitsAndMethod(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) { o.MaxBodyBytes = 100 })
 	big := `{"name":"hello","image":"x","env":{"A":"` + strings.Repeat("a", 200) + `"}}`
 	res, data := f.postSigned(big)
@@ -238,17 +239,17 @@ func TestDeployHandlerLimitsAndMethod(t *testing.T) {
 	if get.StatusCode != http.StatusMethodNotAllowed || get.Header.Get("Allow") != "POST" {
 		t.Fatalf("GET: %d Allow=%q", get.StatusCode, get.Header.Get("Allow"))
 	}
-	if u, d := gw.calls(); u+d != 0 {
+	if u, d := gw.Calls(); u+d != 0 {
 		t.Fatal("gateway called")
 	}
 	waitEmpty(t, f.opts.SpoolDir)
 }
 
 func TestDeployHandlerDisableHMAC(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
 		o.DisableHMAC = true
-		o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+		o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 	})
 	for name, sig := range map[string]string{
 		"unsigned":      "",
@@ -261,7 +262,7 @@ func TestDeployHandlerDisableHMAC(t *testing.T) {
 		}
 		checkDeployed(t, res, data, "updated")
 	}
-	if u, _ := gw.calls(); u != 3 {
+	if u, _ := gw.Calls(); u != 3 {
 		t.Fatalf("%d updates, want 3", u)
 	}
 	waitEmpty(t, f.opts.SpoolDir)

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strings"
@@ -83,25 +84,41 @@ func (s *Spooled) Close() error {
 const copyBufSize = 64 << 10
 
 // Spool copies body into a new temporary file in dir while computing its
-// HMAC-SHA256 with key, and returns the file only if the MAC equals the one in
-// header. The header is checked before any body byte is read, so unsigned
-// requests are rejected cheaply. A body longer than limit (when limit > 0)
-// gives *TooLargeError. On any error the temporary file has been removed.
-func Spool(body io.Reader, header string, key []byte, dir string, limit int64) (*Spooled, error) {
+// HMAC-SHA256 under each of keys, and returns the file and the index of the
+// key whose MAC equals the one in header. The header is checked before any
+// body byte is read, so unsigned requests are rejected cheaply. A body
+// longer than limit (when limit > 0) gives *TooLargeError. On any error the
+// temporary file has been removed.
+func Spool(body io.Reader, header string, keys [][]byte, dir string, limit int64) (*Spooled, int, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	mac := hmac.New(sha256.New, key)
-	s, err := spool(body, mac, dir, limit)
+	macs := make([]io.Writer, len(keys))
+	for i, key := range keys {
+		macs[i] = hmac.New(sha256.New, key)
+	}
+	s, err := spool(body, io.MultiWriter(macs...), dir, limit)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	if !hmac.Equal(mac.Sum(nil), want) {
-		s.Close()
-		return nil, ErrMismatch
+	if i := match(macs, want); i >= 0 {
+		return s, i, nil
 	}
-	return s, nil
+	s.Close()
+	return nil, -1, ErrMismatch
+}
+
+// match is the index of the MAC equal to want, or -1. Every MAC is
+// compared, in constant time, so the time taken says nothing of which.
+func match(macs []io.Writer, want []byte) int {
+	found := -1
+	for i, m := range macs {
+		if hmac.Equal(m.(hash.Hash).Sum(nil), want) && found < 0 {
+			found = i
+		}
+	}
+	return found
 }
 
 // SpoolUnverified stores body like Spool but checks no signature at all. It
@@ -139,18 +156,23 @@ func spool(body io.Reader, mac io.Writer, dir string, limit int64) (_ *Spooled, 
 }
 
 // Verify checks a signature over a small message held in memory, such as
-// the call id of a result fetch.
-func Verify(msg []byte, header string, key []byte) error {
+// the call id of a result fetch, and returns the index of the key that
+// made it.
+func Verify(msg []byte, header string, keys [][]byte) (int, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
-		return err
+		return -1, err
 	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write(msg)
-	if !hmac.Equal(mac.Sum(nil), want) {
-		return ErrMismatch
+	macs := make([]io.Writer, len(keys))
+	for i, key := range keys {
+		mac := hmac.New(sha256.New, key)
+		mac.Write(msg)
+		macs[i] = mac
 	}
-	return nil
+	if i := match(macs, want); i >= 0 {
+		return i, nil
+	}
+	return -1, ErrMismatch
 }
 
 // Sign is the header value for msg: "sha256=" and the hex HMAC-SHA256.
