@@ -247,6 +247,7 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 	}
 	// Set last: a request's own BUILDKIT_* args are refused before this.
 	attrs["build-arg:BUILDKIT_CACHE_MOUNT_NS"] = cacheMountNamespace(build)
+	attrs["build-arg:BUILDKIT_SANDBOX_HOSTNAME"] = sandboxHostname(build)
 	frontend, note := b.frontendImage(build)
 	if frontend == "" {
 		// Present, the key stops the built-in frontend from handing the

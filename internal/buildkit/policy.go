@@ -33,6 +33,14 @@ func sharedKey(b Build) string {
 // own. Tenant names are DNS labels: no "/" can make one look like another.
 func cacheMountNamespace(b Build) string { return "fnbuilder-" + b.Tenant }
 
+// sandboxHostname is the hostname of the build's RUN steps. It is part of
+// every RUN step's cache key, and that is why it is set: BuildKit leaves
+// out of that key the values of secret mounts and the ids of cache mounts,
+// so without it one tenant's RUN step could be answered from the layer
+// another tenant's identical step made with its own secret or its own
+// cache. Tenant names are DNS labels, so valid hostnames.
+func sandboxHostname(b Build) string { return b.Tenant }
+
 // cacheTag names a repository's registry cache inside the cache repo: the
 // readable part helps an operator, the digest of tenant and repository
 // keeps two of them from ever sharing a tag. A tag may only hold

@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openfaas/faas-provider/types"
+
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 type deployFixture struct {
@@ -266,4 +269,50 @@ func TestDeployHandlerDisableHMAC(t *testing.T) {
 		t.Fatalf("%d updates, want 3", u)
 	}
 	waitEmpty(t, f.opts.SpoolDir)
+}
+
+// deploy-fn follows the tenants too: the key that signs a spec names the
+// tenant, and the spec must stay within what that tenant may deploy.
+func TestDeployHandlerTenants(t *testing.T) {
+	acme := tenant.Tenant{Name: "acme", PayloadSecret: "payload-secret-acme",
+		Images: []string{"registry.example.com/acme/"}, Namespaces: []string{"openfaas-fn"}, Secrets: []string{"acme-*"}}
+	bob := tenant.Tenant{Name: "bob", PayloadSecret: "payload-secret-bob", Images: []string{"registry.example.com/bob/"}, Namespaces: []string{"openfaas-fn"}}
+	keys := map[string]string{"payload-secret-acme": "acme-key", "payload-secret-bob": "bob-key"}
+	gw := &deploytest.Gateway{Functions: []types.FunctionStatus{deploytest.Owned("bobs", deploy.OwnerLabel, "bob")}}
+	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
+		o.Tenants = tenant.NewDirectory([]tenant.Tenant{acme, bob}, func(s string) ([]byte, error) { return []byte(keys[s]), nil })
+		o.Policy = deploy.Policy{ReservedSecrets: []string{"payload-secret-acme", "payload-secret-bob"}, ReservedFunctions: []string{"deploy-fn"}, DefaultNamespace: "openfaas-fn"}
+	})
+	for name, spec := range map[string]string{
+		"bob's image":         `{"name":"x","image":"registry.example.com/bob/fn:1"}`,
+		"another namespace":   `{"name":"x","image":"registry.example.com/acme/fn:1","namespace":"openfaas"}`,
+		"bob's secret":        `{"name":"x","image":"registry.example.com/acme/fn:1","secrets":["bob-db"]}`,
+		"a payload secret":    `{"name":"x","image":"registry.example.com/acme/fn:1","secrets":["payload-secret-acme"]}`,
+		"over deploy-fn":      `{"name":"deploy-fn","image":"registry.example.com/acme/fn:1"}`,
+		"over bob's function": `{"name":"bobs","image":"registry.example.com/acme/fn:1"}`,
+	} {
+		res, data := f.post([]byte(spec), sign([]byte(spec), "acme-key"))
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(data), "deploy refused") {
+			t.Errorf("%s: %d %s, want 400 deploy refused", name, res.StatusCode, data)
+		}
+	}
+	if u, d := gw.Calls(); u+d != 0 {
+		t.Fatalf("the gateway received %d updates and %d deploys", u, d)
+	}
+	// The twins: each tenant deploys its own.
+	for key, spec := range map[string]string{
+		"acme-key": `{"name":"a","image":"registry.example.com/acme/fn:1","secrets":["acme-db"]}`,
+		"bob-key":  `{"name":"bobs","image":"registry.example.com/bob/fn:1"}`,
+	} {
+		if res, data := f.post([]byte(spec), sign([]byte(spec), key)); res.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d %s", key, res.StatusCode, data)
+		}
+	}
+	owners := map[string]string{}
+	for _, u := range gw.Updates() {
+		owners[u.Service] = (*u.Labels)[deploy.OwnerLabel]
+	}
+	if owners["a"] != "acme" || owners["bobs"] != "bob" {
+		t.Fatalf("deployed with owners %v", owners)
+	}
 }
