@@ -205,10 +205,12 @@ func TestTransient(t *testing.T) {
 type flakyRunner struct {
 	errs  []error
 	calls int
+	last  buildkit.Build
 }
 
 func (f *flakyRunner) Run(_ context.Context, b buildkit.Build, logf func([]string)) error {
 	f.calls++
+	f.last = b
 	if f.calls <= len(f.errs) {
 		return f.errs[f.calls-1]
 	}

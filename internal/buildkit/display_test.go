@@ -224,25 +224,3 @@ func TestDisplayEachVertexAnnouncedOnce(t *testing.T) {
 		t.Fatalf("got %q, want 2 starts and 2 completions", all)
 	}
 }
-
-func TestRegistryHost(t *testing.T) {
-	for image, want := range map[string]string{
-		"busybox":                         "docker.io",
-		"busybox:latest":                  "docker.io",
-		"library/x":                       "docker.io",
-		"alexellis2/fn:0.1":               "docker.io",
-		"127.0.0.1:5000/x":                "127.0.0.1:5000",
-		"127.0.0.1:5000/team/x:tag":       "127.0.0.1:5000",
-		"localhost/x":                     "localhost",
-		"localhost:5000/x":                "localhost:5000",
-		"ghcr.io/a/b":                     "ghcr.io",
-		"ghcr.io/a/b@sha256:" + hex64():   "ghcr.io",
-		"registry.example.com:443/fn/img": "registry.example.com:443",
-	} {
-		if got := RegistryHost(image); got != want {
-			t.Errorf("RegistryHost(%q) = %q, want %q", image, got, want)
-		}
-	}
-}
-
-func hex64() string { return strings.Repeat("ab", 32) }

@@ -16,20 +16,24 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // BuildOptions configures MakeBuildHandler.
 type BuildOptions struct {
 	Pipeline *build.Pipeline
 	Metrics  *metrics.Metrics
-	// PayloadSecret returns the HMAC key file's content (trimmed here).
-	PayloadSecret func() ([]byte, error)
-	DisableHMAC   bool
+	// Tenants are who may build, each with its own HMAC key: the key that
+	// verifies a request names its tenant.
+	Tenants *tenant.Directory
+	// DisableHMAC accepts unsigned requests, as the (only) tenant.
+	DisableHMAC bool
 	// SpoolDir holds request bodies while their signature is checked.
 	SpoolDir     string
 	MaxBodyBytes int64
@@ -59,6 +63,9 @@ type BuildOptions struct {
 
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
+	if o.Slots == nil {
+		o.Slots = NewSlots(0)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		cw := &codeWriter{ResponseWriter: w}
 		defer func() { o.Metrics.CountRequest(cw.code) }()
@@ -74,8 +81,10 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	// A redelivered async request waits for its first delivery without a
 	// slot: at capacity it would otherwise get a 429 of its own. Builds
 	// themselves, a redelivery's included, always run holding one.
+	// Which tenant it belongs to is known only once it is verified, so
+	// this looks for the call id under any tenant.
 	callID := o.callID(r)
-	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
+	joining := callID != "" && o.anyTenantHas(callID)
 	// A full builder says so at once, before reading any body; a slot is
 	// taken only once the signature holds, so that unsigned or slow
 	// uploads cannot keep signed builds out.
@@ -85,18 +94,18 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 	start := time.Now()
 
-	spooled, ok := o.receive(w, r)
+	spooled, t, ok := o.receive(w, r)
 	if !ok {
 		return
 	}
 	defer spooled.Close()
 	if callID == "" {
-		o.runHoldingSlot(w, r, spooled, start)
+		o.runHoldingSlot(w, r, spooled, t, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
-	res, shared, err := o.Results.Do(r.Context(), callID, func() results.Result {
-		res := o.runHoldingSlot(w, r, spooled, start)
+	res, shared, err := o.Results.Do(r.Context(), resultID(t, callID), func() results.Result {
+		res := o.runHoldingSlot(w, r, spooled, t, start)
 		res.Request = fingerprint
 		return res
 	})
@@ -116,8 +125,11 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 // a free slot.
 func tooMany(w http.ResponseWriter, slots *Slots) results.Result {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	res := refuse(w, http.StatusTooManyRequests,
-		fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max()))
+	msg := fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max())
+	if !slots.Full() {
+		msg = "another tenant's build is running, and this builder's BuildKit has no process sandbox: builds of different tenants take turns"
+	}
+	res := refuse(w, http.StatusTooManyRequests, msg)
 	res.Transient = true
 	return res
 }
@@ -131,47 +143,42 @@ func (o BuildOptions) callID(r *http.Request) string {
 	return id
 }
 
-// receive spools the body and checks its signature; on failure it has
-// answered already.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, bool) {
+// resultID keeps each tenant's results apart: a call id another tenant
+// used is a different result. Tenant names are DNS labels, so the first
+// "." ends the tenant.
+func resultID(t tenant.Tenant, callID string) string { return t.Name + "." + callID }
+
+// anyTenantHas reports whether a build of callID runs or ran for any tenant.
+func (o BuildOptions) anyTenantHas(callID string) bool {
+	for _, t := range o.Tenants.Tenants() {
+		if id := resultID(t, callID); o.Results.Running(id) || o.Results.Has(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// receive spools the body and checks its signature, which names its
+// tenant; on failure it has answered already.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return nil, false
+		return nil, tenant.Tenant{}, false
 	}
 	if !o.Unverified.admit(w, r.ContentLength) {
-		return nil, false
+		return nil, tenant.Tenant{}, false
 	}
-	key, err := o.hmacKey()
-	if err != nil {
-		log.Printf("build: %v", err)
-		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
-		return nil, false
-	}
-	limitUploadTime(w, r, o.UploadTimeout)
-	upload := o.Unverified.body(r.Body)
+	upload := o.unverifiedBody(w, r)
 	defer upload.Close()
 	body := &countingReader{r: upload}
-	var spooled *signature.Spooled
-	if o.DisableHMAC {
-		spooled, err = signature.SpoolUnverified(body, o.SpoolDir, o.MaxBodyBytes)
-	} else {
-		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
-	}
+	spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Build-Signature"}.spool(w, r, body, o.SpoolDir, o.MaxBodyBytes)
 	o.Metrics.BytesReceived.Add(float64(body.n))
-	if err != nil && refuseUpload(w, err, o.UploadTimeout) {
-		return nil, false
-	}
-	if err != nil {
-		code, msg := spoolStatus(err, "X-Build-Signature")
-		reply.Error(w, code, msg)
-		return nil, false
-	}
-	return spooled, true
+	return spooled, t, err == nil
 }
 
 // run unpacks, builds, deploys if asked, and answers; it returns what it
 // answered so that a redelivery can be given the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, start time.Time) results.Result {
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
 	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
 	defer cancel()
 
@@ -180,15 +187,18 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 		code, msg := fetchStatus(err)
 		return refuse(w, code, msg)
 	}
-	job, err := o.Pipeline.Prepare(tar)
+	job, err := o.Pipeline.Prepare(ctx, tar, t)
 	closeTar()
 	if err != nil {
 		var in *build.InputError
+		var gwErr *deploy.GatewayError
 		switch {
 		case errors.As(err, &in) && in.TooLarge:
 			return refuse(w, http.StatusRequestEntityTooLarge, err.Error())
 		case errors.As(err, &in):
 			return refuse(w, http.StatusBadRequest, err.Error())
+		case errors.As(err, &gwErr):
+			return refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error())
 		default:
 			log.Printf("build: %v", err)
 			return refuse(w, http.StatusInternalServerError, err.Error())
@@ -314,21 +324,6 @@ func replay(w http.ResponseWriter, r *http.Request, res results.Result, start ti
 
 // retryAfterSeconds is what a client at capacity is told to wait.
 const retryAfterSeconds = 5
-
-func (o BuildOptions) hmacKey() ([]byte, error) {
-	if o.DisableHMAC {
-		return nil, nil
-	}
-	data, err := o.PayloadSecret()
-	if err != nil {
-		return nil, err
-	}
-	key := signature.Key(data)
-	if len(key) == 0 {
-		return nil, errors.New("the payload secret is empty")
-	}
-	return key, nil
-}
 
 func spoolStatus(err error, header string) (int, string) {
 	var tooLarge *signature.TooLargeError

@@ -96,6 +96,8 @@ func TestRedeliveryBuildsOnlyInASlot(t *testing.T) {
 
 	// The redelivery's headers are in, its body is not.
 	pr, pw := io.Pipe()
+	// A failed test must not leave the server waiting for this body.
+	t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF) })
 	redelivery := f.callRequest(context.Background(), nil, asyncCallID)
 	redelivery.Body, redelivery.ContentLength = pr, int64(len(body))
 	redelivery.Header.Set("X-Build-Signature", sign(body, payloadText))
@@ -109,7 +111,9 @@ func TestRedeliveryBuildsOnlyInASlot(t *testing.T) {
 	if r := <-first; r.err == nil {
 		t.Fatalf("the first delivery's client left, yet got %d", r.res.StatusCode)
 	}
-	waitUntil(t, "the first delivery to end", func() bool { return !f.opts.Results.Running(asyncCallID) })
+	// Its handler has returned once its body is gone: only the
+	// redelivery's is left.
+	f.waitSpooled(1)
 
 	other := f.send(f.request(nil, http.MethodPost, makeTar(t), ""))
 	b.waitStarted(t)
@@ -167,8 +171,8 @@ func TestWaitingRedeliveryLeavesWithItsClient(t *testing.T) {
 		t.Fatalf("the redelivery's client left, yet got %d", r.res.StatusCode)
 	}
 	f.waitSpooled(1)
-	if !f.opts.Results.Running(asyncCallID) {
-		t.Fatal("the first build ended with its redelivery")
+	if f.ready() != http.StatusServiceUnavailable {
+		t.Fatal("the first build ended with its redelivery: its slot is free")
 	}
 
 	release()

@@ -90,60 +90,69 @@ func (b *UnverifiedBudget) admit(w http.ResponseWriter, contentLength int64) boo
 	default:
 		return true
 	}
-	refuseUpload(w, err, 0)
+	refuseUpload(w, err)
 	return false
 }
 
-// budgetedBody takes budget for each byte it reads; Close gives it all back.
-type budgetedBody struct {
-	r      io.Reader
-	budget *UnverifiedBudget
-	n      int64
+// UploadTimeoutError means a body was still arriving at upload_timeout.
+type UploadTimeoutError struct{ Limit time.Duration }
+
+func (e *UploadTimeoutError) Error() string {
+	return fmt.Sprintf("request body not received within %s", e.Limit)
 }
 
-func (b *UnverifiedBudget) body(r io.Reader) *budgetedBody {
-	return &budgetedBody{r: r, budget: b}
+// unverifiedBody is a request body until its MAC is checked: every byte
+// it reads takes budget, and a read past the upload deadline says so.
+type unverifiedBody struct {
+	r       io.Reader
+	budget  *UnverifiedBudget
+	timeout time.Duration
+	n       int64
 }
 
-func (bb *budgetedBody) Read(p []byte) (int, error) {
-	n, err := bb.r.Read(p)
-	if bb.budget == nil || n == 0 {
+// unverifiedBody gives the body of r UploadTimeout to arrive and takes
+// budget for it as it does. The server clears the deadline itself once
+// the body is read to its end, so a build is never cut by it.
+func (o BuildOptions) unverifiedBody(w http.ResponseWriter, r *http.Request) *unverifiedBody {
+	// A request without a body is past its end already: a deadline now
+	// would cut the server's watch for the client leaving, and the build.
+	if o.UploadTimeout > 0 && r.ContentLength != 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(o.UploadTimeout))
+	}
+	return &unverifiedBody{r: r.Body, budget: o.Unverified, timeout: o.UploadTimeout}
+}
+
+func (b *unverifiedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &UploadTimeoutError{Limit: b.timeout}
+	}
+	if b.budget == nil || n == 0 {
 		return n, err
 	}
 	// Bytes read and not taken are dropped with the request: the held
 	// count never goes over the budget.
-	if !bb.budget.take(int64(n)) {
-		return 0, &OverBudgetError{Max: bb.budget.max, Alone: bb.n+int64(n) > bb.budget.max}
+	if !b.budget.take(int64(n)) {
+		return 0, &OverBudgetError{Max: b.budget.max, Alone: b.n+int64(n) > b.budget.max}
 	}
-	bb.n += int64(n)
+	b.n += int64(n)
 	return n, err
 }
 
 // Close gives back what the body took: by then its MAC is checked, or
 // the request is refused.
-func (bb *budgetedBody) Close() {
-	if bb.budget != nil {
-		bb.budget.held.Add(-bb.n)
-		bb.n = 0
+func (b *unverifiedBody) Close() {
+	if b.budget != nil {
+		b.budget.held.Add(-b.n)
+		b.n = 0
 	}
-}
-
-// limitUploadTime gives the body timeout to arrive. The server clears the
-// deadline itself once the body is read to its end, so a build is never
-// cut by it.
-func limitUploadTime(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
-	// A request without a body is past its end already: a deadline now
-	// would cut the server's watch for the client leaving, and the build.
-	if timeout <= 0 || r.ContentLength == 0 {
-		return
-	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 }
 
 // refuseUpload answers an upload that ran out of budget or time; false
 // when err is neither.
-func refuseUpload(w http.ResponseWriter, err error, timeout time.Duration) bool {
+func refuseUpload(w http.ResponseWriter, err error) bool {
 	var over *OverBudgetError
+	var late *UploadTimeoutError
 	switch {
 	case errors.As(err, &over) && over.Alone:
 		reply.Error(w, http.StatusRequestEntityTooLarge, over.Error())
@@ -152,11 +161,11 @@ func refuseUpload(w http.ResponseWriter, err error, timeout time.Duration) bool 
 		// asking may not be the one filling it.
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 		reply.Error(w, http.StatusServiceUnavailable, over.Error())
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.As(err, &late):
 		// The server's write deadline may have passed while the body
 		// trickled in; the reply gets a moment of its own.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10 * time.Second))
-		reply.Error(w, http.StatusRequestTimeout, fmt.Sprintf("request body not received within %s", timeout))
+		reply.Error(w, http.StatusRequestTimeout, late.Error())
 	default:
 		return false
 	}
