@@ -61,7 +61,7 @@ func TestBackoffStopsAtAttempts(t *testing.T) {
 	}
 	for i, line := range lines {
 		const want = "thing: transient error, retrying in "
-		if !strings.HasPrefix(line, "s: ") || !strings.Contains(line, want) ||
+		if !strings.Contains(line, "Z "+want) || !strings.Contains(line, want) ||
 			!strings.Contains(line, fmt.Sprintf("(attempt %d of 3)", i+2)) ||
 			!strings.Contains(line, fmt.Sprintf("try %d", i+1)) {
 			t.Errorf("retry line %d: %q", i, line)

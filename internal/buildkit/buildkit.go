@@ -22,6 +22,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
@@ -177,7 +178,7 @@ func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (s
 		return "", err
 	}
 	for _, n := range notes {
-		logf([]string{fmt.Sprintf("s: %s %s", stamp(nil), n)})
+		logf([]string{buildlog.From(ctx).Status(time.Now(), n)})
 	}
 	c, err := b.dial(ctx)
 	if err != nil {
@@ -204,7 +205,7 @@ func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (s
 		return err
 	})
 	eg.Go(func() error {
-		display := newDisplay()
+		display := newDisplay(buildlog.From(ctx))
 		for s := range status {
 			if lines := display.lines(s); len(lines) > 0 {
 				logf(lines)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
@@ -57,12 +58,11 @@ func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
 				return ctx.Err()
 			}
 			errs = append(errs, err)
-			logf([]string{fmt.Sprintf("s: %s %s is not answering, trying the next buildkitd",
-				time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), builder.Address()+" is not answering, trying the next buildkitd")})
 			continue
 		}
 		if len(p.builders) > 1 {
-			logf([]string{fmt.Sprintf("s: %s building on %s", time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), "building on "+builder.Address())})
 		}
 		return builder.Run(ctx, b, logf)
 	}

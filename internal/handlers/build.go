@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
@@ -53,6 +54,8 @@ type BuildOptions struct {
 	MaxFetchBytes int64
 	// Retry is the schedule for fetching a referenced context.
 	Retry build.Backoff
+	// LogFormat is the form of the build log's lines.
+	LogFormat buildlog.Format
 }
 
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
@@ -167,7 +170,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 // run unpacks, builds, deploys if asked, and answers; it returns what it
 // answered so that a redelivery can be given the same.
 func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
-	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
+	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
 	defer cancel()
 
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
