@@ -14,6 +14,7 @@ import (
 	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
@@ -54,13 +55,11 @@ type buildFn struct {
 
 // countingRunner counts solves, so refusal tests can prove nothing ran.
 type countingRunner struct {
-	next interface {
-		Run(context.Context, buildkit.Build, func([]string)) error
-	}
-	n *atomic.Int32
+	next build.Runner
+	n    *atomic.Int32
 }
 
-func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	c.n.Add(1)
 	return c.next.Run(ctx, b, logf)
 }
@@ -118,6 +117,26 @@ func TestBuildFn(t *testing.T) {
 	t.Run("at capacity", func(t *testing.T) { testAtCapacity(t, s) })
 	t.Run("client disconnect", func(t *testing.T) { testClientDisconnect(t, s) })
 	t.Run("log format", func(t *testing.T) { testLogFormat(t, s) })
+}
+
+// manifestDigest is the digest the registry gives repo:tag's manifest.
+func manifestDigest(t *testing.T, registry, repo, tag string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodHead, "http://"+registry+"/v2/"+repo+"/manifests/"+tag, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if d := res.Header.Get("Docker-Content-Digest"); res.StatusCode == http.StatusOK && d != "" {
+		return d
+	}
+	t.Fatalf("HEAD %s:%s: %s", repo, tag, res.Status)
+	return ""
 }
 
 // testLogFormat: by default the log takes the form of the Pro builder's
@@ -207,6 +226,9 @@ func testCapturedRequest(t *testing.T, s *stack) {
 		if r.Status != progress.InProgress {
 			t.Fatalf("progress line with status %q", r.Status)
 		}
+	}
+	if want := manifestDigest(t, s.reg.Addr, "sealed-test", "0.1"); final.Digest != want {
+		t.Fatalf("final line's digest %q, the registry's %q", final.Digest, want)
 	}
 	if !regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[stage-0 2/3\] RUN mkdir`).MatchString(testenv.LogText(results)) {
 		t.Fatalf("no step lines in log:\n%s", testenv.LogText(results))

@@ -54,8 +54,12 @@ type Retrying struct {
 }
 
 // Run implements Runner.
-func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
-	return r.Backoff.Do(ctx, "build", Transient, logf, func() error { return r.Next.Run(ctx, b, logf) })
+func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error) {
+	err = r.Backoff.Do(ctx, "build", Transient, logf, func() error {
+		digest, err = r.Next.Run(ctx, b, logf)
+		return err
+	})
+	return digest, err
 }
 
 // registry5xx matches how BuildKit reports a registry's server error on

@@ -164,15 +164,9 @@ func (b *Builder) ProcessMode(ctx context.Context) (string, error) {
 	return mode, nil
 }
 
-// Run solves the build and reports progress lines to logf until it ends.
-func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) error {
-	_, err := b.Push(ctx, build, logf)
-	return err
-}
-
-// Push is Run that also returns the exported image's digest (empty when
-// the build was not exported), for callers that compare or pin it.
-func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (string, error) {
+// Run solves the build, reporting progress lines to logf until it ends,
+// and returns the digest of the image's manifest, which a deploy pins.
+func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) (string, error) {
 	opt, notes, err := b.solveOpt(build)
 	if err != nil {
 		return "", err

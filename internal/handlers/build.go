@@ -391,7 +391,9 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 	}
 	deployed, err := job.Deploy(ctx, logf)
 	result := finalResult(job, err)
-	result.Deploy = deployed
+	if deployed != nil {
+		result.Deploy = &progress.Deployed{Name: deployed.Name, Namespace: deployed.Namespace, Image: deployed.Image, Action: deployed.Action}
+	}
 	return result
 }
 
@@ -399,10 +401,12 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 const maxBufferedLog = 4 << 20
 
 func finalResult(job *build.Job, err error) progress.Result {
-	if err == nil {
-		return progress.Result{Image: job.Image(), Status: progress.Success}
+	// A build that pushed and then failed to deploy still says what it pushed.
+	res := progress.Result{Image: job.Image(), Digest: job.Digest(), Status: progress.Success}
+	if err != nil {
+		res.Status, res.Error = progress.Failed, oneLine(err)
 	}
-	return progress.Result{Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
+	return res
 }
 
 // oneLine keeps the first line of a BuildKit error: the rest is a stack.
