@@ -12,6 +12,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
@@ -86,6 +87,9 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 		return o, nil, err
 	}
 	if o.Timeout, err = cfg.Duration("build_timeout", defaultTimeout); err != nil {
+		return o, nil, err
+	}
+	if o.LogFormat, err = buildlog.ParseFormat(cfg.String("log_format", "")); err != nil {
 		return o, nil, err
 	}
 	if o.KeepAlive, err = cfg.Duration("keepalive_interval", defaultKeepAlive); err != nil {

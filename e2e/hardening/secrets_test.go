@@ -117,13 +117,12 @@ func encodedRedacted(t *testing.T, secret, streamed string, texts ...string) {
 	t.Helper()
 	printed, inside := 0, false
 	for _, line := range strings.Split(streamed, "\n") {
-		if !strings.HasPrefix(line, "l: ") {
-			continue
-		}
+		// "<time> <output>", or "l: <time> <output>" in the prefixed form.
+		_, output, _ := strings.Cut(strings.TrimPrefix(line, "l: "), " ")
 		switch {
-		case strings.HasSuffix(line, " encoded-start"):
+		case output == "encoded-start":
 			inside = true
-		case strings.HasSuffix(line, " encoded-end"):
+		case output == "encoded-end":
 			inside = false
 		case inside:
 			printed++

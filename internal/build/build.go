@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
@@ -23,7 +24,8 @@ import (
 
 // Runner runs one build on BuildKit; *buildkit.Builder is the real one.
 type Runner interface {
-	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
+	// Run builds and returns the pushed manifest's digest.
+	Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error)
 }
 
 // Pipeline holds what every build needs.
@@ -58,6 +60,7 @@ type Job struct {
 	dir      string
 	tenant   tenant.Tenant
 	req      *buildtar.Request
+	digest   string
 	secrets  map[string][]byte
 	redactor *progress.Redactor
 	runner   Runner
@@ -178,7 +181,7 @@ func (j *Job) Image() string { return j.req.Config.Image }
 // given to logf, and the returned error's text, is redacted.
 func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 	cfg := j.req.Config
-	err := j.runner.Run(ctx, buildkit.Build{
+	digest, err := j.runner.Run(ctx, buildkit.Build{
 		ContextDir: j.req.ContextDir,
 		Dockerfile: cfg.Dockerfile,
 		Image:      cfg.Image,
@@ -194,8 +197,14 @@ func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 	if err != nil {
 		return errors.New(j.redactor.String(err.Error()))
 	}
+	if !cfg.SkipPush {
+		j.digest = digest
+	}
 	return nil
 }
+
+// Digest is the pushed manifest's digest, once Run has pushed it.
+func (j *Job) Digest() string { return j.digest }
 
 // DeployError says the image was built and pushed but not deployed.
 type DeployError struct{ Err error }
@@ -215,6 +224,12 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	if err != nil {
 		return nil, &DeployError{Err: err}
 	}
+	// By digest: a tag that moves between this build's push and the
+	// deploy cannot make the function run something else.
+	spec := *j.deploy
+	if j.digest != "" && !strings.Contains(spec.Image, "@") {
+		spec.Image += "@" + j.digest
+	}
 	var res deploy.Result
 	transient := func(err error) bool {
 		var gwErr *deploy.GatewayError
@@ -222,7 +237,7 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	}
 	err = j.backoff.Do(ctx, "deploy", transient, logf, func() error {
 		var err error
-		res, err = deploy.Apply(ctx, gw, j.policy, *j.deploy)
+		res, err = deploy.Apply(ctx, gw, j.policy, spec)
 		return err
 	})
 	if err != nil {

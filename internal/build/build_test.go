@@ -153,7 +153,8 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := deploy.Result{Name: "hello", Namespace: "openfaas-fn", Image: image, Action: "created"}
+	// Deployed by digest: the tag may move.
+	want := deploy.Result{Name: "hello", Namespace: "openfaas-fn", Image: image + "@" + builtDigest, Action: "created"}
 	if res == nil || *res != want {
 		t.Fatalf("Deploy = %+v, want %+v", res, want)
 	}
@@ -161,7 +162,7 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 		t.Fatalf("gateway: %d updates, %d deploys; want 1, 1", u, d)
 	}
 	sent := gw.Deploys()[0]
-	if sent.Service != "hello" || sent.Image != image || sent.Namespace != "openfaas-fn" ||
+	if sent.Service != "hello" || sent.Image != image+"@"+builtDigest || sent.Namespace != "openfaas-fn" ||
 		sent.Labels == nil || (*sent.Labels)["team"] != "a" {
 		t.Fatalf("deployment sent: %+v", sent)
 	}

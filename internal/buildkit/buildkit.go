@@ -22,6 +22,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
@@ -163,21 +164,15 @@ func (b *Builder) ProcessMode(ctx context.Context) (string, error) {
 	return mode, nil
 }
 
-// Run solves the build and reports progress lines to logf until it ends.
-func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) error {
-	_, err := b.Push(ctx, build, logf)
-	return err
-}
-
-// Push is Run that also returns the exported image's digest (empty when
-// the build was not exported), for callers that compare or pin it.
-func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (string, error) {
+// Run solves the build, reporting progress lines to logf until it ends,
+// and returns the digest of the image's manifest, which a deploy pins.
+func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) (string, error) {
 	opt, notes, err := b.solveOpt(build)
 	if err != nil {
 		return "", err
 	}
 	for _, n := range notes {
-		logf([]string{fmt.Sprintf("s: %s %s", stamp(nil), n)})
+		logf([]string{buildlog.From(ctx).Status(time.Now(), n)})
 	}
 	c, err := b.dial(ctx)
 	if err != nil {
@@ -204,7 +199,7 @@ func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (s
 		return err
 	})
 	eg.Go(func() error {
-		display := newDisplay()
+		display := newDisplay(buildlog.From(ctx))
 		for s := range status {
 			if lines := display.lines(s); len(lines) > 0 {
 				logf(lines)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
@@ -46,7 +47,7 @@ func (p *Pool) Order(image string) []*Builder {
 func (p *Pool) Builders() []*Builder { return p.builders }
 
 // Run builds on the first replica, in the image's order, that answers.
-func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
+func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) (string, error) {
 	var errs []error
 	for _, builder := range p.Order(b.Image) {
 		pingCtx, cancel := context.WithTimeout(ctx, p.PingTimeout)
@@ -54,17 +55,16 @@ func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return "", ctx.Err()
 			}
 			errs = append(errs, err)
-			logf([]string{fmt.Sprintf("s: %s %s is not answering, trying the next buildkitd",
-				time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), builder.Address()+" is not answering, trying the next buildkitd")})
 			continue
 		}
 		if len(p.builders) > 1 {
-			logf([]string{fmt.Sprintf("s: %s building on %s", time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), "building on "+builder.Address())})
 		}
 		return builder.Run(ctx, b, logf)
 	}
-	return fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
+	return "", fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
 }

@@ -610,14 +610,14 @@ func TestDeployAfterBuild(t *testing.T) {
 		if final.Status != progress.Success || final.Deploy == nil {
 			t.Fatalf("accept %q: final %+v", accept, final)
 		}
-		want := deploy.Result{Name: "hello", Image: testImage, Action: "created"}
-		if *final.Deploy != want {
-			t.Fatalf("accept %q: deploy %+v, want %+v", accept, *final.Deploy, want)
+		want := progress.Deployed{Name: "hello", Image: testImage + "@" + fakeDigest, Action: "created"}
+		if *final.Deploy != want || final.Digest != fakeDigest || final.Image != testImage {
+			t.Fatalf("accept %q: final %+v, deploy %+v; want digest %s, deploy %+v", accept, final, *final.Deploy, fakeDigest, want)
 		}
 		if u, d := gw.Calls(); u != 1 || d != 1 {
 			t.Fatalf("accept %q: gateway %d updates, %d deploys", accept, u, d)
 		}
-		if sent := gw.Deploys()[0]; sent.Image != testImage || sent.Service != "hello" || (*sent.Labels)["team"] != "a" {
+		if sent := gw.Deploys()[0]; sent.Image != testImage+"@"+fakeDigest || sent.Service != "hello" || (*sent.Labels)["team"] != "a" {
 			t.Fatalf("deployment sent %+v", sent)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
@@ -59,6 +60,8 @@ type BuildOptions struct {
 	MaxFetchBytes int64
 	// Retry is the schedule for fetching a referenced context.
 	Retry build.Backoff
+	// LogFormat is the form of the build log's lines.
+	LogFormat buildlog.Format
 }
 
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
@@ -179,7 +182,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 // run unpacks, builds, deploys if asked, and answers; it returns what it
 // answered so that a redelivery can be given the same.
 func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
-	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
+	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
 	defer cancel()
 
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
@@ -404,7 +407,9 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 	}
 	deployed, err := job.Deploy(ctx, logf)
 	result := finalResult(job, err)
-	result.Deploy = deployed
+	if deployed != nil {
+		result.Deploy = &progress.Deployed{Name: deployed.Name, Namespace: deployed.Namespace, Image: deployed.Image, Action: deployed.Action}
+	}
 	return result
 }
 
@@ -412,10 +417,12 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 const maxBufferedLog = 4 << 20
 
 func finalResult(job *build.Job, err error) progress.Result {
-	if err == nil {
-		return progress.Result{Image: job.Image(), Status: progress.Success}
+	// A build that pushed and then failed to deploy still says what it pushed.
+	res := progress.Result{Image: job.Image(), Digest: job.Digest(), Status: progress.Success}
+	if err != nil {
+		res.Status, res.Error = progress.Failed, oneLine(err)
 	}
-	return progress.Result{Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
+	return res
 }
 
 // oneLine keeps the first line of a BuildKit error: the rest is a stack.

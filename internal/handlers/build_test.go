@@ -49,14 +49,20 @@ type fakeRunner struct {
 	calls atomic.Int32
 }
 
-func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	f.calls.Add(1)
 	if f.run == nil {
 		logf([]string{"v: 2025-06-13T20:16:16Z [internal] load build definition from Dockerfile"})
-		return nil
+		return fakeDigest, nil
 	}
-	return f.run(ctx, b, logf)
+	if err := f.run(ctx, b, logf); err != nil {
+		return "", err
+	}
+	return fakeDigest, nil
 }
+
+// fakeDigest is the digest every successful fake build pushes.
+const fakeDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func emit(lines ...string) func(context.Context, buildkit.Build, func([]string)) error {
 	return func(_ context.Context, _ buildkit.Build, logf func([]string)) error {

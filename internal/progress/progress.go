@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // Status words, exactly as go-sdk and faas-cli spell them ("failed", never
@@ -32,13 +31,26 @@ const (
 
 // Result is one object of the wire protocol.
 type Result struct {
-	Log      []string `json:"log,omitempty"`
-	Image    string   `json:"image,omitempty"`
-	Status   string   `json:"status"`
-	Error    string   `json:"error,omitempty"`
-	Duration float64  `json:"duration"`
+	Log   []string `json:"log,omitempty"`
+	Image string   `json:"image,omitempty"`
+	// Digest is the pushed manifest's digest (sha256:…), in the final
+	// line of a build that pushed.
+	Digest   string  `json:"digest,omitempty"`
+	Status   string  `json:"status"`
+	Error    string  `json:"error,omitempty"`
+	Duration float64 `json:"duration"`
 	// Deploy is set when the request also asked for a deploy.
-	Deploy *deploy.Result `json:"deploy,omitempty"`
+	Deploy *Deployed `json:"deploy,omitempty"`
+}
+
+// Deployed is what a deploy after the build did.
+type Deployed struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	// Image is the reference deployed: the image pinned by its digest.
+	Image string `json:"image"`
+	// Action is "created" or "updated".
+	Action string `json:"action"`
 }
 
 // Truncate cuts a log line to MaxLineBytes on a UTF-8 boundary.
