@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
 )
 
 // Status words, exactly as go-sdk and faas-cli spell them ("failed", never
