@@ -21,6 +21,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -34,6 +35,8 @@ const (
 	defaultRetryWait     = 2 * time.Second
 	defaultResultsTTL    = 24 * time.Hour
 	defaultMaxFetchBytes = 4 << 30
+	defaultMaxQueued     = 100
+	defaultQueueTimeout  = 10 * time.Minute
 	// One body of max_request_bytes, or many smaller ones, at a time.
 	defaultMaxUnverifiedBytes = 512 << 20
 	defaultUploadTimeout      = 5 * time.Minute
@@ -143,8 +146,16 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	}
 	o.Fetch = contextref.NewClient(o.Timeout, allowPrivateRedirects)
 	o.SpoolDir = workDir
-	o.Slots = handlers.NewSlots(int(maxInflight))
+	maxQueued, err := cfg.Int("max_queued", defaultMaxQueued)
+	if err != nil {
+		return o, nil, err
+	}
+	if o.QueueTimeout, err = cfg.Duration("queue_timeout", defaultQueueTimeout); err != nil {
+		return o, nil, err
+	}
+	o.Slots = schedule.New(int(maxInflight), int(maxQueued))
 	o.Metrics = metrics.New()
+	o.Metrics.WatchQueue(o.Slots)
 	o.Pipeline = &build.Pipeline{
 		Keys:          cfg.KeyRing,
 		Runner:        build.Retrying{Next: runner(builders), Backoff: o.Retry},

@@ -129,3 +129,32 @@ func testGoSDKFailure(t *testing.T, s *stack) {
 		t.Fatal("a failed build pushed an image")
 	}
 }
+
+// testGoSDKRefusal: go-sdk's BuildWithStream shows why a build was
+// refused (here, a wrong payload secret) instead of a bare status code.
+func testGoSDKRefusal(t *testing.T, s *stack) {
+	b := startBuilder(t, s, nil)
+	u, err := url.Parse(b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth("not-the-payload-secret"))
+	tarPath := sdkTar(t, "FROM "+s.base+"\n", builder.BuildConfig{Image: s.reg.Addr + "/sdk-refused:1"})
+	stream, err := client.BuildWithStream(tarPath)
+	if err != nil {
+		t.Fatalf("BuildWithStream: %v (the refusal should arrive in the stream)", err)
+	}
+	var last builder.BuildResult
+	for r, err := range stream.Results() {
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		last = r
+	}
+	if last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
+		t.Fatalf("last result %+v, want failed with the reason", last)
+	}
+	if n := b.runs.Load(); n != 0 {
+		t.Fatalf("%d builds ran", n)
+	}
+}
