@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -677,6 +678,8 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 		t.Errorf("--config %s is not the ConfigMap %s's buildkitd.toml", configPath, cms[0].Name)
 	}
 
+	checkSubIDs(t, c, pod, ctr, cms[0])
+
 	cfg := decodeBuildkitdTOML(t, text)
 	if c.insecureRegistry != "" {
 		r, ok := cfg.Registries[c.insecureRegistry]
@@ -718,6 +721,55 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 		got, want := pair[0].(bkconfig.DiskSpace), pair[1].(string)
 		if (want == "") != (got == bkconfig.DiskSpace{}) {
 			t.Errorf("[worker.oci] %s = %+v, values %q", name, got, want)
+		}
+	}
+}
+
+// checkSubIDs: in securityMode userns the pod's user namespace holds only
+// uids 0..65535, so rootlesskit's newuidmap must get its ranges from there
+// (the image's 100000:65536 is refused). The ConfigMap's subuid and subgid
+// must be mounted over the image's and give every id of the pod but root
+// and buildkitd's own 1000 to the image's user.
+func checkSubIDs(t *testing.T, c chartCase, pod corev1.PodSpec, ctr corev1.Container, cm *corev1.ConfigMap) {
+	for _, name := range []string{"subuid", "subgid"} {
+		m := mountAt(ctr, "/etc/"+name)
+		text, inConfigMap := cm.Data[name]
+		if c.mode != modeUserns {
+			if m != nil || inConfigMap {
+				t.Errorf("securityMode %s: /etc/%s is replaced (mount %v, ConfigMap key %v); only userns needs it", c.mode, name, m != nil, inConfigMap)
+			}
+			continue
+		}
+		if m == nil || m.SubPath != name || !inConfigMap {
+			t.Errorf("userns: /etc/%s is not the ConfigMap's %s (mount %+v)", name, name, m)
+			continue
+		}
+		if vol := volumeNamed(pod, m.Name); vol == nil || vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
+			t.Errorf("userns: /etc/%s is mounted from %+v, not the ConfigMap %s", name, vol, cm.Name)
+		}
+		used := map[int]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			var user string
+			var start, count int
+			f := strings.Split(line, ":")
+			if len(f) == 3 {
+				user = f[0]
+				start, _ = strconv.Atoi(f[1])
+				count, _ = strconv.Atoi(f[2])
+			}
+			if user != "user" || count <= 0 {
+				t.Errorf("userns: %s line %q, want user:START:COUNT for the image's user", name, line)
+				continue
+			}
+			for id := start; id < start+count; id++ {
+				if id <= 0 || id >= 65536 || id == 1000 || used[id] {
+					t.Fatalf("userns: %s range %q holds id %d: outside 1..65535, buildkitd's own 1000, or twice", name, line, id)
+				}
+				used[id] = true
+			}
+		}
+		if len(used) != 65534 {
+			t.Errorf("userns: %s gives %d ids, want the pod's 65534 besides 0 and 1000", name, len(used))
 		}
 	}
 }
