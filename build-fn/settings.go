@@ -22,6 +22,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -63,7 +64,7 @@ func New(cfg config.Config) (http.Handler, error) {
 func Router(cfg config.Config, opts handlers.BuildOptions) http.Handler {
 	mux := http.NewServeMux()
 	build := handlers.MakeBuildHandler(opts)
-	publicKey := handlers.MakePublicKeyHandler(cfg.KeyRing)
+	publicKey := handlers.MakePublicKeyHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...))
 	mux.HandleFunc("/build", build)
 	mux.HandleFunc("/{$}", build) // the gateway's /function/build-fn and faas-cli <= 0.17.4
 	mux.HandleFunc("/results/{id}", handlers.MakeResultHandler(opts))
@@ -157,11 +158,11 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	o.Metrics = metrics.New()
 	o.Metrics.WatchQueue(o.Slots)
 	o.Pipeline = &build.Pipeline{
-		Keys:          cfg.KeyRing,
+		Keys:          secrets.KeyRingLoader(cfg.PrivateKeyPaths()...),
 		Runner:        build.Retrying{Next: runner(builders), Backoff: o.Retry},
 		Limits:        limits,
 		WorkDir:       workDir,
-		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
+		Gateway:       deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
 		DeployBackoff: o.Retry,
 		Deploy: deploy.Policy{
 			ReservedSecrets:   cfg.BuilderSecrets(o.Tenants),

@@ -13,6 +13,7 @@ import (
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -94,7 +95,7 @@ func testGoSDKStream(t *testing.T, s *stack) {
 	if strings.Contains(log.String(), secret) {
 		t.Fatalf("secret in streamed log:\n%s", log.String())
 	}
-	if !strings.Contains(log.String(), "token is "+progress.Mask) {
+	if !strings.Contains(log.String(), "token is "+secrets.Mask) {
 		t.Fatalf("the step's output is missing or not redacted:\n%s", log.String())
 	}
 	if got := testenv.ImageFile(t, s.reg, "sdk-stream", "1", "built"); strings.TrimSpace(string(got)) != "built by go-sdk" {
