@@ -1,6 +1,7 @@
 package function
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -86,7 +87,7 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	if o.DisableHMAC, err = cfg.Bool("disable_hmac", false); err != nil {
 		return o, nil, err
 	}
-	maxInflight, err := cfg.Int("max_inflight", 0)
+	maxInflight, err := maxBuilds(cfg)
 	if err != nil {
 		return o, nil, err
 	}
@@ -191,6 +192,22 @@ func uploadLimits(cfg config.Config, o *handlers.BuildOptions) error {
 	}
 	o.Unverified = handlers.NewUnverifiedBudget(maxUnverified)
 	return nil
+}
+
+// maxBuilds is how many builds run at once: max_builds, or max_inflight
+// where no of-watchdog runs in front of build-fn. of-watchdog reads
+// max_inflight from the same environment and would itself answer 429 to
+// every request past it — /publickey, /results, health checks and the
+// streaming clients build-fn would have queued — so under it that name
+// is refused.
+func maxBuilds(cfg config.Config) (int64, error) {
+	if cfg.String("max_builds", "") != "" {
+		return cfg.Int("max_builds", 0)
+	}
+	if cfg.String("max_inflight", "") != "" && cfg.String("fprocess", "") != "" {
+		return 0, errors.New("setting max_inflight: of-watchdog reads it too and would refuse requests before build-fn sees them; set max_builds instead")
+	}
+	return cfg.Int("max_inflight", 0)
 }
 
 // newBuilders are the BuildKit replicas of buildkit_url, with the
