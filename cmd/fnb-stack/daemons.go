@@ -298,7 +298,6 @@ func (s *Stack) buildkitdDaemon() daemon {
 		"--pidns",
 		"--state-dir=" + filepath.Join(run, "rootlesskit"),
 		filepath.Join(s.binDir(), "buildkitd"),
-		"--oci-worker-no-process-sandbox",
 		"--root", root,
 		"--config", cfgPath,
 		"--addr", s.buildkitAddr(),

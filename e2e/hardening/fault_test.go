@@ -1,16 +1,13 @@
 package hardening
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,79 +59,6 @@ func testUploadCut(t *testing.T, s *stack) {
 	nextBuildSucceeds(t, s, b, "after-cut")
 }
 
-// stream follows an NDJSON reply line by line in the background.
-type stream struct {
-	mu    sync.Mutex
-	lines []progress.Result
-	log   strings.Builder
-	done  chan struct{}
-	err   error
-}
-
-func follow(t *testing.T, res *http.Response) *stream {
-	t.Helper()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("status %d, want a 200 stream", res.StatusCode)
-	}
-	st := &stream{done: make(chan struct{})}
-	go func() {
-		defer close(st.done)
-		sc := bufio.NewScanner(res.Body)
-		for sc.Scan() {
-			var r progress.Result
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				st.err = err
-				return
-			}
-			st.mu.Lock()
-			st.lines = append(st.lines, r)
-			for _, l := range r.Log {
-				st.log.WriteString(l + "\n")
-			}
-			st.mu.Unlock()
-		}
-		st.err = sc.Err()
-	}()
-	return st
-}
-
-func (st *stream) logText() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.log.String()
-}
-
-// waitLog waits until the log shows text (the step is running).
-func (st *stream) waitLog(t *testing.T, text string) {
-	t.Helper()
-	waitFor(t, "log line "+text, 60*time.Second, func() bool { return strings.Contains(st.logText(), text) })
-}
-
-// final waits (bounded) for the stream to end and returns its last line,
-// which must be the only non-in_progress one.
-func (st *stream) final(t *testing.T, within time.Duration) progress.Result {
-	t.Helper()
-	select {
-	case <-st.done:
-	case <-time.After(within):
-		t.Fatalf("no final line within %s; log so far:\n%s", within, st.logText())
-	}
-	if st.err != nil {
-		t.Fatalf("stream: %v\nlog:\n%s", st.err, st.logText())
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if len(st.lines) == 0 {
-		t.Fatal("empty stream")
-	}
-	for _, l := range st.lines[:len(st.lines)-1] {
-		if l.Status != progress.InProgress {
-			t.Fatalf("a %q line before the end", l.Status)
-		}
-	}
-	return st.lines[len(st.lines)-1]
-}
-
 // slotFree checks readiness and that a request is not turned away.
 func slotFree(t *testing.T, b *builder) {
 	t.Helper()
@@ -162,8 +86,8 @@ func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 func testBuildKitKilled(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "2", "retry_backoff": "200ms"})
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo start-"+randHex(t, 4)+" && sleep 30\n", s.reg.Addr+"/killed:1")
-	st := follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
-	st.waitLog(t, "sleep 30")
+	st := testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
+	st.WaitLog(t, "sleep 30")
 	time.Sleep(500 * time.Millisecond)
 	killedAt := time.Now()
 	s.bk.Kill(t)
@@ -173,10 +97,10 @@ func testBuildKitKilled(t *testing.T, s *stack) {
 		}
 	})
 
-	fin := st.final(t, 20*time.Second)
+	fin := st.Final(t, 20*time.Second)
 	t.Logf("final line %s after the kill: %+v", time.Since(killedAt).Round(time.Millisecond), fin)
 	if fin.Status != progress.Failed || fin.Error == "" {
-		t.Fatalf("final %+v, want failed with an error\n%s", fin, st.logText())
+		t.Fatalf("final %+v, want failed with an error\n%s", fin, st.LogText())
 	}
 	slotFree(t, b)
 	b.workDirEmpty(t)
@@ -242,8 +166,8 @@ func testClientGone(t *testing.T, s *stack) {
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo gone-"+randHex(t, 4)+" && sleep 60\n", s.reg.Addr+"/abandoned:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st := follow(t, testenv.PostContext(t, ctx, b.url+"/build", strings.NewReader(string(body)), testenv.SignedHeader(b.keys.payload, body, true)))
-	st.waitLog(t, "sleep 60")
+	st := testenv.Follow(t, testenv.PostContext(t, ctx, b.url+"/build", strings.NewReader(string(body)), testenv.SignedHeader(b.keys.payload, body, true)))
+	st.WaitLog(t, "sleep 60")
 	gone := time.Now()
 	cancel()
 
@@ -277,8 +201,8 @@ func testClientGone(t *testing.T, s *stack) {
 func testBuildKitRestarted(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "4", "retry_backoff": "1s"})
 	body := buildTar(t, "FROM "+s.base+"\nRUN echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok\n", s.reg.Addr+"/retried:1")
-	st := follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
-	st.waitLog(t, "sleep 3")
+	st := testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
+	st.WaitLog(t, "sleep 3")
 	time.Sleep(300 * time.Millisecond)
 	s.bk.Kill(t)
 	time.Sleep(1500 * time.Millisecond)
@@ -286,8 +210,8 @@ func testBuildKitRestarted(t *testing.T, s *stack) {
 	s.bk.Restart(t)
 	t.Logf("buildkitd back after %s", time.Since(restarted).Round(time.Millisecond))
 
-	fin := st.final(t, 2*time.Minute)
-	logs := st.logText()
+	fin := st.Final(t, 2*time.Minute)
+	logs := st.LogText()
 	if fin.Status != progress.Success {
 		t.Fatalf("final %+v, want success after a retry\n%s", fin, logs)
 	}

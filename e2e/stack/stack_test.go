@@ -123,10 +123,14 @@ func TestLocalStack(t *testing.T) {
 	t.Run("remote-builder root", func(t *testing.T) {
 		checkRemoteBuilder(t, repo, dir)
 	})
+	// 4. Concurrent builds cannot see or kill each other's processes.
+	t.Run("process sandbox", func(t *testing.T) {
+		checkProcessSandbox(t, dir)
+	})
 
 	run(t, bin, repo, time.Minute, "status", "--dir", dir)
 
-	// 4. down leaves nothing behind.
+	// 5. down leaves nothing behind.
 	pids := pidRecords(t, dir)
 	if len(pids) < 10 {
 		t.Errorf("only %d PID files before down, want every daemon's: %v", len(pids), pids)
@@ -139,7 +143,7 @@ func TestLocalStack(t *testing.T) {
 	t.Logf("down: %s", time.Since(t2).Round(100*time.Millisecond))
 	assertClean(t, dir, pids)
 
-	// 5. A second up is fast (measured, not asserted), and down is clean again.
+	// 6. A second up is fast (measured, not asserted), and down is clean again.
 	t3 := time.Now()
 	run(t, bin, repo, 10*time.Minute, "up", "--dir", dir)
 	secondUp := time.Since(t3)

@@ -267,14 +267,13 @@ func (b *BuildKit) setup(bin string, opts BuildKitOptions) error {
 	}
 	b.args = append([]string{findTool("rootlesskit"),
 		"--net=host", "--copy-up=/etc", "--copy-up=/run", "--disable-host-loopback",
-		// A PID namespace, as the production container has: with
-		// --oci-worker-no-process-sandbox the build containers share it,
-		// so killing buildkitd kills their processes too.
+		// A PID namespace, as the production container has: stopping
+		// rootlesskit ends every build process with it. The build steps
+		// keep BuildKit's process sandbox (each its own PID namespace).
 		"--pidns",
 		"--state-dir=" + filepath.Join(run, "rootlesskit"),
 	}, daemon...)
-	b.args = append(b.args, "--oci-worker-no-process-sandbox",
-		"--root", b.Root, "--addr", b.Addr, "--config", b.Config)
+	b.args = append(b.args, "--root", b.Root, "--addr", b.Addr, "--config", b.Config)
 	b.env = append(env, "USER="+name, "LOGNAME="+name)
 	return nil
 }
@@ -368,6 +367,19 @@ func (b *BuildKit) Client(t testing.TB) *client.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// ProcessMode is the process-mode label of buildkitd's OCI worker:
+// "sandbox" when every build step gets its own PID namespace.
+func ProcessMode(t testing.TB, b *BuildKit) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, err := b.Client(t).ListWorkers(ctx)
+	if err != nil || len(ws) == 0 {
+		t.Fatalf("testenv: buildkitd workers: %v (%d)", err, len(ws))
+	}
+	return ws[0].Labels["org.mobyproject.buildkit.worker.oci.process-mode"]
 }
 
 // Running reports whether the daemon process is alive.

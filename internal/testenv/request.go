@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
@@ -201,4 +203,91 @@ func Serve(t testing.TB, h http.Handler, cfg config.Config) string {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String()
+}
+
+// Stream follows an NDJSON reply line by line in the background, so a
+// test can act while the build runs (kill a daemon, start another build).
+type Stream struct {
+	mu    sync.Mutex
+	lines []progress.Result
+	log   strings.Builder
+	done  chan struct{}
+	err   error
+}
+
+// Follow starts reading res, which must be a 200 stream.
+func Follow(t testing.TB, res *http.Response) *Stream {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("status %d, want a 200 stream: %s", res.StatusCode, b)
+	}
+	st := &Stream{done: make(chan struct{})}
+	go func() {
+		defer close(st.done)
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			var r progress.Result
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				st.err = err
+				return
+			}
+			st.mu.Lock()
+			st.lines = append(st.lines, r)
+			for _, l := range r.Log {
+				st.log.WriteString(l + "\n")
+			}
+			st.mu.Unlock()
+		}
+		st.err = sc.Err()
+	}()
+	return st
+}
+
+// LogText is the log so far, one line a line.
+func (st *Stream) LogText() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.log.String()
+}
+
+// WaitLog waits (at most 60 s) until the log shows text, e.g. that a step runs.
+func (st *Stream) WaitLog(t testing.TB, text string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(st.LogText(), text) {
+		select {
+		case <-st.done:
+			t.Fatalf("the stream ended without log line %q:\n%s", text, st.LogText())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q within 60s; log so far:\n%s", text, st.LogText())
+		}
+	}
+}
+
+// Final waits (at most within) for the stream to end and returns its last
+// line, which must be the only one that is not in_progress.
+func (st *Stream) Final(t testing.TB, within time.Duration) progress.Result {
+	t.Helper()
+	select {
+	case <-st.done:
+	case <-time.After(within):
+		t.Fatalf("no final line within %s; log so far:\n%s", within, st.LogText())
+	}
+	if st.err != nil {
+		t.Fatalf("stream: %v\nlog:\n%s", st.err, st.LogText())
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.lines) == 0 {
+		t.Fatal("empty stream")
+	}
+	for _, l := range st.lines[:len(st.lines)-1] {
+		if l.Status != progress.InProgress {
+			t.Fatalf("a %q line before the end", l.Status)
+		}
+	}
+	return st.lines[len(st.lines)-1]
 }

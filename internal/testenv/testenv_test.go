@@ -14,6 +14,9 @@ func TestStack(t *testing.T) {
 	reg := StartRegistry(t)
 	bk := StartBuildKit(t, BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
 	t.Logf("registry %s, buildkitd %s (rootless=%v)", reg.Addr, bk.Addr, bk.Rootless)
+	if mode := ProcessMode(t, bk); mode != "sandbox" {
+		t.Fatalf("worker process-mode %q, want sandbox (each build step in its own PID namespace)", mode)
+	}
 
 	ref := PushBusybox(t, bk, reg)
 	if want := reg.Addr + "/busybox:latest"; ref != want {
