@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
-	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // The local stack (cmd/fnb-stack), as `make up` leaves it.
@@ -242,7 +242,7 @@ func (r *report) async(t *testing.T, _ *stack) {
 			t.Fatal(err)
 		}
 		t0 := time.Now()
-		cmd := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--addr", sock, "build",
+		cmd := exec.Command(daemon.Find("buildctl"), "--addr", sock, "build",
 			"--progress=plain", "--frontend", "dockerfile.v0", "--local", "context="+dir, "--local", "dockerfile="+dir,
 			"--output", "type=image,name="+image+",push=true,registry.insecure=true")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,21 +1,14 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"path/filepath"
-	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
@@ -57,7 +50,7 @@ func (s *Stack) ensureCredentials() error {
 		}
 		created = true
 		// Base64 text with no newline, as `faas-cli secret generate` writes.
-		return writeFileAtomic(s.secretPath(name), []byte(base64.StdEncoding.EncodeToString(b)), 0o600)
+		return daemon.WriteFileAtomic(s.secretPath(name), []byte(base64.StdEncoding.EncodeToString(b)), 0o600)
 	}
 	if err := random("payload-secret", 32); err != nil {
 		return err
@@ -66,7 +59,7 @@ func (s *Stack) ensureCredentials() error {
 		return err
 	}
 	if _, err := os.Stat(s.secretPath("basic-auth-user")); err != nil {
-		if err := writeFileAtomic(s.secretPath("basic-auth-user"), []byte(adminUser), 0o600); err != nil {
+		if err := daemon.WriteFileAtomic(s.secretPath("basic-auth-user"), []byte(adminUser), 0o600); err != nil {
 			return err
 		}
 	}
@@ -89,120 +82,66 @@ func (s *Stack) ensureCredentials() error {
 	return nil
 }
 
-// ensureTLS makes a CA, a server certificate for buildkitd (IP SAN: the
-// bridge address functions dial) and a client certificate for build-fn.
-// The CA key stays in tls/ (root only); buildkitd gets its copies in
-// buildkit/tls/ when it starts.
+// ensureTLS makes what is missing of the stack's TLS: a CA, kept in tls/
+// (root only) and reused by every later up; a server certificate for
+// buildkitd (IP SAN: the bridge address functions dial); and build-fn's
+// client certificate. A new CA issues everything anew. buildkitd gets its
+// copies in buildkit/tls/ when it starts.
 func (s *Stack) ensureTLS() error {
-	dir := s.path("tls")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(s.path("tls"), 0o700); err != nil {
 		return err
 	}
-	caCert, caKeyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-	serverCert, serverKey := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	clientCert, clientKey := s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key")
-	all := []string{caCert, caKeyPath, serverCert, serverKey, clientCert, clientKey, s.secretPath("buildkit-tls-ca")}
-	complete := true
-	for _, p := range all {
-		if _, err := os.Stat(p); err != nil {
-			complete = false
+	caCert, caKey := s.path("tls", "ca.pem"), s.path("tls", "ca-key.pem")
+	certCA, certCert, certKey := s.secretPath("buildkit-tls-ca"), s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key")
+	serverCert, serverKey := s.path("tls", "server.pem"), s.path("tls", "server-key.pem")
+	ca, err := daemon.LoadCA(readOr(caCert), readOr(caKey))
+	if err != nil {
+		if ca, err = daemon.NewCA("fnbuilder local stack CA"); err != nil {
+			return err
+		}
+		for _, p := range []string{serverCert, serverKey, certCA, certCert, certKey} {
+			os.Remove(p)
+		}
+		if err := writeFiles(map[string][]byte{caCert: ca.CertPEM, caKey: ca.KeyPEM}); err != nil {
+			return err
 		}
 	}
-	if complete {
+	if !fileExists(certCA) {
+		if err := daemon.WriteFileAtomic(certCA, ca.CertPEM, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := issue(ca, serverCert, serverKey, "buildkitd", x509.ExtKeyUsageServerAuth, bridgeIP, "127.0.0.1", "buildkitd"); err != nil {
+		return err
+	}
+	return issue(ca, certCert, certKey, "build-fn", x509.ExtKeyUsageClientAuth)
+}
+
+// issue writes a certificate and its key (0600) unless both exist.
+func issue(ca *daemon.CA, certPath, keyPath, cn string, usage x509.ExtKeyUsage, hosts ...string) error {
+	if fileExists(certPath) && fileExists(keyPath) {
 		return nil
 	}
+	cert, key, err := ca.Issue(cn, usage, hosts...)
+	if err != nil {
+		return err
+	}
+	return writeFiles(map[string][]byte{certPath: cert, keyPath: key})
+}
 
-	now := time.Now().Add(-time.Hour)
-	until := now.Add(10 * 365 * 24 * time.Hour)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "fnbuilder local stack CA"},
-		NotBefore:             now,
-		NotAfter:              until,
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	issue := func(cn string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) ([]byte, []byte, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now,
-			NotAfter:     until,
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-			DNSNames:     dns,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, nil, err
-		}
-		return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", keyDER), nil
-	}
-	sCert, sKey, err := issue("buildkitd", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP(bridgeIP), net.ParseIP("127.0.0.1")}, []string{"buildkitd"})
-	if err != nil {
-		return err
-	}
-	cCert, cKey, err := issue("build-fn", x509.ExtKeyUsageClientAuth, nil, nil)
-	if err != nil {
-		return err
-	}
-	caKeyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
-	if err != nil {
-		return err
-	}
-	caPEM := pemBlock("CERTIFICATE", caDER)
-	files := []struct {
-		path string
-		data []byte
-	}{
-		{caKeyPath, pemBlock("PRIVATE KEY", caKeyDER)},
-		{caCert, caPEM},
-		{serverCert, sCert},
-		{serverKey, sKey},
-		{clientCert, cCert},
-		{clientKey, cKey},
-		{s.secretPath("buildkit-tls-ca"), caPEM},
-	}
-	for _, f := range files {
-		if err := writeFileAtomic(f.path, f.data, 0o600); err != nil {
+func writeFiles(files map[string][]byte) error {
+	for p, b := range files {
+		if err := daemon.WriteFileAtomic(p, b, 0o600); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return big.NewInt(time.Now().UnixNano())
-	}
-	return n
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+// readOr is a file's bytes, or nil.
+func readOr(p string) []byte {
+	b, _ := os.ReadFile(p)
+	return b
 }
 
 // readSecret reads one of the stack's secret files.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/openfaas/faas-provider/types"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // specAnnotation carries a hash of what the stack deployed (spec and image
@@ -18,7 +18,7 @@ const specAnnotation = "fnbuilder.dev/stack-spec"
 const secretsMount = "/var/openfaas/secrets/"
 
 // functionDeployment is how the stack runs each fnbuilder function.
-func functionDeployment(fn string) types.FunctionDeployment {
+func functionDeployment(fn string) deploy.Spec {
 	env := map[string]string{
 		// fnb serve drains for healthcheck_interval on SIGTERM; keep
 		// `make down` quick.
@@ -55,12 +55,12 @@ func functionDeployment(fn string) types.FunctionDeployment {
 		secrets = []string{"payload-secret", "basic-auth-user", "basic-auth-password"}
 		env["gateway_url"] = gatewayFromFunctions
 	}
-	return types.FunctionDeployment{
-		Service: fn,
+	return deploy.Spec{
+		Name:    fn,
 		Image:   functionImage(fn),
-		EnvVars: env,
+		Env:     env,
 		Secrets: secrets,
-		Labels:  &map[string]string{"com.openfaas.scale.max": "1", "fnbuilder.dev/stack": "true"},
+		Labels:  map[string]string{"com.openfaas.scale.max": "1", "fnbuilder.dev/stack": "true"},
 	}
 }
 
@@ -77,7 +77,7 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		if err != nil {
 			return err
 		}
-		if err := g.putSecret(ctx, name, b); err != nil {
+		if err := putSecret(ctx, g, name, b); err != nil {
 			return err
 		}
 	}
@@ -88,19 +88,21 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		d := functionDeployment(fn)
 		spec, _ := json.Marshal(d)
 		hash := sha256Hex(string(spec) + "\n" + digests[fn])
-		d.Annotations = &map[string]string{specAnnotation: hash}
+		d.Annotations = map[string]string{specAnnotation: hash}
 
-		st, found, err := g.function(ctx, fn)
+		st, found, err := function(ctx, g, fn)
 		if err != nil {
 			return err
 		}
 		action := "unchanged"
 		if !found || st.Annotations == nil || (*st.Annotations)[specAnnotation] != hash {
-			if action, err = g.apply(ctx, d); err != nil {
-				return fmt.Errorf("%w\n  provider log: %s", err, s.logPath("provider"))
+			res, err := deploy.Apply(ctx, g, d)
+			if err != nil {
+				return fmt.Errorf("gateway: deploy %s: %w\n  provider log: %s", fn, err, s.logPath("provider"))
 			}
+			action = res.Action
 		}
-		if err := g.waitReady(ctx, fn, 2*time.Minute); err != nil {
+		if err := waitReady(ctx, g, fn, 2*time.Minute); err != nil {
 			return fmt.Errorf("function %s not ready: %v\n  its log: %s\n  provider log: %s", fn, err,
 				filepath.Join(s.providerState(), "logs", fn+".log"), s.logPath("provider"))
 		}

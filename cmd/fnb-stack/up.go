@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 // Up starts whatever is not running, in dependency order, then builds the
@@ -27,8 +29,7 @@ func (s *Stack) Up() error {
 		return fmt.Errorf("stack directory %s is too long: %s would not fit a unix socket path; choose a shorter FNB_STACK_DIR", s.Dir, p)
 	}
 	if other := activeStack(); other != "" && other != s.Dir {
-		o := &Stack{Dir: other}
-		if len(o.livePIDs()) > 0 {
+		if len((&Stack{Dir: other}).livePIDs()) > 0 {
 			return fmt.Errorf("another stack is up from %s (the gateway's ports and the %s bridge are per machine): stop it first with `fnb-stack down --dir %s`", other, bridgeName, other)
 		}
 	}
@@ -68,15 +69,9 @@ func (s *Stack) Up() error {
 	if err := s.deployFunctions(ctx, digests); err != nil {
 		return err
 	}
+	// build-fn at the root of its own origin, as faas-cli wants it.
 	if err := s.start(ctx, s.forwardDaemon()); err != nil {
 		return err
-	}
-	// build-fn at the root of its own origin, as faas-cli wants it.
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = retryUntil(cctx, func() error { return httpOK(cctx, "http://"+builderAddr+"/healthz", "", "") })
-	cancel()
-	if err != nil {
-		return fmt.Errorf("build-fn's root address http://%s (builder-forward → build-fn): %v\n  log: %s", builderAddr, err, s.logPath("builder-forward"))
 	}
 	s.printSummary()
 	return nil
@@ -85,8 +80,8 @@ func (s *Stack) Up() error {
 // daemons are the stack's daemons in dependency order (the provider
 // creates the fnb0 bridge that buildkitd listens on); builder-forward
 // starts after the functions are deployed.
-func (s *Stack) daemons() []daemon {
-	return []daemon{
+func (s *Stack) daemons() []component {
+	return []component{
 		s.registryDaemon(),
 		s.natsDaemon(),
 		s.prometheusDaemon(),
@@ -113,16 +108,15 @@ func (s *Stack) Restart(names []string) error {
 		return fmt.Errorf("the stack in %s is not up (%s names %q): use `fnb-stack up`", s.Dir, activeMarker, active)
 	}
 	all := append(s.daemons(), s.forwardDaemon())
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
 	var known []string
 	for _, d := range all {
 		known = append(known, d.Name)
-		delete(want, d.Name)
 	}
-	if len(want) > 0 || len(names) == 0 {
+	unknown := len(names) == 0
+	for _, n := range names {
+		unknown = unknown || !slices.Contains(known, n)
+	}
+	if unknown {
 		return fmt.Errorf("restart which daemon? one or more of: %s", strings.Join(known, ", "))
 	}
 	for _, d := range all {
@@ -172,6 +166,6 @@ Next: make demo    (build, deploy and invoke examples/hello-secret)
 		natsHost, natsPort, natsCluster,
 		prometheusAddr,
 		providerAddr,
-		s.buildkitAddr(), rootlessUser, buildkitTCPAddr,
+		s.buildkitAddr(), daemon.RootlessUser, buildkitTCPAddr,
 		s.path("logs"), s.path("pids"))
 }

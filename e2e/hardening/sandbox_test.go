@@ -16,10 +16,9 @@ import (
 // the victim completely: the spy finds only its own secret and ENV, and
 // the victim's build succeeds.
 func TestProcessSandbox(t *testing.T) {
-	reg := testenv.StartRegistry(t)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}, Mode: testenv.ModeRootless})
-	s := &stack{reg: reg, bk: bk, base: testenv.PushBusybox(t, bk, reg)}
-	if mode := testenv.ProcessMode(t, bk); mode != "sandbox" {
+	s := &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{Mode: testenv.ModeRootless})}
+	reg := s.Reg
+	if mode := testenv.ProcessMode(t, s.BK); mode != "sandbox" {
 		t.Fatalf("buildkitd's worker reports process-mode %q, want sandbox", mode)
 	}
 	b := s.builderOn(t, nil)
@@ -30,9 +29,9 @@ func TestProcessSandbox(t *testing.T) {
 			testenv.File("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{secretID: secret}))))
 		return testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	}
-	victim := post(reg.Addr+"/victim:1", p.VictimDockerfile(s.base), testenv.VictimSecretID, p.VictimSecret)
+	victim := post(reg.Addr+"/victim:1", p.VictimDockerfile(s.Base), testenv.VictimSecretID, p.VictimSecret)
 	victim.WaitLog(t, testenv.VictimReady)
-	spy := post(reg.Addr+"/spy:1", p.SpyDockerfile(s.base), testenv.SpySecretID, p.SpySecret)
+	spy := post(reg.Addr+"/spy:1", p.SpyDockerfile(s.Base), testenv.SpySecretID, p.SpySecret)
 
 	if fin := spy.Final(t, 3*time.Minute); fin.Status != progress.Success {
 		t.Fatalf("spy build: %+v\n%s", fin, spy.LogText())

@@ -35,8 +35,10 @@ import (
 	"github.com/openfaas/faas-provider/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/provider/runtime"
 	"github.com/fnbuilder/fnbuilder/internal/provider/state"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const (
@@ -70,8 +72,8 @@ func TestProviderEndToEnd(t *testing.T) {
 	assertClean(t, "before the test") // a leftover from a crashed run would hide bugs
 
 	start := time.Now()
-	ctd := startContainerd(t)
-	reg := startRegistry(t)
+	ctdSocket := startContainerd(t)
+	reg := testenv.StartRegistry(t)
 	ref := reg.Addr + "/fnbuilder/" + e2eFunction + ":1"
 	pushFunctionImage(t, ref, e2eIndex, e2eScript)
 	phase("containerd, registry, image push", start)
@@ -79,7 +81,7 @@ func TestProviderEndToEnd(t *testing.T) {
 	stateDir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.StateDir = stateDir
-	cfg.ContainerdSocket = ctd.Socket
+	cfg.ContainerdSocket = ctdSocket
 	cfg.ContainerdNamespace = "fnbuilder-e2e"
 	cfg.InsecureRegistries = []string{reg.Addr}
 	cfg.Bridge = e2eBridge
@@ -317,8 +319,8 @@ func TestProviderEndToEnd(t *testing.T) {
 		t.Fatalf("second teardown: %v", err)
 	}
 	assertClean(t, "after teardown")
-	for _, dir := range []string{stateDir, filepath.Dir(ctd.Socket)} {
-		if ms := mounts(t, dir); len(ms) > 0 {
+	for _, dir := range []string{stateDir, filepath.Dir(ctdSocket)} {
+		if ms := daemon.MountsUnder(dir); len(ms) > 0 {
 			t.Fatalf("mounts left under %s after teardown: %v", dir, ms)
 		}
 	}
