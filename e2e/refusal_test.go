@@ -75,7 +75,7 @@ func testRefusals(t *testing.T, s *testenv.Stack) {
 			}
 		})
 	}
-	if testenv.TagExists(t, s.Reg.Addr, "refused", "1") {
+	if testenv.TagExists(t, s.Reg, "refused", "1") {
 		t.Fatal("a refused request pushed an image")
 	}
 }
@@ -177,7 +177,7 @@ func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if testenv.TagExists(t, s.Reg.Addr, "abandoned", "1") {
+	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {

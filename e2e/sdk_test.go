@@ -125,7 +125,7 @@ func testGoSDKFailure(t *testing.T, s *testenv.Stack) {
 	if final.Status != progress.Failed || !strings.Contains(final.Error, "exit code: 3") {
 		t.Fatalf("final %+v, want failed with the exit code", final)
 	}
-	if testenv.TagExists(t, s.Reg.Addr, "sdk-fail", "1") {
+	if testenv.TagExists(t, s.Reg, "sdk-fail", "1") {
 		t.Fatal("a failed build pushed an image")
 	}
 }

@@ -26,6 +26,7 @@ var functionSecrets = []string{
 	"buildkit-tls-ca",
 	"buildkit-tls-cert",
 	"buildkit-tls-key",
+	"registry-config",
 }
 
 // ensureCredentials creates what is missing: the payload secret, the
@@ -73,9 +74,15 @@ func (s *Stack) ensureCredentials() error {
 		}
 		created = true
 	}
-	if err := s.ensureTLS(); err != nil {
+	ca, err := s.ensureTLS()
+	if err != nil {
 		return fmt.Errorf("buildkitd TLS: %w", err)
 	}
+	users, err := s.ensureRegistryUsers(ca)
+	if err != nil {
+		return fmt.Errorf("registry certificate and users: %w", err)
+	}
+	created = created || users
 	if created {
 		s.logf("credentials      created in %s", s.secretsDir())
 	}
@@ -85,63 +92,21 @@ func (s *Stack) ensureCredentials() error {
 // ensureTLS makes what is missing of the stack's TLS: a CA, kept in tls/
 // (root only) and reused by every later up; a server certificate for
 // buildkitd (IP SAN: the bridge address functions dial); and build-fn's
-// client certificate. A new CA issues everything anew. buildkitd gets its
-// copies in buildkit/tls/ when it starts.
-func (s *Stack) ensureTLS() error {
-	if err := os.MkdirAll(s.path("tls"), 0o700); err != nil {
-		return err
-	}
-	caCert, caKey := s.path("tls", "ca.pem"), s.path("tls", "ca-key.pem")
-	certCA, certCert, certKey := s.secretPath("buildkit-tls-ca"), s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key")
-	serverCert, serverKey := s.path("tls", "server.pem"), s.path("tls", "server-key.pem")
-	ca, err := daemon.LoadCA(readOr(caCert), readOr(caKey))
+// client certificate — each issued again when the CA did not issue it.
+// buildkitd gets its copies in buildkit/tls/ when it starts.
+func (s *Stack) ensureTLS() (*daemon.CA, error) {
+	ca, err := daemon.LoadOrCreateCA(s.path("tls", "ca.pem"), s.path("tls", "ca-key.pem"), "fnbuilder local stack CA")
 	if err != nil {
-		if ca, err = daemon.NewCA("fnbuilder local stack CA"); err != nil {
-			return err
-		}
-		for _, p := range []string{serverCert, serverKey, certCA, certCert, certKey} {
-			os.Remove(p)
-		}
-		if err := writeFiles(map[string][]byte{caCert: ca.CertPEM, caKey: ca.KeyPEM}); err != nil {
-			return err
-		}
+		return nil, err
 	}
-	if !fileExists(certCA) {
-		if err := daemon.WriteFileAtomic(certCA, ca.CertPEM, 0o600); err != nil {
-			return err
-		}
+	if err := daemon.WriteFileAtomic(s.secretPath("buildkit-tls-ca"), ca.CertPEM, 0o600); err != nil {
+		return nil, err
 	}
-	if err := issue(ca, serverCert, serverKey, "buildkitd", x509.ExtKeyUsageServerAuth, bridgeIP, "127.0.0.1", "buildkitd"); err != nil {
-		return err
+	if _, err := ca.IssueFiles(s.path("tls", "server.pem"), s.path("tls", "server-key.pem"), "buildkitd", x509.ExtKeyUsageServerAuth, bridgeIP, "127.0.0.1", "buildkitd"); err != nil {
+		return nil, err
 	}
-	return issue(ca, certCert, certKey, "build-fn", x509.ExtKeyUsageClientAuth)
-}
-
-// issue writes a certificate and its key (0600) unless both exist.
-func issue(ca *daemon.CA, certPath, keyPath, cn string, usage x509.ExtKeyUsage, hosts ...string) error {
-	if fileExists(certPath) && fileExists(keyPath) {
-		return nil
-	}
-	cert, key, err := ca.Issue(cn, usage, hosts...)
-	if err != nil {
-		return err
-	}
-	return writeFiles(map[string][]byte{certPath: cert, keyPath: key})
-}
-
-func writeFiles(files map[string][]byte) error {
-	for p, b := range files {
-		if err := daemon.WriteFileAtomic(p, b, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// readOr is a file's bytes, or nil.
-func readOr(p string) []byte {
-	b, _ := os.ReadFile(p)
-	return b
+	_, err = ca.IssueFiles(s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key"), "build-fn", x509.ExtKeyUsageClientAuth)
+	return ca, err
 }
 
 // readSecret reads one of the stack's secret files.

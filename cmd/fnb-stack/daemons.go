@@ -17,11 +17,9 @@ import (
 )
 
 func (s *Stack) registryDaemon() component {
-	return component{
-		Spec:    daemon.Registry{Addr: registryAddr, Dir: s.path("registry")}.Spec(),
-		What:    "the image registry (docker-registry)",
-		Listens: []string{registryAddr},
-	}
+	c := component{Spec: s.registry().Spec(), What: "the image registry (docker-registry)", Listens: []string{registryAddr}}
+	c.Settings = "registry=" + s.registryMode()
+	return c
 }
 
 func (s *Stack) natsDaemon() component {
@@ -118,11 +116,16 @@ func (s *Stack) containerdDaemon() component {
 
 func (s *Stack) providerDaemon() component {
 	args := append([]string{filepath.Join(s.binDir(), "fnb-provider"), "serve"}, s.providerFlags()...)
+	if s.plainHTTPRegistry() {
+		args = append(args, "-insecure-registries", registryAddr)
+	} else {
+		args = append(args, "-insecure-registries", "", "-registry-ca", s.registry().CA, "-registry-auth", s.registry().UserConfig(pullUser))
+	}
 	return component{
 		Spec: daemon.Spec{
-			Name: "provider",
-			Args: append(args, "-port", strings.TrimPrefix(providerAddr, "127.0.0.1:"), "-listen", "127.0.0.1",
-				"-insecure-registries", registryAddr, "-upstream-timeout", "15m"),
+			Name:         "provider",
+			Args:         append(args, "-port", strings.TrimPrefix(providerAddr, "127.0.0.1:"), "-listen", "127.0.0.1", "-upstream-timeout", "15m"),
+			Settings:     "registry=" + s.registryMode(),
 			Env:          daemon.BaseEnv(),
 			ReadyTimeout: 3 * time.Minute, // at start it brings recorded functions back
 			Ready:        daemon.HTTPReady("http://" + providerAddr + "/healthz"),
@@ -204,13 +207,14 @@ func (s *Stack) buildkitdDaemon() component {
 		Rootless:   true,
 		TCP:        buildkitTCPAddr,
 		ServerTLS:  &daemon.TLSFiles{CA: s.path("tls", "ca.pem"), Cert: s.path("tls", "server.pem"), Key: s.path("tls", "server-key.pem")},
-		Registries: []daemon.RegistryAccess{{Host: registryAddr, PlainHTTP: true}},
+		Registries: []daemon.RegistryAccess{s.registryAccess()},
 		GC:         true,
 		Probe:      []buildkit.Daemon{s.buildkitTCP()},
 	}.Spec()
 	if err != nil {
 		spec = daemon.Spec{Name: "buildkitd", Args: []string{"buildkitd"}, Prepare: func() error { return err }}
 	}
+	spec.Settings = "registry=" + s.registryMode()
 	return component{Spec: spec, What: "rootless buildkitd (rootlesskit, user " + daemon.RootlessUser + ")", Listens: []string{buildkitTCPAddr}}
 }
 

@@ -18,7 +18,7 @@ const specAnnotation = "fnbuilder.dev/stack-spec"
 const secretsMount = "/var/openfaas/secrets/"
 
 // functionDeployment is how the stack runs each fnbuilder function.
-func functionDeployment(fn string) deploy.Spec {
+func (s *Stack) functionDeployment(fn string) deploy.Spec {
 	env := map[string]string{
 		// fnb serve drains for healthcheck_interval on SIGTERM; keep
 		// `make down` quick.
@@ -37,7 +37,6 @@ func functionDeployment(fn string) deploy.Spec {
 			"buildkit_tls_cert":        secretsMount + "buildkit-tls-cert",
 			"buildkit_tls_key":         secretsMount + "buildkit-tls-key",
 			"buildkit_tls_server_name": bridgeIP,
-			"insecure_registries":      registryAddr,
 			"build_timeout":            "10m",
 			"read_timeout":             "15m",
 			"write_timeout":            "15m",
@@ -50,6 +49,11 @@ func functionDeployment(fn string) deploy.Spec {
 			"retry_backoff": "2s",
 		} {
 			env[k] = v
+		}
+		if s.plainHTTPRegistry() {
+			env["insecure_registries"] = registryAddr
+		} else {
+			secrets = append(secrets, "registry-config") // push credentials; TLS is buildkitd's
 		}
 	case "deploy-fn":
 		secrets = []string{"payload-secret", "basic-auth-user", "basic-auth-password"}
@@ -85,7 +89,7 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 
 	for _, fn := range functionNames {
 		t1 := time.Now()
-		d := functionDeployment(fn)
+		d := s.functionDeployment(fn)
 		spec, _ := json.Marshal(d)
 		hash := sha256Hex(string(spec) + "\n" + digests[fn])
 		d.Annotations = map[string]string{specAnnotation: hash}

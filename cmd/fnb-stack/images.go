@@ -79,7 +79,7 @@ func (s *Stack) ensureImage(ctx context.Context, ref, contextDir, dockerfile, in
 	recPath := s.path("images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".json")
 	var rec imageRecord
 	if b, err := os.ReadFile(recPath); err == nil && json.Unmarshal(b, &rec) == nil && rec.Inputs == inputs {
-		if d, err := registryDigest(ctx, ref); err == nil && d == rec.Digest {
+		if d, err := s.registryDigest(ctx, ref); err == nil && d == rec.Digest {
 			return rec.Digest, nil
 		}
 	}
@@ -163,11 +163,14 @@ func (s *Stack) ensureBase(ctx context.Context) (string, error) {
 }
 
 // buildPush builds with BuildKit's built-in dockerfile.v0 frontend on the
-// stack's buildkitd (unix socket) and pushes over plain HTTP.
+// stack's buildkitd (unix socket) and pushes to the stack's registry.
 func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	b := buildkit.New(buildkit.Daemon{Address: s.buildkitAddr()}, buildkit.Registries{Insecure: []string{registryAddr}})
+	b, err := s.builder()
+	if err != nil {
+		return "", err
+	}
 	d, err := daemon.BuildPush(ctx, b, buildkit.Build{ContextDir: contextDir, Dockerfile: dockerfile, Image: ref})
 	if err != nil {
 		return "", fmt.Errorf("buildkitd: %w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
@@ -176,12 +179,16 @@ func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref strin
 }
 
 // registryDigest asks the registry which manifest ref's tag points to.
-func registryDigest(ctx context.Context, ref string) (string, error) {
-	r, err := name.ParseReference(ref, name.Insecure)
+func (s *Stack) registryDigest(ctx context.Context, ref string) (string, error) {
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return "", err
 	}
-	d, err := remote.Head(r, remote.WithContext(ctx), remote.WithTransport(httpClient.Transport))
+	opts, err := s.registry().RemoteOptions(pushUser)
+	if err != nil {
+		return "", err
+	}
+	d, err := remote.Head(r, append(opts, remote.WithContext(ctx))...)
 	if err != nil {
 		return "", err
 	}

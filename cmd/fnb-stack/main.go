@@ -35,7 +35,7 @@ import (
 const usage = `fnb-stack - fnbuilder's local OpenFaaS stack (see cmd/fnb-stack/README.md)
 
 Usage:
-  fnb-stack up      [--dir DIR] [--repo DIR] [--ack-wait 20m]
+  fnb-stack up      [--dir DIR] [--repo DIR] [--ack-wait 20m] [--plain-http-registry]
   fnb-stack restart [--dir DIR] [--ack-wait 20m] DAEMON...   (e.g. buildkitd; builds and deploys nothing)
   fnb-stack demo    [--dir DIR] [--repo DIR] [--example DIR] [--secret-file FILE] [--timeout 10m]
   fnb-stack status  [--dir DIR]
@@ -45,13 +45,16 @@ Usage:
 DIR defaults to $FNB_STACK_DIR, then /var/lib/fnbuilder-stack. Tools come
 from $FNB_TOOLS/bin (default ~/.cache/fnbuilder/bin): run hack/install.sh.
 --ack-wait (default $FNB_STACK_ACK_WAIT, then 20m) is the queue-workers'
-ack_wait; up restarts them when it changes.
+ack_wait; up restarts them when it changes. The registry serves HTTPS from
+the stack's CA with generated users, or plain HTTP with --plain-http-registry
+(env FNB_STACK_PLAIN_HTTP_REGISTRY=1); the other commands follow up's choice.
 `
 
 // stackCommand is a command on one stack directory: --dir, and --repo,
 // --ack-wait, its own flags or daemon names when it takes them.
 type stackCommand struct {
 	repo, ackWait, names bool
+	registryMode         bool // --plain-http-registry
 	flags                func(fs *flag.FlagSet)
 	run                  func(s *Stack, names []string) error
 }
@@ -59,7 +62,7 @@ type stackCommand struct {
 func stackCommands() map[string]stackCommand {
 	var demo demoOptions
 	return map[string]stackCommand{
-		"up":      {repo: true, ackWait: true, run: func(s *Stack, _ []string) error { return s.Up() }},
+		"up":      {repo: true, ackWait: true, registryMode: true, run: func(s *Stack, _ []string) error { return s.Up() }},
 		"restart": {ackWait: true, names: true, run: (*Stack).Restart},
 		"down":    {run: func(s *Stack, _ []string) error { return s.Down() }},
 		"status":  {run: func(s *Stack, _ []string) error { return s.Status() }},
@@ -125,6 +128,10 @@ func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer)
 	if c.ackWait {
 		fs.StringVar(&ackWait, "ack-wait", ackWait, "queue-workers' ack_wait: a message still unacknowledged after it is delivered again (env FNB_STACK_ACK_WAIT)")
 	}
+	plainHTTP := envOr("FNB_STACK_PLAIN_HTTP_REGISTRY", "") == "1"
+	if c.registryMode {
+		fs.BoolVar(&plainHTTP, "plain-http-registry", plainHTTP, "serve the registry over plain HTTP without users, instead of HTTPS from the stack's CA with htpasswd users (env FNB_STACK_PLAIN_HTTP_REGISTRY=1)")
+	}
 	if c.flags != nil {
 		c.flags(fs)
 	}
@@ -142,6 +149,9 @@ func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer)
 		if s.AckWait, err = parseAckWait(ackWait); err != nil {
 			return err
 		}
+	}
+	if c.registryMode {
+		s.setRegistryMode = map[bool]string{true: "http", false: "https"}[plainHTTP]
 	}
 	return c.run(s, fs.Args())
 }

@@ -50,8 +50,10 @@ type Stack struct {
 	Repo string // "" when the command needs no checkout
 	// AckWait is the queue-workers' ack_wait (`up --ack-wait`).
 	AckWait time.Duration
-	out     io.Writer
-	t0      time.Time
+	// setRegistryMode, when set, is what up records as registryMode.
+	setRegistryMode string
+	out             io.Writer
+	t0              time.Time
 }
 
 func openStack(dir, repo string, out io.Writer) (*Stack, error) {

@@ -19,11 +19,13 @@ func TestSecretFingerprint(t *testing.T) {
 	}
 }
 
-// Every secret a function mounts is one the stack creates, and build-fn's
-// TLS settings point at mounted secrets.
+// Every secret a function mounts is one the stack creates, build-fn's TLS
+// settings point at mounted secrets, and build-fn pushes with the registry
+// credentials (HTTPS, the default) or over plain HTTP (--plain-http-registry).
 func TestFunctionDeployments(t *testing.T) {
+	s := &Stack{Dir: t.TempDir()}
 	for _, fn := range functionNames {
-		d := functionDeployment(fn)
+		d := s.functionDeployment(fn)
 		if d.Name != fn || d.Image != functionImage(fn) {
 			t.Errorf("%s: deployment %s %s", fn, d.Name, d.Image)
 		}
@@ -38,11 +40,20 @@ func TestFunctionDeployments(t *testing.T) {
 			}
 		}
 	}
-	b := functionDeployment("build-fn")
-	for _, k := range []string{"buildkit_url", "buildkit_tls_ca", "buildkit_tls_cert", "buildkit_tls_key", "insecure_registries", "gateway_url"} {
+	b := s.functionDeployment("build-fn")
+	for _, k := range []string{"buildkit_url", "buildkit_tls_ca", "buildkit_tls_cert", "buildkit_tls_key", "gateway_url"} {
 		if b.Env[k] == "" {
 			t.Errorf("build-fn has no %s", k)
 		}
+	}
+	if !slices.Contains(b.Secrets, "registry-config") || b.Env["insecure_registries"] != "" {
+		t.Errorf("build-fn with the HTTPS registry: secrets %v, insecure_registries %q", b.Secrets, b.Env["insecure_registries"])
+	}
+	if err := os.WriteFile(s.path("registry-mode"), []byte("http\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.functionDeployment("build-fn"); slices.Contains(b.Secrets, "registry-config") || b.Env["insecure_registries"] != registryAddr {
+		t.Errorf("build-fn with the plain-HTTP registry: secrets %v, insecure_registries %q", b.Secrets, b.Env["insecure_registries"])
 	}
 }
 

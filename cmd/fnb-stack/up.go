@@ -46,6 +46,11 @@ func (s *Stack) Up() error {
 	if err := os.WriteFile(activeMarker, []byte(s.Dir+"\n"), 0o644); err != nil {
 		return err
 	}
+	if s.setRegistryMode != "" {
+		if err := os.WriteFile(s.path("registry-mode"), []byte(s.setRegistryMode+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 	if err := s.ensureCredentials(); err != nil {
 		return err
 	}
@@ -145,7 +150,8 @@ from other interfaces than lo and %s; buildkitd also listens on %s (mutual TLS, 
                      %s/async-function/build-fn  (async, X-Callback-Url)
   build-fn's root    http://%s   (faas-cli publish --remote-builder http://%s --payload-secret %s)
   Payload secret     %s
-  Registry           http://%s   (plain HTTP; images %s/fnbuilder/*:dev)
+  Registry           %s   (images %s/fnbuilder/*:dev)
+                     %s
   NATS Streaming     nats://%s:%s (cluster %s)
   Prometheus         http://%s
   Provider           http://%s
@@ -162,7 +168,7 @@ Next: make demo    (build, deploy and invoke examples/hello-secret)
 		gatewayURL, gatewayURL,
 		builderAddr, builderAddr, s.secretPath("payload-secret"),
 		s.secretPath("payload-secret"),
-		registryAddr, registryAddr,
+		s.registry().URL(), registryAddr, s.registryNote(),
 		natsHost, natsPort, natsCluster,
 		prometheusAddr,
 		providerAddr,

@@ -73,7 +73,7 @@ func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 	if fin.Status != progress.Success {
 		t.Fatalf("next build: %+v\n%s", fin, logs)
 	}
-	if !testenv.TagExists(t, s.Reg.Addr, repo, "1") {
+	if !testenv.TagExists(t, s.Reg, repo, "1") {
 		t.Fatalf("next build reported success but %s:1 is not in the registry", repo)
 	}
 	b.workDirEmpty(t)
@@ -115,7 +115,7 @@ func testBuildKitKilled(t *testing.T, s *stack) {
 	if fin, _ := final(t, res); fin.Status != progress.Failed {
 		t.Fatalf("build with buildkitd down: %+v", fin)
 	}
-	if testenv.TagExists(t, s.Reg.Addr, "killed", "1") {
+	if testenv.TagExists(t, s.Reg, "killed", "1") {
 		t.Fatal("the killed build pushed an image")
 	}
 
@@ -189,7 +189,7 @@ func testClientGone(t *testing.T, s *stack) {
 		return len(entries) == 0
 	})
 	b.workDirEmpty(t)
-	if testenv.TagExists(t, s.Reg.Addr, "abandoned", "1") {
+	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	nextBuildSucceeds(t, s, b, "after-disconnect")
@@ -223,7 +223,7 @@ func testBuildKitRestarted(t *testing.T, s *stack) {
 			t.Logf("%s", l)
 		}
 	}
-	if !testenv.TagExists(t, s.Reg.Addr, "retried", "1") {
+	if !testenv.TagExists(t, s.Reg, "retried", "1") {
 		t.Fatal("retried:1 is not in the registry")
 	}
 	slotFree(t, b)

@@ -630,7 +630,7 @@ func testContextReference(t *testing.T, e *asyncEnv) {
 	}
 	t.Logf("%d-byte context by reference: callback after %s, fetched by %v", len(tarBytes), time.Since(t0).Round(100*time.Millisecond), from)
 
-	got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/big-context", id, "/data/blob.bin")
+	got := testenv.ImageFile(t, stackRegistry(t, e.dir), "e2e/big-context", id, "/data/blob.bin")
 	if gotSum := sha256.Sum256(got); len(got) != len(blob) || gotSum != blobSum {
 		t.Errorf("/data/blob.bin in %s: %d bytes, sha256 %x; want %d bytes, sha256 %x", image, len(got), gotSum, len(blob), blobSum)
 	}
@@ -649,24 +649,13 @@ func testContextReference(t *testing.T, e *asyncEnv) {
 	if len(fetched("/wrong.tar")) == 0 {
 		t.Errorf("wrong digest: refused without being fetched (the refusal must come from the bytes)")
 	}
-	if code := manifestStatus(t, "e2e/big-context", id+"-wrong"); code != http.StatusNotFound {
-		t.Errorf("wrong digest: HEAD manifest of %s answered %d, want 404 (nothing pushed)", wrongImage, code)
+	reg := stackRegistry(t, e.dir)
+	if testenv.TagExists(t, reg, "e2e/big-context", id+"-wrong") {
+		t.Errorf("wrong digest: %s was pushed", wrongImage)
 	}
-	if code := manifestStatus(t, "e2e/big-context", id); code != http.StatusOK {
-		t.Errorf("HEAD manifest of %s answered %d, want 200 (the check above can see a pushed image)", image, code)
+	if !testenv.TagExists(t, reg, "e2e/big-context", id) {
+		t.Errorf("%s is not in the registry (the check above can see a pushed image)", image)
 	}
-}
-
-func manifestStatus(t *testing.T, repo, tag string) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, "http://"+stackReg+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
-	resp, err := stackHTTP.Do(req)
-	if err != nil {
-		t.Fatalf("registry: %v", err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // 3. buildkitd dies during a build and comes back: build-fn retries the
@@ -729,7 +718,7 @@ func testBuildkitdRestart(t *testing.T, e *asyncEnv) {
 		t.Errorf("want a retry for the broken build and one for buildkitd down (connection refused); log:\n%s", strings.Join(log, "\n"))
 	}
 	t.Logf("build succeeded %s after the kill; retries:\n%s", time.Since(t0).Round(100*time.Millisecond), retries)
-	if got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/buildkitd-restart", id, "/id"); strings.TrimSpace(string(got)) != id {
+	if got := testenv.ImageFile(t, stackRegistry(t, e.dir), "e2e/buildkitd-restart", id, "/id"); strings.TrimSpace(string(got)) != id {
 		t.Errorf("/id in %s = %q, want %q", image, got, id)
 	}
 }
@@ -848,7 +837,7 @@ func testRedelivery(t *testing.T, e *asyncEnv) {
 	if original != 1 {
 		t.Errorf("%d callbacks are not marked X-Fnbuilder-Replayed, want exactly 1 (the build itself)", original)
 	}
-	if got := testenv.ImageFile(t, &testenv.Registry{Addr: stackReg}, "e2e/redelivery", id, "/id"); strings.TrimSpace(string(got)) != id {
+	if got := testenv.ImageFile(t, stackRegistry(t, e.dir), "e2e/redelivery", id, "/id"); strings.TrimSpace(string(got)) != id {
 		t.Errorf("/id in %s = %q, want %q", image, got, id)
 	}
 	restore()

@@ -53,7 +53,7 @@ func checkProcessSandbox(t *testing.T, dir string) {
 	if fin := victim.Final(t, 5*time.Minute); fin.Status != progress.Success {
 		t.Fatalf("victim build did not survive the spy: %+v\n%s", fin, victim.LogText())
 	}
-	reg := &testenv.Registry{Addr: stackReg}
+	reg := stackRegistry(t, dir)
 	p.Check(t, testenv.ImageFile(t, reg, "e2e/sandbox-spy", tag, "/found"),
 		testenv.ImageFile(t, reg, "e2e/sandbox-victim", tag, "/overlap"),
 		testenv.ImageFile(t, reg, "e2e/sandbox-victim", tag, "/secret.sha256"))

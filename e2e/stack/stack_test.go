@@ -55,7 +55,8 @@ func TestLocalStack(t *testing.T) {
 	out := run(t, bin, repo, 20*time.Minute, "up", "--dir", dir)
 	firstUp := time.Since(t0)
 	t.Logf("first up: %s", firstUp.Round(100*time.Millisecond))
-	for _, want := range []string{"http://127.0.0.1:8080", builderRoot, filepath.Join(dir, "secrets", "basic-auth-password")} {
+	for _, want := range []string{"http://127.0.0.1:8080", builderRoot, filepath.Join(dir, "secrets", "basic-auth-password"),
+		"https://127.0.0.1:5001", filepath.Join(dir, "tls", "ca.pem"), filepath.Join(dir, "registry", "users", "fnb-push.json")} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up's summary does not mention %s:\n%s", want, out)
 		}
@@ -99,10 +100,14 @@ func TestLocalStack(t *testing.T) {
 	t.Run("process sandbox", func(t *testing.T) {
 		checkProcessSandbox(t, dir)
 	})
+	// 5. The registry: HTTPS from the stack's CA and users only, and clear
+	// failures when it presents another CA, refuses the password or is down.
+	t.Run("registry over HTTPS with users", func(t *testing.T) { checkRegistryShape(t, dir) })
+	t.Run("registry refusals", func(t *testing.T) { checkRegistryRefusals(t, bin, repo, dir) })
 
 	run(t, bin, repo, time.Minute, "status", "--dir", dir)
 
-	// 5. down leaves nothing behind.
+	// 6. down leaves nothing behind.
 	pids := pidRecords(t, dir)
 	if len(pids) < 10 {
 		t.Errorf("only %d PID files before down, want every daemon's: %v", len(pids), pids)
@@ -115,7 +120,7 @@ func TestLocalStack(t *testing.T) {
 	t.Logf("down: %s", time.Since(t2).Round(100*time.Millisecond))
 	assertClean(t, dir, pids)
 
-	// 6. A second up is fast (measured, not asserted), and down is clean again.
+	// 7. A second up is fast (measured, not asserted), and down is clean again.
 	t3 := time.Now()
 	run(t, bin, repo, 10*time.Minute, "up", "--dir", dir)
 	secondUp := time.Since(t3)
@@ -127,6 +132,8 @@ func TestLocalStack(t *testing.T) {
 	if body := waitGet(t, builderRoot+"/publickey", 30*time.Second); !strings.Contains(body, `"public_key"`) {
 		t.Errorf("after down and up, %s/publickey = %q", builderRoot, body)
 	}
+	// 8. The plain-HTTP registry is there for whoever wants it.
+	t.Run("plain-HTTP registry", func(t *testing.T) { checkPlainHTTP(t, bin, repo, dir) })
 	pids = pidRecords(t, dir)
 	if out := run(t, bin, repo, 5*time.Minute, "down", "--dir", dir); strings.Contains(out, "had to clean up") {
 		t.Errorf("second down had to clean up after a component:\n%s", out)

@@ -213,7 +213,8 @@ func (b BuildKitd) config() string {
 			s.WriteString("  http = true\n  insecure = true\n")
 		}
 		if r.CA != "" {
-			fmt.Fprintf(&s, "  ca = [%q]\n", b.path("tls", registryCAName(r.Host)))
+			// http = false: buildkitd would speak plain HTTP to a loopback host.
+			fmt.Fprintf(&s, "  http = false\n  ca = [%q]\n", b.path("tls", registryCAName(r.Host)))
 		}
 	}
 	return s.String()

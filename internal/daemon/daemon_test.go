@@ -142,7 +142,7 @@ func TestUnescapeMount(t *testing.T) {
 // buildkitd.toml: plain HTTP or a CA copied where buildkitd reads it.
 func TestBuildKitdConfig(t *testing.T) {
 	b := BuildKitd{Dir: "/x", GC: true, Registries: []RegistryAccess{{Host: "127.0.0.1:5000", PlainHTTP: true}, {Host: "10.0.0.1:5001", CA: "/secret/ca.pem"}}}
-	want := "[registry.\"127.0.0.1:5000\"]\n  http = true\n  insecure = true\n\n[registry.\"10.0.0.1:5001\"]\n  ca = [\"/x/tls/registry-10.0.0.1_5001.pem\"]\n"
+	want := "[registry.\"127.0.0.1:5000\"]\n  http = true\n  insecure = true\n\n[registry.\"10.0.0.1:5001\"]\n  http = false\n  ca = [\"/x/tls/registry-10.0.0.1_5001.pem\"]\n"
 	if got := b.config(); !strings.Contains(got, want) || !strings.Contains(got, "gc = true") {
 		t.Errorf("config:\n%s\nwant it to contain:\n%s", got, want)
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"os"
 	"time"
 )
 
@@ -102,4 +103,37 @@ func certTemplate(cn string) *x509.Certificate {
 
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// LoadOrCreateCA reads the CA in certFile and keyFile, or makes one named
+// name and writes it there (0600): a CA is kept and reused.
+func LoadOrCreateCA(certFile, keyFile, name string) (*CA, error) {
+	certPEM, _ := os.ReadFile(certFile)
+	keyPEM, _ := os.ReadFile(keyFile)
+	if ca, err := LoadCA(certPEM, keyPEM); err == nil {
+		return ca, nil
+	}
+	ca, err := NewCA(name)
+	if err != nil {
+		return nil, err
+	}
+	return ca, writeAll(0o600, map[string][]byte{certFile: ca.CertPEM, keyFile: ca.KeyPEM})
+}
+
+// IssueFiles writes a certificate and its key (0600) for usage and hosts,
+// unless certFile already holds one this CA issued. It reports whether it
+// wrote them.
+func (ca *CA) IssueFiles(certFile, keyFile, cn string, usage x509.ExtKeyUsage, hosts ...string) (bool, error) {
+	if b, err := os.ReadFile(certFile); err == nil && fileThere(keyFile) {
+		if block, _ := pem.Decode(b); block != nil {
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(ca.cert) == nil {
+				return false, nil
+			}
+		}
+	}
+	cert, key, err := ca.Issue(cn, usage, hosts...)
+	if err != nil {
+		return false, err
+	}
+	return true, writeAll(0o600, map[string][]byte{certFile: cert, keyFile: key})
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/provider/runtime"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const installHint = "run hack/install-provider.sh"
@@ -111,8 +112,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 
 // pushFunctionImage builds a one-layer OCI image holding Debian's static
 // busybox and /www/index.html, whose command is a busybox shell script, and
-// pushes it to ref over plain HTTP.
-func pushFunctionImage(t *testing.T, ref, index, script string) {
+// pushes it to ref on reg.
+func pushFunctionImage(t *testing.T, reg *testenv.Registry, ref, index, script string) {
 	t.Helper()
 	bb := mustFind(t, "static busybox (Debian busybox-static)", "/bin/busybox", "/usr/bin/busybox")
 	out, _ := exec.Command("file", "-L", bb).Output()
@@ -170,13 +171,13 @@ func pushFunctionImage(t *testing.T, ref, index, script string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := name.ParseReference(ref, name.Insecure)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := remote.Write(r, img, remote.WithContext(ctx)); err != nil {
+	if err := remote.Write(r, img, append(reg.RemoteOptions(t), remote.WithContext(ctx))...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 }

@@ -73,9 +73,10 @@ func TestProviderEndToEnd(t *testing.T) {
 
 	start := time.Now()
 	ctdSocket := startContainerd(t)
-	reg := testenv.StartRegistry(t)
+	// The local stack's registry shape: HTTPS from a private CA, a user.
+	reg := testenv.StartSecureRegistry(t)
 	ref := reg.Addr + "/fnbuilder/" + e2eFunction + ":1"
-	pushFunctionImage(t, ref, e2eIndex, e2eScript)
+	pushFunctionImage(t, reg, ref, e2eIndex, e2eScript)
 	phase("containerd, registry, image push", start)
 
 	stateDir := t.TempDir()
@@ -83,7 +84,8 @@ func TestProviderEndToEnd(t *testing.T) {
 	cfg.StateDir = stateDir
 	cfg.ContainerdSocket = ctdSocket
 	cfg.ContainerdNamespace = "fnbuilder-e2e"
-	cfg.InsecureRegistries = []string{reg.Addr}
+	cfg.InsecureRegistries = nil
+	cfg.RegistryCA, cfg.RegistryAuth = reg.CA, reg.UserConfig(reg.User)
 	cfg.Bridge = e2eBridge
 	cfg.Subnet = netip.MustParsePrefix("10.62.250.0/24")
 	cfg.Gateway = netip.MustParseAddr("10.62.250.1")

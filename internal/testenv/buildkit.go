@@ -27,6 +27,9 @@ type BuildKitOptions struct {
 	// InsecureRegistries are host:port names reached over plain HTTP
 	// (a Registry's Addr).
 	InsecureRegistries []string
+	// Trust are HTTPS registries whose CA buildkitd trusts (given to it in
+	// buildkitd.toml, as the local stack does).
+	Trust []*Registry
 	// Mode forces ModeRootless or ModeRoot (then failing to start is
 	// fatal). Empty means $FNB_BUILDKIT_MODE, and if that is empty too:
 	// rootless first, root if rootless does not start.
@@ -97,6 +100,9 @@ func startBuildKit(opts BuildKitOptions, rootless bool) (*BuildKit, error) {
 	r := daemon.BuildKitd{Dir: dir, Rootless: rootless, Debug: opts.Debug}
 	for _, h := range opts.InsecureRegistries {
 		r.Registries = append(r.Registries, daemon.RegistryAccess{Host: h, PlainHTTP: true})
+	}
+	for _, reg := range opts.Trust {
+		r.Registries = append(r.Registries, daemon.RegistryAccess{Host: reg.Addr, CA: reg.CA})
 	}
 	b := &BuildKit{Addr: r.Addr(), Root: r.Root(), Rootless: rootless, Dir: dir, LogPath: filepath.Join(dir, "buildkitd.log"), recipe: r}
 	if err := b.start(); err != nil {

@@ -26,19 +26,29 @@ func PushBusybox(t testing.TB, bk *BuildKit, reg *Registry) string {
 		t.Fatalf("testenv: busybox context: %v", err)
 	}
 	ref := reg.Addr + "/" + BusyboxRepo + ":latest"
-	BuildPush(t, bk, dir, ref, nil)
+	BuildPush(t, bk, reg, dir, ref, nil)
 	return ref
 }
 
 // BuildPush builds contextDir/Dockerfile on bk with the built-in
-// dockerfile.v0 frontend and pushes the image to ref (plain HTTP allowed).
-// It returns the pushed image's digest. A failed build fails the test with
-// the build's log.
-func BuildPush(t testing.TB, bk *BuildKit, contextDir, ref string, buildArgs map[string]string) string {
+// dockerfile.v0 frontend and pushes the image to ref on reg (logged in when
+// it has a user). It returns the pushed image's digest. A failed build fails
+// the test with the build's log.
+func BuildPush(t testing.TB, bk *BuildKit, reg *Registry, contextDir, ref string, buildArgs map[string]string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	b := buildkit.New(buildkit.Daemon{Address: bk.Addr}, buildkit.Registries{Insecure: []string{"*"}})
+	r := buildkit.Registries{}
+	if reg.CA == "" {
+		r.Insecure = []string{reg.Addr}
+	}
+	if reg.User != "" {
+		var err error
+		if r.Auth, err = reg.Login(reg.User); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := buildkit.New(buildkit.Daemon{Address: bk.Addr}, r)
 	digest, err := daemon.BuildPush(ctx, b, buildkit.Build{ContextDir: contextDir, Image: ref, BuildArgs: buildArgs})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -58,7 +68,7 @@ type Stack struct {
 // it is set (a captured request names it), on a free port otherwise.
 func StartStack(t testing.TB, registryAddr string, opts BuildKitOptions) *Stack {
 	t.Helper()
-	reg := startRegistry(t, registryAddr)
+	reg := startRegistry(t, registryAddr, false)
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Addr)
 	bk := StartBuildKit(t, opts)
 	return &Stack{Reg: reg, BK: bk, Base: PushBusybox(t, bk, reg)}

@@ -3,10 +3,13 @@ package testenv
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // readImage fetches repo:tag (tag may also be a digest) from reg; an index
@@ -28,11 +32,29 @@ func readImage(t testing.TB, reg *Registry, repo, tag string) (string, v1.Image)
 	if err != nil {
 		t.Fatalf("testenv: %s: %v", ref, err)
 	}
-	img, err := remote.Image(r, remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+	img, err := remote.Image(r, append(reg.RemoteOptions(t), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))...)
 	if err != nil {
 		t.Fatalf("testenv: read image %s: %v", ref, err)
 	}
 	return ref, img
+}
+
+// TagExists asks reg whether repo:tag was pushed.
+func TagExists(t testing.TB, reg *Registry, repo, tag string) bool {
+	t.Helper()
+	r, err := name.NewRepository(reg.Addr + "/" + repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, err := remote.List(r, reg.RemoteOptions(t)...)
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return false // no such repository
+	}
+	if err != nil {
+		t.Fatalf("testenv: tags of %s: %v", r, err)
+	}
+	return slices.Contains(tags, tag)
 }
 
 // ImageConfig returns the raw image config JSON of repo:tag (history,

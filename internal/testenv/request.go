@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -121,19 +122,12 @@ func PostContext(t *testing.T, ctx context.Context, url string, body io.Reader, 
 // mind: each must be valid JSON and under 64 KiB (bufio.Scanner's default).
 func ReadNDJSON(t testing.TB, body io.Reader) []progress.Result {
 	t.Helper()
-	var out []progress.Result
-	sc := bufio.NewScanner(body)
-	for sc.Scan() {
-		var r progress.Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
+	st := follow(body)
+	<-st.done
+	if st.err != nil {
+		t.Fatalf("reading NDJSON (a line that is not JSON, or over 64 KiB?): %v", st.err)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading NDJSON (a line over 64 KiB?): %v", err)
-	}
-	return out
+	return st.lines
 }
 
 // LogText joins the log lines of results, one a line.
@@ -164,27 +158,6 @@ func ErrorBody(t testing.TB, res *http.Response) string {
 		t.Fatalf("error reply %+v, want status failed and a message", body)
 	}
 	return body.Error
-}
-
-// TagExists asks the plain-HTTP registry at registryAddr whether repo:tag
-// was pushed.
-func TagExists(t testing.TB, registryAddr, repo, tag string) bool {
-	t.Helper()
-	res, err := http.Get("http://" + registryAddr + "/v2/" + repo + "/tags/list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var tags struct {
-		Tags []string `json:"tags"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tags)
-	for _, tg := range tags.Tags {
-		if tg == tag {
-			return true
-		}
-	}
-	return false
 }
 
 // Serve runs h on a loopback port behind the golang-middleware template's
@@ -222,14 +195,18 @@ func Follow(t testing.TB, res *http.Response) *Stream {
 		b, _ := io.ReadAll(res.Body)
 		t.Fatalf("status %d, want a 200 stream: %s", res.StatusCode, b)
 	}
+	return follow(res.Body)
+}
+
+func follow(body io.Reader) *Stream {
 	st := &Stream{done: make(chan struct{})}
 	go func() {
 		defer close(st.done)
-		sc := bufio.NewScanner(res.Body)
+		sc := bufio.NewScanner(body)
 		for sc.Scan() {
 			var r progress.Result
 			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				st.err = err
+				st.err = fmt.Errorf("line is not JSON: %q: %w", sc.Text(), err)
 				return
 			}
 			st.mu.Lock()

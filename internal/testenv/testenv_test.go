@@ -52,7 +52,7 @@ func TestStack(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if dgst := BuildPush(t, bk, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
+	if dgst := BuildPush(t, bk, reg, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
 		t.Fatal("no image digest")
 	}
 	if g := ImageFile(t, reg, "app", "v1", "home/app/greeting.txt"); string(g) != "hi-there\n" {
