@@ -165,6 +165,18 @@ func (r *report) intake() {
 	r.add("… of which HMAC verify while spooling to disk (BenchmarkSpool)", fmt.Sprintf("%.0f MB/s", spoolMB), "", "")
 	r.add("… of which safe extract (BenchmarkExtract)", fmt.Sprintf("%.0f MB/s", extractMB), "", "")
 	r.add("HMAC-SHA256 in memory, 16 KiB blocks (BenchmarkHMAC)", fmt.Sprintf("%.0f MB/s", hmacMB), base, fmt.Sprintf("%.2f×", hmacMB/opensslMB))
+	one := mbps(testing.Benchmark(BenchmarkSpoolTenants1))
+	for _, n := range []struct {
+		keys  int
+		bench func(*testing.B)
+	}{{1, nil}, {4, BenchmarkSpoolTenants4}, {16, BenchmarkSpoolTenants16}} {
+		got := one
+		if n.bench != nil {
+			got = mbps(testing.Benchmark(n.bench))
+		}
+		r.add(fmt.Sprintf("HMAC verify while spooling with %d tenant keys, none named (BenchmarkSpoolTenants%d)", n.keys, n.keys),
+			fmt.Sprintf("%.0f MB/s", got), "1 key "+fmt.Sprintf("%.0f MB/s", one), fmt.Sprintf("%.2f×", got/one))
+	}
 }
 
 func (r *report) rss(t *testing.T, s *stack, bin string) {
@@ -384,6 +396,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	fn := startFnb(t, bin, map[string]string{
 		"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr,
 		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
+		"max_unverified_bytes": strconv.Itoa(3 << 30),
 	})
 	// The build ignores the data files: what is measured is the intake.
 	dockerfile := "FROM " + s.Base + "\nRUN echo ingested > /ingested\n"

@@ -180,7 +180,12 @@ func (s *Stack) Demo(o demoOptions) error {
 	hdr.Set("X-Deploy-Signature", signature.Sign(specBody, key))
 	code, body, _, err = invoke(ctx, http.MethodPost, "/function/deploy-fn", specBody, hdr)
 	if err != nil || code != http.StatusOK {
-		return fmt.Errorf("deploy-fn (POST %s/function/deploy-fn): %d %s %v\n  deploy-fn log: %s\n  provider log: %s", gatewayURL, code, strings.TrimSpace(string(body)), err, s.functionLog("deploy-fn"), s.logPath("provider"))
+		hint := ""
+		if strings.Contains(string(body), "does not belong to tenant") {
+			// Deployed before fnbuilder had tenants, so it carries no owner.
+			hint = fmt.Sprintf("\n  %s has no owner (deployed by an older fnbuilder?): remove it (faas-cli remove %s -g %s) or pass --name", o.name, o.name, gatewayURL)
+		}
+		return fmt.Errorf("deploy-fn (POST %s/function/deploy-fn): %d %s %v%s\n  deploy-fn log: %s\n  provider log: %s", gatewayURL, code, strings.TrimSpace(string(body)), err, hint, s.functionLog("deploy-fn"), s.logPath("provider"))
 	}
 	var dres deploy.Result
 	_ = json.Unmarshal(body, &dres)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/openfaas/faas-provider/types"
 )
 
 // specAnnotation carries a hash of what the stack deployed (spec and image
@@ -18,7 +19,7 @@ const specAnnotation = "fnbuilder.dev/stack-spec"
 const secretsMount = "/var/openfaas/secrets/"
 
 // functionDeployment is how the stack runs each fnbuilder function.
-func (s *Stack) functionDeployment(fn string) deploy.Spec {
+func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 	env := map[string]string{
 		// fnb serve drains for healthcheck_interval on SIGTERM; keep
 		// `make down` quick.
@@ -59,12 +60,12 @@ func (s *Stack) functionDeployment(fn string) deploy.Spec {
 		secrets = []string{"payload-secret", "basic-auth-user", "basic-auth-password"}
 		env["gateway_url"] = gatewayFromFunctions
 	}
-	return deploy.Spec{
-		Name:    fn,
+	return types.FunctionDeployment{
+		Service: fn,
 		Image:   functionImage(fn),
-		Env:     env,
+		EnvVars: env,
 		Secrets: secrets,
-		Labels:  map[string]string{"com.openfaas.scale.max": "1", "fnbuilder.dev/stack": "true"},
+		Labels:  &map[string]string{"com.openfaas.scale.max": "1", "fnbuilder.dev/stack": "true"},
 	}
 }
 
@@ -92,7 +93,7 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		d := s.functionDeployment(fn)
 		spec, _ := json.Marshal(d)
 		hash := sha256Hex(string(spec) + "\n" + digests[fn])
-		d.Annotations = map[string]string{specAnnotation: hash}
+		d.Annotations = &map[string]string{specAnnotation: hash}
 
 		st, found, err := function(ctx, g, fn)
 		if err != nil {
@@ -100,11 +101,16 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		}
 		action := "unchanged"
 		if !found || st.Annotations == nil || (*st.Annotations)[specAnnotation] != hash {
-			res, err := deploy.Apply(ctx, g, d)
+			// The builder's own functions: not a tenant's deploy (internal/deploy).
+			action = "updated"
+			code, err := g.Update(ctx, d)
+			if code == http.StatusNotFound {
+				action = "created"
+				_, err = g.Deploy(ctx, d)
+			}
 			if err != nil {
 				return fmt.Errorf("gateway: deploy %s: %w\n  provider log: %s", fn, err, s.logPath("provider"))
 			}
-			action = res.Action
 		}
 		if err := waitReady(ctx, g, fn, 2*time.Minute); err != nil {
 			return fmt.Errorf("function %s not ready: %v\n  its log: %s\n  provider log: %s", fn, err,

@@ -26,15 +26,15 @@ func TestFunctionDeployments(t *testing.T) {
 	s := &Stack{Dir: t.TempDir()}
 	for _, fn := range functionNames {
 		d := s.functionDeployment(fn)
-		if d.Name != fn || d.Image != functionImage(fn) {
-			t.Errorf("%s: deployment %s %s", fn, d.Name, d.Image)
+		if d.Service != fn || d.Image != functionImage(fn) {
+			t.Errorf("%s: deployment %s %s", fn, d.Service, d.Image)
 		}
 		for _, sec := range d.Secrets {
 			if !slices.Contains(functionSecrets, sec) {
 				t.Errorf("%s mounts secret %s, which the stack never creates", fn, sec)
 			}
 		}
-		for k, v := range d.Env {
+		for k, v := range d.EnvVars {
 			if name, ok := strings.CutPrefix(v, secretsMount); ok && !slices.Contains(d.Secrets, name) {
 				t.Errorf("%s: %s=%s names a secret it does not mount", fn, k, v)
 			}
@@ -42,18 +42,18 @@ func TestFunctionDeployments(t *testing.T) {
 	}
 	b := s.functionDeployment("build-fn")
 	for _, k := range []string{"buildkit_url", "buildkit_tls_ca", "buildkit_tls_cert", "buildkit_tls_key", "gateway_url"} {
-		if b.Env[k] == "" {
+		if b.EnvVars[k] == "" {
 			t.Errorf("build-fn has no %s", k)
 		}
 	}
-	if !slices.Contains(b.Secrets, "registry-config") || b.Env["insecure_registries"] != "" {
-		t.Errorf("build-fn with the HTTPS registry: secrets %v, insecure_registries %q", b.Secrets, b.Env["insecure_registries"])
+	if !slices.Contains(b.Secrets, "registry-config") || b.EnvVars["insecure_registries"] != "" {
+		t.Errorf("build-fn with the HTTPS registry: secrets %v, insecure_registries %q", b.Secrets, b.EnvVars["insecure_registries"])
 	}
 	if err := os.WriteFile(s.path("registry-mode"), []byte("http\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b := s.functionDeployment("build-fn"); slices.Contains(b.Secrets, "registry-config") || b.Env["insecure_registries"] != registryAddr {
-		t.Errorf("build-fn with the plain-HTTP registry: secrets %v, insecure_registries %q", b.Secrets, b.Env["insecure_registries"])
+	if b := s.functionDeployment("build-fn"); slices.Contains(b.Secrets, "registry-config") || b.EnvVars["insecure_registries"] != registryAddr {
+		t.Errorf("build-fn with the plain-HTTP registry: secrets %v, insecure_registries %q", b.Secrets, b.EnvVars["insecure_registries"])
 	}
 }
 

@@ -202,6 +202,7 @@ func (e *asyncEnv) buildMetrics(t *testing.T) map[string]float64 {
 type buildResult struct {
 	Log    []string `json:"log"`
 	Image  string   `json:"image"`
+	Digest string   `json:"digest"`
 	Status string   `json:"status"`
 	Error  string   `json:"error"`
 	Deploy *struct {
@@ -394,9 +395,11 @@ CMD ["sh", "-c", "echo \"GREETING=$GREETING\" > /www/env.txt && exec httpd -f -p
 	if res.Image != image {
 		t.Errorf("callback image %q, want %q", res.Image, image)
 	}
-	if res.Deploy == nil || res.Deploy.Name != "async-hello" || res.Deploy.Image != image ||
+	// The deploy pins the pushed manifest: image@digest.
+	pinned := image + "@" + res.Digest
+	if res.Deploy == nil || res.Deploy.Name != "async-hello" || res.Deploy.Image != pinned || !strings.HasPrefix(res.Digest, "sha256:") ||
 		(res.Deploy.Action != "created" && res.Deploy.Action != "updated") {
-		t.Errorf("callback deploy = %+v, want async-hello, %s, created/updated", res.Deploy, image)
+		t.Errorf("callback deploy = %+v, want async-hello, %s, created/updated", res.Deploy, pinned)
 	}
 	if c.Header.Get("X-Function-Name") != "build-fn" {
 		t.Errorf("callback X-Function-Name = %q", c.Header.Get("X-Function-Name"))
@@ -435,8 +438,8 @@ CMD ["sh", "-c", "echo \"GREETING=$GREETING\" > /www/env.txt && exec httpd -f -p
 	if code != http.StatusOK || json.Unmarshal(st, &fs) != nil {
 		t.Fatalf("GET /system/function/async-hello: %d %s", code, st)
 	}
-	if fs.Image != image || fs.Labels["fnbuilder.dev/e2e"] != "async-"+id {
-		t.Errorf("deployed function = image %q labels %v, want %s and fnbuilder.dev/e2e=async-%s", fs.Image, fs.Labels, image, id)
+	if fs.Image != pinned || fs.Labels["fnbuilder.dev/e2e"] != "async-"+id {
+		t.Errorf("deployed function = image %q labels %v, want %s and fnbuilder.dev/e2e=async-%s", fs.Image, fs.Labels, pinned, id)
 	}
 }
 

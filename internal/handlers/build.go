@@ -15,24 +15,35 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // BuildOptions configures MakeBuildHandler.
 type BuildOptions struct {
 	Pipeline *build.Pipeline
 	Metrics  *metrics.Metrics
-	// PayloadSecret returns the HMAC key file's content (trimmed here).
-	PayloadSecret func() ([]byte, error)
-	DisableHMAC   bool
+	// Tenants are who may build, each with its own HMAC key: the key that
+	// verifies a request names its tenant.
+	Tenants *tenant.Directory
+	// DisableHMAC accepts unsigned requests, as the (only) tenant.
+	DisableHMAC bool
 	// SpoolDir holds request bodies while their signature is checked.
 	SpoolDir     string
 	MaxBodyBytes int64
+	// Unverified bounds the bytes of bodies whose signature is not yet
+	// checked, across requests; nil means unlimited.
+	Unverified *UnverifiedBudget
+	// UploadTimeout bounds the time a request's body takes to arrive; 0
+	// leaves it to the server's read timeout.
+	UploadTimeout time.Duration
 	// Slots bounds concurrent builds; nil means unlimited.
 	Slots *Slots
 	// Timeout bounds one build, from accepted request to final line.
@@ -49,10 +60,15 @@ type BuildOptions struct {
 	MaxFetchBytes int64
 	// Retry is the schedule for fetching a referenced context.
 	Retry build.Backoff
+	// LogFormat is the form of the build log's lines.
+	LogFormat buildlog.Format
 }
 
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
+	if o.Slots == nil {
+		o.Slots = NewSlots(0)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		cw := &codeWriter{ResponseWriter: w}
 		defer func() { o.Metrics.CountRequest(cw.code) }()
@@ -65,10 +81,13 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		reply.MethodNotAllowed(w, "POST")
 		return
 	}
-	// A redelivered async request joins its first delivery instead of
-	// taking a slot: at capacity it would otherwise get a 429 of its own.
+	// A redelivered async request waits for its first delivery without a
+	// slot: at capacity it would otherwise get a 429 of its own. Builds
+	// themselves, a redelivery's included, always run holding one.
+	// Which tenant it belongs to is known only once it is verified, so
+	// this looks for the call id under any tenant.
 	callID := o.callID(r)
-	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
+	joining := callID != "" && o.anyTenantHas(callID)
 	// A full builder says so at once, before reading any body; a slot is
 	// taken only once the signature holds, so that unsigned or slow
 	// uploads cannot keep signed builds out.
@@ -78,29 +97,25 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 	start := time.Now()
 
-	spooled, ok := o.receive(w, r)
+	spooled, t, ok := o.receive(w, r)
 	if !ok {
 		return
 	}
 	defer spooled.Close()
-	if !joining {
-		if !o.Slots.TryAcquire() {
-			tooMany(w, o.Slots)
-			return
-		}
-		defer o.Slots.Release()
-	}
 	if callID == "" {
-		o.run(w, r, spooled, start)
+		o.runHoldingSlot(w, r, spooled, t, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
-	res, shared := o.Results.Do(callID, func() results.Result {
-		res := o.run(w, r, spooled, start)
+	res, shared, err := o.Results.Do(r.Context(), resultID(t, callID), func() results.Result {
+		res := o.runHoldingSlot(w, r, spooled, t, start)
 		res.Request = fingerprint
 		return res
 	})
 	switch {
+	case err != nil:
+		// Its client left while it waited for the first delivery: no one
+		// to answer, and its spooled body goes now, not when that ends.
 	case !shared:
 	case res.Request != fingerprint && !o.DisableHMAC:
 		reply.Error(w, http.StatusConflict, "X-Call-Id "+callID+" was already used for a different request body")
@@ -109,10 +124,17 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 }
 
-func tooMany(w http.ResponseWriter, slots *Slots) {
+// tooMany answers 429. The result is not kept: a later delivery may find
+// a free slot.
+func tooMany(w http.ResponseWriter, slots *Slots) results.Result {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	reply.Error(w, http.StatusTooManyRequests,
-		fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max()))
+	msg := fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max())
+	if !slots.Full() {
+		msg = "another tenant's build is running, and this builder's BuildKit has no process sandbox: builds of different tenants take turns"
+	}
+	res := refuse(w, http.StatusTooManyRequests, msg)
+	res.Transient = true
+	return res
 }
 
 // callID is the gateway's X-Call-Id when results are kept.
@@ -124,39 +146,43 @@ func (o BuildOptions) callID(r *http.Request) string {
 	return id
 }
 
-// receive spools the body and checks its signature; on failure it has
-// answered already.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, bool) {
+// resultID keeps each tenant's results apart: a call id another tenant
+// used is a different result. Tenant names are DNS labels, so the first
+// "." ends the tenant.
+func resultID(t tenant.Tenant, callID string) string { return t.Name + "." + callID }
+
+// anyTenantHas reports whether a build of callID runs or ran for any tenant.
+func (o BuildOptions) anyTenantHas(callID string) bool {
+	for _, t := range o.Tenants.Tenants() {
+		if id := resultID(t, callID); o.Results.Running(id) || o.Results.Has(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// receive spools the body and checks its signature, which names its
+// tenant; on failure it has answered already.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return nil, false
+		return nil, tenant.Tenant{}, false
 	}
-	key, err := o.hmacKey()
-	if err != nil {
-		log.Printf("build: %v", err)
-		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
-		return nil, false
+	if !o.Unverified.admit(w, r.ContentLength) {
+		return nil, tenant.Tenant{}, false
 	}
-	body := &countingReader{r: r.Body}
-	var spooled *signature.Spooled
-	if o.DisableHMAC {
-		spooled, err = signature.SpoolUnverified(body, o.SpoolDir, o.MaxBodyBytes)
-	} else {
-		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
-	}
+	upload := o.unverifiedBody(w, r)
+	defer upload.Close()
+	body := &countingReader{r: upload}
+	spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Build-Signature"}.spool(w, r, body, o.SpoolDir, o.MaxBodyBytes)
 	o.Metrics.BytesReceived.Add(float64(body.n))
-	if err != nil {
-		code, msg := spoolStatus(err, "X-Build-Signature")
-		reply.Error(w, code, msg)
-		return nil, false
-	}
-	return spooled, true
+	return spooled, t, err == nil
 }
 
 // run unpacks, builds, deploys if asked, and answers; it returns what it
 // answered so that a redelivery can be given the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, start time.Time) results.Result {
-	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
+	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
 	defer cancel()
 
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
@@ -164,15 +190,18 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 		code, msg := fetchStatus(err)
 		return refuse(w, code, msg)
 	}
-	job, err := o.Pipeline.Prepare(tar)
+	job, err := o.Pipeline.Prepare(ctx, tar, t)
 	closeTar()
 	if err != nil {
 		var in *build.InputError
+		var gwErr *deploy.GatewayError
 		switch {
 		case errors.As(err, &in) && in.TooLarge:
 			return refuse(w, http.StatusRequestEntityTooLarge, err.Error())
 		case errors.As(err, &in):
 			return refuse(w, http.StatusBadRequest, err.Error())
+		case errors.As(err, &gwErr):
+			return refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error())
 		default:
 			log.Printf("build: %v", err)
 			return refuse(w, http.StatusInternalServerError, err.Error())
@@ -234,10 +263,11 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 	transient := func(err error) bool {
 		var st *contextref.StatusError
 		var tooLarge *contextref.TooLargeError
+		var refused *contextref.AddressRefusedError
 		switch {
 		case errors.As(err, &st):
 			return st.Transient()
-		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), ctx.Err() != nil:
+		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), errors.As(err, &refused), ctx.Err() != nil:
 			return false
 		}
 		return true
@@ -257,9 +287,12 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 func fetchStatus(err error) (int, string) {
 	var tooLarge *contextref.TooLargeError
 	var st *contextref.StatusError
+	var refused *contextref.AddressRefusedError
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.As(err, &refused):
+		return http.StatusBadRequest, err.Error() + " (build-fn setting allow_private_fetch_redirects)"
 	case errors.Is(err, contextref.ErrDigestMismatch), errors.Is(err, contextref.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &st) && !st.Transient():
@@ -294,21 +327,6 @@ func replay(w http.ResponseWriter, r *http.Request, res results.Result, start ti
 
 // retryAfterSeconds is what a client at capacity is told to wait.
 const retryAfterSeconds = 5
-
-func (o BuildOptions) hmacKey() ([]byte, error) {
-	if o.DisableHMAC {
-		return nil, nil
-	}
-	data, err := o.PayloadSecret()
-	if err != nil {
-		return nil, err
-	}
-	key := signature.Key(data)
-	if len(key) == 0 {
-		return nil, errors.New("the payload secret is empty")
-	}
-	return key, nil
-}
 
 func spoolStatus(err error, header string) (int, string) {
 	var tooLarge *signature.TooLargeError
@@ -389,7 +407,9 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 	}
 	deployed, err := job.Deploy(ctx, logf)
 	result := finalResult(job, err)
-	result.Deploy = deployed
+	if deployed != nil {
+		result.Deploy = &progress.Deployed{Name: deployed.Name, Namespace: deployed.Namespace, Image: deployed.Image, Action: deployed.Action}
+	}
 	return result
 }
 
@@ -397,10 +417,12 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 const maxBufferedLog = 4 << 20
 
 func finalResult(job *build.Job, err error) progress.Result {
-	if err == nil {
-		return progress.Result{Image: job.Image(), Status: progress.Success}
+	// A build that pushed and then failed to deploy still says what it pushed.
+	res := progress.Result{Image: job.Image(), Digest: job.Digest(), Status: progress.Success}
+	if err != nil {
+		res.Status, res.Error = progress.Failed, oneLine(err)
 	}
-	return progress.Result{Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
+	return res
 }
 
 // oneLine keeps the first line of a BuildKit error: the rest is a stack.

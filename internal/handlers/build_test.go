@@ -23,13 +23,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openfaas/go-sdk/builder"
+
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
-	"github.com/openfaas/go-sdk/builder"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 const (
@@ -47,14 +49,20 @@ type fakeRunner struct {
 	calls atomic.Int32
 }
 
-func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	f.calls.Add(1)
 	if f.run == nil {
 		logf([]string{"v: 2025-06-13T20:16:16Z [internal] load build definition from Dockerfile"})
-		return nil
+		return fakeDigest, nil
 	}
-	return f.run(ctx, b, logf)
+	if err := f.run(ctx, b, logf); err != nil {
+		return "", err
+	}
+	return fakeDigest, nil
 }
+
+// fakeDigest is the digest every successful fake build pushes.
+const fakeDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func emit(lines ...string) func(context.Context, buildkit.Build, func([]string)) error {
 	return func(_ context.Context, _ buildkit.Build, logf func([]string)) error {
@@ -101,11 +109,11 @@ func startFixture(t *testing.T, run func(context.Context, buildkit.Build, func([
 			Runner:  runner,
 			WorkDir: t.TempDir(),
 		},
-		Metrics:       metrics.New(),
-		PayloadSecret: func() ([]byte, error) { return os.ReadFile(secretFile) },
-		SpoolDir:      t.TempDir(),
-		MaxBodyBytes:  10 << 20,
-		Timeout:       time.Minute,
+		Metrics:      metrics.New(),
+		Tenants:      oneTenant(func() ([]byte, error) { return os.ReadFile(secretFile) }),
+		SpoolDir:     t.TempDir(),
+		MaxBodyBytes: 10 << 20,
+		Timeout:      time.Minute,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -795,7 +803,7 @@ func TestPayloadSecretUnusable(t *testing.T) {
 		"empty":   func() ([]byte, error) { return []byte(" \n\t"), nil },
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t, nil, func(o *handlers.BuildOptions) { o.PayloadSecret = read })
+			f := newFixture(t, nil, func(o *handlers.BuildOptions) { o.Tenants = oneTenant(read) })
 			body := makeTar(t)
 			for _, key := range []string{payloadText, ""} {
 				req := f.request(nil, http.MethodPost, body, "")
@@ -842,7 +850,7 @@ func TestSignatureRequired(t *testing.T) {
 func TestDisableHMAC(t *testing.T) {
 	f := newFixture(t, nil, func(o *handlers.BuildOptions) {
 		o.DisableHMAC = true
-		o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+		o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 	})
 	body := makeTar(t)
 	for name, header := range map[string]string{
@@ -1000,4 +1008,10 @@ func TestNothingAfterFinalLine(t *testing.T) {
 		results := ndjsonLines(t, data)
 		checkFinal(t, results, progress.Success)
 	}
+}
+
+// oneTenant is a builder without a tenants file: the implicit tenant,
+// whose key read returns.
+func oneTenant(read func() ([]byte, error)) *tenant.Directory {
+	return tenant.NewDirectory([]tenant.Tenant{tenant.Implicit("payload-secret")}, func(string) ([]byte, error) { return read() })
 }

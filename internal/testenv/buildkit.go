@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -165,20 +165,17 @@ func (b *BuildKit) Client(t testing.TB) *client.Client {
 	return c
 }
 
-// ProcessMode is the process-mode label of buildkitd's OCI worker:
+// ProcessMode is buildkitd's worker process mode (buildkit.Builder's):
 // "sandbox" when every build step gets its own PID namespace.
 func ProcessMode(t testing.TB, b *BuildKit) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, err := b.Client(t).ListWorkers(ctx)
-	if err == nil && len(ws) == 0 {
-		err = errors.New("no workers")
-	}
+	mode, err := buildkit.New(buildkit.Daemon{Address: b.Addr}, buildkit.Registries{}).ProcessMode(ctx)
 	if err != nil {
-		t.Fatalf("testenv: buildkitd workers: %v", err)
+		t.Fatalf("testenv: %v", err)
 	}
-	return ws[0].Labels["org.mobyproject.buildkit.worker.oci.process-mode"]
+	return mode
 }
 
 // Running reports whether the daemon process is alive.
