@@ -195,6 +195,11 @@ func (r *report) capacity(t *testing.T, s *stack, bin string) {
 			fmt.Sprintf("p50 %s, p99 %s", ms(percentile(c.lat, 50)), ms(percentile(c.lat, 99))), "",
 			fmt.Sprintf("max %s; %d of %d were 429", ms(slices.Max(c.lat)), c.n429, len(c.lat)))
 	}
+	say("queue handoff")
+	handoff := queueHandoff(t, 200)
+	r.add(fmt.Sprintf("From a build's end to the next queued build's start (max_inflight=1, streaming clients), %d handoffs", len(handoff)),
+		fmt.Sprintf("p50 %s, p99 %s", ms(percentile(handoff, 50)), ms(percentile(handoff, 99))), "",
+		fmt.Sprintf("max %s; BuildKit replaced by a stand-in, so only build-fn's own work is timed", ms(slices.Max(handoff))))
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
@@ -447,7 +452,9 @@ type capacityResult struct {
 // build and times 1000 requests one after another, then 1000 from 8
 // concurrent clients; each is a small signed build request.
 func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr, "max_inflight": "1"})
+	// No queue: the streaming clients below are refused, as every client
+	// of a full builder was before the waiting room.
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr, "max_inflight": "1", "max_queued": "0"})
 	slow := contextSpec{Dockerfile: "FROM " + s.Base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.Reg.Addr + "/bench-hold:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	held := make(chan struct{})
@@ -486,7 +493,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
-		return time.Since(start), res.StatusCode
+		return time.Since(start), testenv.Status(res)
 	}
 	for range 50 { // warm the connections
 		one()
@@ -697,7 +704,13 @@ const method = `- **Warm build.** The same build repeated on one buildkitd, push
   does not read the data) succeeds and pushes; what grows with the context is only the intake.
 - **429 at capacity.** build-fn with ` + "`max_inflight=1`" + `, its slot held by a build running ` + "`sleep 600`" + `. Then 1000 signed
   build requests (a few KiB each) one after another on a keep-alive connection, and 1000 more from 8 concurrent
-  clients; each is timed from sending to the end of the 429 body.
+  clients; each is timed from sending to the end of the 429 body. With ` + "`max_queued=0`" + `: these clients stream, and a
+  streaming client of a builder with a queue would wait instead; their refusal is the stream's one ` + "`failed`" + ` line
+  with ` + "`X-Fnbuilder-Status: 429`" + `.
+- **Queue handoff.** build-fn in-process over HTTP with ` + "`max_inflight=1`" + `, BuildKit replaced by a stand-in that starts
+  and ends on command: one streaming build runs, a second waits in the queue; the time from the first build's end
+  (its runner returning) to the second's start (its runner called) is one handoff. It covers the first build's final
+  line, the slot's release and the waiter's wake-up — build-fn's own share of a queued client's wait.
 - **Async through the queue.** Needs the local stack up (` + "`make up`" + `, ` + "`cmd/fnb-stack`" + `); the run uses it as it is and
   does not start or stop it. 100 signed build requests (each a Dockerfile with its own ` + "`RUN`" + `, so nothing is cached
   but the base) posted to ` + "`/async-function/build-fn`" + ` with an ` + "`X-Callback-Url`" + ` on loopback: gateway → NATS → two

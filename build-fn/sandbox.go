@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
-	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 )
 
 // How often the process mode is asked: soon while some replica has not
@@ -21,7 +21,7 @@ const (
 // the process sandbox, logs the answer, and lets builds of different
 // tenants run side by side only when all of them do (or the operator
 // allows it anyway). Until every replica has answered, tenants take turns.
-func watchSandbox(builders []*buildkit.Builder, slots *handlers.Slots, shareUnsandboxed bool) {
+func watchSandbox(builders []*buildkit.Builder, slots *schedule.Slots, shareUnsandboxed bool) {
 	slots.OneTenantAtATime(!shareUnsandboxed)
 	last := ""
 	for {

@@ -1,6 +1,7 @@
 package function
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,6 +22,8 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -34,6 +37,8 @@ const (
 	defaultRetryWait     = 2 * time.Second
 	defaultResultsTTL    = 24 * time.Hour
 	defaultMaxFetchBytes = 4 << 30
+	defaultMaxQueued     = 100
+	defaultQueueTimeout  = 10 * time.Minute
 	// One body of max_request_bytes, or many smaller ones, at a time.
 	defaultMaxUnverifiedBytes = 512 << 20
 	defaultUploadTimeout      = 5 * time.Minute
@@ -60,7 +65,7 @@ func New(cfg config.Config) (http.Handler, error) {
 func Router(cfg config.Config, opts handlers.BuildOptions) http.Handler {
 	mux := http.NewServeMux()
 	build := handlers.MakeBuildHandler(opts)
-	publicKey := handlers.MakePublicKeyHandler(cfg.KeyRing)
+	publicKey := handlers.MakePublicKeyHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...))
 	mux.HandleFunc("/build", build)
 	mux.HandleFunc("/{$}", build) // the gateway's /function/build-fn and faas-cli <= 0.17.4
 	mux.HandleFunc("/results/{id}", handlers.MakeResultHandler(opts))
@@ -82,7 +87,7 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	if o.DisableHMAC, err = cfg.Bool("disable_hmac", false); err != nil {
 		return o, nil, err
 	}
-	maxInflight, err := cfg.Int("max_inflight", 0)
+	maxInflight, err := maxBuilds(cfg)
 	if err != nil {
 		return o, nil, err
 	}
@@ -143,14 +148,22 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	}
 	o.Fetch = contextref.NewClient(o.Timeout, allowPrivateRedirects)
 	o.SpoolDir = workDir
-	o.Slots = handlers.NewSlots(int(maxInflight))
+	maxQueued, err := cfg.Int("max_queued", defaultMaxQueued)
+	if err != nil {
+		return o, nil, err
+	}
+	if o.QueueTimeout, err = cfg.Duration("queue_timeout", defaultQueueTimeout); err != nil {
+		return o, nil, err
+	}
+	o.Slots = schedule.New(int(maxInflight), int(maxQueued))
 	o.Metrics = metrics.New()
+	o.Metrics.WatchQueue(o.Slots)
 	o.Pipeline = &build.Pipeline{
-		Keys:          cfg.KeyRing,
+		Keys:          secrets.KeyRingLoader(cfg.PrivateKeyPaths()...),
 		Runner:        build.Retrying{Next: runner(builders), Backoff: o.Retry},
 		Limits:        limits,
 		WorkDir:       workDir,
-		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
+		Gateway:       deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
 		DeployBackoff: o.Retry,
 		Deploy: deploy.Policy{
 			ReservedSecrets:   cfg.BuilderSecrets(o.Tenants),
@@ -179,6 +192,22 @@ func uploadLimits(cfg config.Config, o *handlers.BuildOptions) error {
 	}
 	o.Unverified = handlers.NewUnverifiedBudget(maxUnverified)
 	return nil
+}
+
+// maxBuilds is how many builds run at once: max_builds, or max_inflight
+// where no of-watchdog runs in front of build-fn. of-watchdog reads
+// max_inflight from the same environment and would itself answer 429 to
+// every request past it — /publickey, /results, health checks and the
+// streaming clients build-fn would have queued — so under it that name
+// is refused.
+func maxBuilds(cfg config.Config) (int64, error) {
+	if cfg.String("max_builds", "") != "" {
+		return cfg.Int("max_builds", 0)
+	}
+	if cfg.String("max_inflight", "") != "" && cfg.String("fprocess", "") != "" {
+		return 0, errors.New("setting max_inflight: of-watchdog reads it too and would refuse requests before build-fn sees them; set max_builds instead")
+	}
+	return cfg.Int("max_inflight", 0)
 }
 
 // newBuilders are the BuildKit replicas of buildkit_url, with the

@@ -384,3 +384,29 @@ func TestGuardedRegistries(t *testing.T) {
 		t.Errorf("a bad frontend image: %v", err)
 	}
 }
+
+// of-watchdog reads max_inflight too: under it (fprocess set) build-fn
+// refuses the name and wants max_builds, which the watchdog ignores.
+func TestMaxBuildsUnderTheWatchdog(t *testing.T) {
+	for _, c := range []struct {
+		settings map[string]string
+		want     int
+		err      string
+	}{
+		{map[string]string{"max_builds": "3"}, 3, ""},
+		{map[string]string{"max_inflight": "2"}, 2, ""},
+		{map[string]string{"max_builds": "4", "max_inflight": "2", "fprocess": "./handler"}, 4, ""},
+		{map[string]string{"max_inflight": "2", "fprocess": "./handler"}, 0, "max_builds"},
+	} {
+		o, err := Options(config.FromMap(settings(t, c.settings)))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%v: error %v, want one naming %s", c.settings, err, c.err)
+			}
+			continue
+		}
+		if err != nil || o.Slots.Max() != c.want {
+			t.Errorf("%v: %v, max %d, want %d", c.settings, err, o.Slots.Max(), c.want)
+		}
+	}
+}

@@ -43,7 +43,7 @@ func New(cfg config.Config) (http.Handler, error) {
 		return nil, err
 	}
 	return handlers.MakeDeployHandler(handlers.DeployOptions{
-		Gateway:     func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
+		Gateway:     deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
 		Tenants:     tenants,
 		DisableHMAC: disableHMAC,
 		Policy: deploy.Policy{

@@ -103,6 +103,7 @@ func TestBuildFn(t *testing.T) {
 	t.Run("captured faas-cli request", func(t *testing.T) { testCapturedRequest(t, s) })
 	t.Run("go-sdk BuildWithSecretsStream", func(t *testing.T) { testGoSDKStream(t, s) })
 	t.Run("go-sdk buffered build failure", func(t *testing.T) { testGoSDKFailure(t, s) })
+	t.Run("go-sdk stream shows a refusal's reason", func(t *testing.T) { testGoSDKRefusal(t, s) })
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, s) })
 	t.Run("at capacity", func(t *testing.T) { testAtCapacity(t, s) })
 	t.Run("client disconnect", func(t *testing.T) { testClientDisconnect(t, s) })

@@ -127,6 +127,9 @@ func TestFaasCLI(t *testing.T) {
 		sum := sha256.Sum256([]byte("sk-faas-cli-" + tag))
 		for i := 1; i <= 6; i++ {
 			repo := fmt.Sprintf("faas-cli-fn-%d", i)
+			if !testenv.TagExists(t, s.Reg, repo, tag) {
+				t.Fatalf("%s:%s was not pushed; faas-cli said:\n%s", repo, tag, run.out)
+			}
 			if got := strings.TrimSpace(string(testenv.ImageFile(t, s.Reg, repo, tag, "secret.sha"))); got != hex.EncodeToString(sum[:]) {
 				t.Errorf("%s:%s holds secret hash %q", repo, tag, got)
 			}
@@ -145,6 +148,7 @@ func TestFaasCLI(t *testing.T) {
 			dir := project(t, s, 1, secrets, "refused")
 			writePayload(t, dir, []byte("not-the-builders-payload-secret"))
 			run := runFaasCLI(t, dir, "publish", "-f", "stack.yaml", "--remote-builder", b.url, "--payload-secret", "payload.txt")
+			t.Logf("build secrets %v: faas-cli exit %d:\n%s", secrets, run.code, run.out)
 			if run.code == 0 || strings.Contains(run.out, "panic:") || !strings.Contains(run.out, "X-Build-Signature does not match") {
 				t.Errorf("build secrets %v: exit %d, want non-zero with the reason and no panic:\n%s", secrets, run.code, run.out)
 			}

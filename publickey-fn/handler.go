@@ -9,6 +9,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
 var handler = sync.OnceValue(func() http.Handler {
@@ -23,5 +24,5 @@ func Handle(w http.ResponseWriter, r *http.Request) {
 // New builds publickey-fn's handler; its only settings are where the
 // private keys are.
 func New(cfg config.Config) (http.Handler, error) {
-	return handlers.MakePublicKeyHandler(cfg.KeyRing), nil
+	return handlers.MakePublicKeyHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...)), nil
 }

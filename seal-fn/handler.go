@@ -10,6 +10,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
 // defaultMaxBody bounds the JSON request; secrets are small.
@@ -33,5 +34,5 @@ func New(cfg config.Config) (http.Handler, error) {
 	if maxBody <= 0 {
 		return nil, fmt.Errorf("setting max_request_bytes=%d: must be positive", maxBody)
 	}
-	return handlers.MakeSealHandler(cfg.KeyRing, maxBody), nil
+	return handlers.MakeSealHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...), maxBody), nil
 }

@@ -126,8 +126,8 @@ func testBudgetFull(t *testing.T, s *stack, limits map[string]string) {
 	body := buildTar(t, "FROM "+s.Base+"\nRUN echo budget\n", s.Reg.Addr+"/intake-budget:1",
 		testenv.File("context/pad", strings.Repeat("p", 200<<10)))
 	res := testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true))
-	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
-		t.Fatalf("signed build while the budget is held: %d Retry-After %q, want 503 with it", res.StatusCode, res.Header.Get("Retry-After"))
+	if testenv.Status(res) != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("signed build while the budget is held: %d Retry-After %q, want 503 with it", testenv.Status(res), res.Header.Get("Retry-After"))
 	}
 	if msg := errorBody(t, res); !strings.Contains(msg, "retry later") {
 		t.Fatalf("503 error %q", msg)
@@ -162,9 +162,9 @@ func testRedirectInwards(t *testing.T, s *stack) {
 	}
 
 	res := post(origin.URL + "/to?token=s3cr3t&where=" + url.QueryEscape(inner.URL+"/ctx.tar?sig=s3cr3t"))
-	if res.StatusCode != http.StatusBadRequest {
+	if testenv.Status(res) != http.StatusBadRequest {
 		data, _ := io.ReadAll(res.Body)
-		t.Fatalf("redirect to another loopback server: %d %s, want 400", res.StatusCode, data)
+		t.Fatalf("redirect to another loopback server: %d %s, want 400", testenv.Status(res), data)
 	}
 	msg := errorBody(t, res)
 	if !strings.Contains(msg, "loopback") || strings.Contains(msg, "s3cr3t") {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -50,7 +51,7 @@ func TestSecretsScan(t *testing.T) {
 		t.Fatalf("final %+v\nlog:\n%s", fin, streamed)
 	}
 	// The secrets reached the build: one printed (and redacted), one hashed.
-	if !strings.Contains(streamed, "alpha is "+progress.Mask) {
+	if !strings.Contains(streamed, "alpha is "+secrets.Mask) {
 		t.Fatalf("the printed secret is missing or not redacted in the stream:\n%s", streamed)
 	}
 	if got := strings.TrimSpace(string(testenv.ImageFile(t, s.Reg, repo, tag, "beta.sha256"))); got != hex.EncodeToString(betaSum[:]) {
@@ -66,7 +67,7 @@ func TestSecretsScan(t *testing.T) {
 	}
 	stored, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !strings.Contains(string(stored), "alpha is "+progress.Mask) {
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(stored), "alpha is "+secrets.Mask) {
 		t.Fatalf("GET /results/%s = %d %s", callID, res.StatusCode, stored)
 	}
 	b.workDirEmpty(t)
@@ -126,7 +127,7 @@ func encodedRedacted(t *testing.T, secret, streamed string, texts ...string) {
 			inside = false
 		case inside:
 			printed++
-			if !strings.Contains(line, progress.Mask) {
+			if !strings.Contains(line, secrets.Mask) {
 				t.Errorf("an encoded secret line is not redacted: %q", line)
 			}
 		}

@@ -17,7 +17,6 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
-	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
@@ -62,7 +61,7 @@ type Job struct {
 	req      *buildtar.Request
 	digest   string
 	secrets  map[string][]byte
-	redactor *progress.Redactor
+	redactor *secrets.Redactor
 	runner   Runner
 	deploy   *deploy.Spec
 	policy   deploy.Policy
@@ -116,7 +115,7 @@ func (j *Job) prepare(ctx context.Context, tar io.Reader, p *Pipeline) error {
 		return &InputError{Err: fmt.Errorf("build secrets: %w", err)}
 	}
 	j.secrets = values
-	j.redactor = progress.NewRedactor(values)
+	j.redactor = secrets.NewRedactor(values)
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
 
@@ -137,7 +138,7 @@ func waitEmpty(t *testing.T, dir string) {
 
 func TestCallIDRedeliveryJoinsRunningBuild(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, withResults(t), func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, withResults(t), func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	release := sync.OnceFunc(func() { close(b.release) })
 	t.Cleanup(release) // a failed test must not leave the build blocked
 	body := makeTar(t)

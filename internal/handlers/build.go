@@ -9,7 +9,6 @@ import (
 	"log"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
@@ -44,8 +44,11 @@ type BuildOptions struct {
 	// UploadTimeout bounds the time a request's body takes to arrive; 0
 	// leaves it to the server's read timeout.
 	UploadTimeout time.Duration
-	// Slots bounds concurrent builds; nil means unlimited.
-	Slots *Slots
+	// Slots bounds concurrent builds and queues streaming clients; nil
+	// means unlimited.
+	Slots *schedule.Slots
+	// QueueTimeout bounds how long a streaming client waits for a slot.
+	QueueTimeout time.Duration
 	// Timeout bounds one build, from accepted request to final line.
 	Timeout time.Duration
 	// KeepAlive is the interval of empty progress lines while a stream is
@@ -67,9 +70,13 @@ type BuildOptions struct {
 // MakeBuildHandler answers POST /build: verify, unpack, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
 	if o.Slots == nil {
-		o.Slots = NewSlots(0)
+		o.Slots = schedule.New(0, 0)
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		if wantsNDJSON(r) && r.Method == http.MethodPost {
+			w = &streamRefusals{ResponseWriter: w}
+		}
+		// Outside streamRefusals: the metric counts a refusal's real status.
 		cw := &codeWriter{ResponseWriter: w}
 		defer func() { o.Metrics.CountRequest(cw.code) }()
 		serveBuild(cw, r, o)
@@ -88,12 +95,19 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	// this looks for the call id under any tenant.
 	callID := o.callID(r)
 	joining := callID != "" && o.anyTenantHas(callID)
-	// A full builder says so at once, before reading any body; a slot is
-	// taken only once the signature holds, so that unsigned or slow
-	// uploads cannot keep signed builds out.
-	if !joining && o.Slots.Full() {
-		tooMany(w, o.Slots)
-		return
+	// A full builder says so at once, before reading any body: to a
+	// streaming client when even the queue is full, to others when no slot
+	// is free. A slot or a place in the queue is taken only once the
+	// signature holds, so that unsigned or slow uploads keep no one out.
+	if !joining {
+		switch {
+		case wantsNDJSON(r) && o.Slots.QueueFull():
+			tooMany(w, o.Slots, schedule.ErrQueueFull)
+			return
+		case !wantsNDJSON(r) && (o.Slots.Full() || o.Slots.Queued() > 0):
+			tooMany(w, o.Slots, schedule.ErrFull)
+			return
+		}
 	}
 	start := time.Now()
 
@@ -122,19 +136,6 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	default:
 		replay(w, r, res, start)
 	}
-}
-
-// tooMany answers 429. The result is not kept: a later delivery may find
-// a free slot.
-func tooMany(w http.ResponseWriter, slots *Slots) results.Result {
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	msg := fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max())
-	if !slots.Full() {
-		msg = "another tenant's build is running, and this builder's BuildKit has no process sandbox: builds of different tenants take turns"
-	}
-	res := refuse(w, http.StatusTooManyRequests, msg)
-	res.Transient = true
-	return res
 }
 
 // callID is the gateway's X-Call-Id when results are kept.
@@ -179,35 +180,41 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 	return spooled, t, err == nil
 }
 
-// run unpacks, builds, deploys if asked, and answers; it returns what it
-// answered so that a redelivery can be given the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
-	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
-	defer cancel()
-
+// prepare unpacks the request and checks it against what its tenant may
+// do; on a refusal it has answered already, with ok false.
+func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant) (_ *build.Job, _ results.Result, ok bool) {
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
 	if err != nil {
 		code, msg := fetchStatus(err)
-		return refuse(w, code, msg)
+		return nil, refuse(w, code, msg), false
 	}
 	job, err := o.Pipeline.Prepare(ctx, tar, t)
 	closeTar()
-	if err != nil {
-		var in *build.InputError
-		var gwErr *deploy.GatewayError
-		switch {
-		case errors.As(err, &in) && in.TooLarge:
-			return refuse(w, http.StatusRequestEntityTooLarge, err.Error())
-		case errors.As(err, &in):
-			return refuse(w, http.StatusBadRequest, err.Error())
-		case errors.As(err, &gwErr):
-			return refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error())
-		default:
-			log.Printf("build: %v", err)
-			return refuse(w, http.StatusInternalServerError, err.Error())
-		}
+	if err == nil {
+		return job, results.Result{}, true
 	}
-	defer job.Close()
+	var in *build.InputError
+	var gwErr *deploy.GatewayError
+	switch {
+	case errors.As(err, &in) && in.TooLarge:
+		return nil, refuse(w, http.StatusRequestEntityTooLarge, err.Error()), false
+	case errors.As(err, &in):
+		return nil, refuse(w, http.StatusBadRequest, err.Error()), false
+	case errors.As(err, &gwErr):
+		return nil, refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error()), false
+	}
+	log.Printf("build: %v", err)
+	return nil, refuse(w, http.StatusInternalServerError, err.Error()), false
+}
+
+// run builds a prepared job in the slot it holds, deploys if asked, and
+// answers: on out when the stream has begun already (it waited in the
+// queue), else as the request asked. It returns what it answered so that
+// a redelivery can be given the same.
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, job *build.Job, start time.Time, out *progress.NDJSON) results.Result {
+	// build_timeout counts from the slot: a wait in the queue is not the build's.
+	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
+	defer cancel()
 
 	// The template's server cuts any reply at write_timeout (10 s by
 	// default); a build may take far longer, so this reply gets its own.
@@ -219,7 +226,10 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	var result progress.Result
 	code := http.StatusOK
 	if wantsNDJSON(r) {
-		result = stream(ctx, w, job, start, o.KeepAlive, collected)
+		if out == nil {
+			out = beginStream(w, start)
+		}
+		result = stream(ctx, out, job, o.KeepAlive, collected)
 		result.Log = collected.Lines()
 		result.Duration = progress.Since(start)
 	} else {
@@ -229,14 +239,18 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	}
 	o.Metrics.BuildDuration.WithLabelValues(result.Status).Observe(time.Since(start).Seconds())
 
-	body, _ := json.Marshal(result)
-	body = append(body, '\n') // as reply.JSON writes it
 	if code == http.StatusOK && result.Status == progress.Failed {
 		code = http.StatusInternalServerError // what a buffered client would get
 	}
 	// A build cut short by its own client is no answer to keep: a
 	// redelivery should build again.
-	return results.Result{Code: code, Body: body, Transient: r.Context().Err() != nil}
+	return results.Result{Code: code, Body: finalBody(result), Transient: r.Context().Err() != nil}
+}
+
+// finalBody is a result as reply.JSON writes it.
+func finalBody(result progress.Result) []byte {
+	body, _ := json.Marshal(result)
+	return append(body, '\n')
 }
 
 // refuse answers an error before any build started.
@@ -325,9 +339,6 @@ func replay(w http.ResponseWriter, r *http.Request, res results.Result, start ti
 	_ = out.Final(result) // the log goes out in batches before the final line
 }
 
-// retryAfterSeconds is what a client at capacity is told to wait.
-const retryAfterSeconds = 5
-
 func spoolStatus(err error, header string) (int, string) {
 	var tooLarge *signature.TooLargeError
 	switch {
@@ -347,16 +358,21 @@ func wantsNDJSON(r *http.Request) bool {
 	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "application/x-ndjson")
 }
 
-// stream answers 200 at once and then one NDJSON line per batch of log
-// lines; failures after this point can only be a final "failed" line.
-func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, keepAlive time.Duration, collected *progress.Log) progress.Result {
+// beginStream answers 200 at once and an empty progress line; failures
+// after this point can only be a final "failed" line.
+func beginStream(w http.ResponseWriter, start time.Time) *progress.NDJSON {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	out := progress.NewNDJSON(w, http.NewResponseController(w), start)
 	_ = out.Progress(nil)
+	return out
+}
 
+// stream runs the job, one NDJSON line per batch of log lines, keep-alive
+// lines while it is quiet, and the final line.
+func stream(ctx context.Context, out *progress.NDJSON, job *build.Job, keepAlive time.Duration, collected *progress.Log) progress.Result {
 	// The keep-alive goroutine is stopped and waited for before the final
 	// line: nothing may follow it, nor touch w once the handler returns.
 	stop := make(chan struct{})

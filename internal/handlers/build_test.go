@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
@@ -615,13 +617,25 @@ type errorBody struct {
 	Error  string `json:"error"`
 }
 
+// checkErrorReply checks a refusal: code and a JSON error body, or, to a
+// client that streams, 200 with the same object as the stream's only line
+// and the real code in X-Fnbuilder-Status.
 func checkErrorReply(t *testing.T, res *http.Response, data []byte, code int) errorBody {
 	t.Helper()
-	if res.StatusCode != code {
-		t.Fatalf("status %d, want %d: %s", res.StatusCode, code, data)
+	streamed := res.Request != nil && strings.Contains(res.Request.Header.Get("Accept"), ndjson)
+	got, wantType := res.StatusCode, "application/json"
+	if streamed {
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("a streaming client's refusal has status %d, want 200: %s", res.StatusCode, data)
+		}
+		got, _ = strconv.Atoi(res.Header.Get(handlers.StatusHeader))
+		wantType = ndjson
 	}
-	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("Content-Type %q, want application/json", ct)
+	if got != code {
+		t.Fatalf("status %d, want %d: %s", got, code, data)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != wantType {
+		t.Fatalf("Content-Type %q, want %s", ct, wantType)
 	}
 	var e errorBody
 	if err := json.Unmarshal(data, &e); err != nil {
@@ -708,7 +722,7 @@ func (b *blocking) waitStarted(t *testing.T) {
 
 func TestSlotsFull(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	if got := f.ready(); got != http.StatusOK {
 		t.Fatalf("/ready %d before any build", got)
 	}
@@ -745,7 +759,7 @@ func TestSlotsFull(t *testing.T) {
 
 func TestClientDisconnectCancelsBuild(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	res := f.do(f.request(ctx, http.MethodPost, makeTar(t), ndjson))

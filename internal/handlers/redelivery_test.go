@@ -16,6 +16,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 )
 
 // gauge records how many builds run at once, and the most ever seen.
@@ -32,7 +33,7 @@ func (g *gauge) around(run func(context.Context, buildkit.Build, func([]string))
 }
 
 func withSlots(n int) option {
-	return func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(n) }
+	return func(o *handlers.BuildOptions) { o.Slots = schedule.New(n, 0) }
 }
 
 // spooled counts request bodies in the spool dir.

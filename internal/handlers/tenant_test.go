@@ -12,6 +12,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
@@ -132,7 +133,7 @@ func TestResultsArePerTenant(t *testing.T) {
 // does not.
 func TestOneTenantAtATime(t *testing.T) {
 	b := newBlocking()
-	slots := handlers.NewSlots(0)
+	slots := schedule.New(0, 0)
 	slots.OneTenantAtATime(true)
 	f := newFixture(t, b.run, withTwoTenants, func(o *handlers.BuildOptions) { o.Slots = slots })
 	body := makeTar(t)
@@ -172,7 +173,9 @@ func TestOneTenantAtATime(t *testing.T) {
 	}
 	// And with the sandbox on, side by side.
 	slots.OneTenantAtATime(false)
-	if !slots.TryAcquire("acme") || !slots.TryAcquire("bob") {
-		t.Fatal("tenants excluded each other with the sandbox on")
+	for _, tenant := range []string{"acme", "bob"} {
+		if _, err := slots.TryAcquire(tenant); err != nil {
+			t.Fatalf("tenants excluded each other with the sandbox on: %v", err)
+		}
 	}
 }

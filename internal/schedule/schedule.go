@@ -38,8 +38,14 @@ type Slots struct {
 	next    int
 	queued  int
 
-	// Observe, when set, is told of every wait that ended in a slot.
-	Observe func(waited time.Duration)
+	observe func(waited time.Duration)
+}
+
+// ObserveWaits has f told of every wait that ended in a slot.
+func (s *Slots) ObserveWaits(f func(waited time.Duration)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.observe = f
 }
 
 type waiter struct {
@@ -76,17 +82,17 @@ func (s *Slots) canRun(tenant string) error {
 
 // TryAcquire takes a slot for a build of tenant if one is free and nobody
 // waits for one: a caller that cannot wait does not jump the queue.
-func (s *Slots) TryAcquire(tenant string) error {
+func (s *Slots) TryAcquire(tenant string) (*Ticket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.queued > 0 {
-		return ErrFull
+		return nil, ErrFull
 	}
 	if err := s.canRun(tenant); err != nil {
-		return err
+		return nil, err
 	}
 	s.take(tenant)
-	return nil
+	return &Ticket{s: s, tenant: tenant}, nil
 }
 
 func (s *Slots) take(tenant string) {
@@ -94,8 +100,8 @@ func (s *Slots) take(tenant string) {
 	s.running[tenant]++
 }
 
-// Release frees a slot taken for tenant, and gives it to the next waiter.
-func (s *Slots) Release(tenant string) {
+// release frees a slot taken for tenant, and gives it to the next waiter.
+func (s *Slots) release(tenant string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total--
@@ -105,20 +111,39 @@ func (s *Slots) Release(tenant string) {
 	s.dispatch()
 }
 
-// Acquire takes a slot for tenant, waiting in the queue when none is free.
-// While it waits, position is called with its place (1: next) whenever it
-// may have changed; it returns ErrQueueFull at once when the queue is
-// full, and ctx's error when ctx ends first.
-func (s *Slots) Acquire(ctx context.Context, tenant string, position func(place, queued int)) error {
+// Ticket is a caller's claim on a slot: held already, or a place in the
+// queue to Wait in. Release it when done, whatever happened.
+type Ticket struct {
+	s      *Slots
+	tenant string
+	w      *waiter // nil: the slot was free and is held
+	done   bool
+}
+
+// Release frees the ticket's slot for the next waiter, or its place in
+// the queue if it never got one. Calling it again does nothing.
+func (t *Ticket) Release() {
+	if t.done {
+		return
+	}
+	t.done = true
+	if t.w != nil && t.s.leave(t.w) {
+		return
+	}
+	t.s.release(t.tenant)
+}
+
+// Join takes a slot for tenant when one is free and nobody waits, and
+// otherwise a place in the queue; ErrQueueFull when the queue is full.
+func (s *Slots) Join(tenant string) (*Ticket, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.queued == 0 && s.canRun(tenant) == nil {
 		s.take(tenant)
-		s.mu.Unlock()
-		return nil
+		return &Ticket{s: s, tenant: tenant}, nil
 	}
 	if s.queued >= s.maxQueued {
-		s.mu.Unlock()
-		return ErrQueueFull
+		return nil, ErrQueueFull
 	}
 	w := &waiter{tenant: tenant, granted: make(chan struct{}), since: time.Now()}
 	if len(s.waiting[tenant]) == 0 {
@@ -126,9 +151,22 @@ func (s *Slots) Acquire(ctx context.Context, tenant string, position func(place,
 	}
 	s.waiting[tenant] = append(s.waiting[tenant], w)
 	s.queued++
-	s.mu.Unlock()
+	return &Ticket{s: s, tenant: tenant, w: w}, nil
+}
 
-	// Positions move when anyone is granted or leaves; a second is fine
+// Waiting says whether the ticket is a place in the queue, not a slot.
+func (t *Ticket) Waiting() bool { return t.w != nil }
+
+// Wait returns once the ticket holds a slot, calling position with its
+// place in the queue (1: next) and the queue's length whenever they may
+// have changed. When ctx ends first it returns ctx's error (Release then
+// leaves the queue, or hands back a slot granted meanwhile).
+func (t *Ticket) Wait(ctx context.Context, position func(place, queued int)) error {
+	if t.w == nil {
+		return nil
+	}
+	s, w := t.s, t.w
+	// Places move when anyone is granted or leaves; a second is fine
 	// grain for a person watching, and costs nothing.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -140,16 +178,14 @@ func (s *Slots) Acquire(ctx context.Context, tenant string, position func(place,
 		}
 		select {
 		case <-w.granted:
-			if s.Observe != nil {
-				s.Observe(time.Since(w.since))
+			s.mu.Lock()
+			observe := s.observe
+			s.mu.Unlock()
+			if observe != nil {
+				observe(time.Since(w.since))
 			}
 			return nil
 		case <-ctx.Done():
-			if s.leave(w) {
-				return ctx.Err()
-			}
-			// Granted in the meantime: hand the slot back.
-			s.Release(tenant)
 			return ctx.Err()
 		case <-tick.C:
 		}

@@ -1,4 +1,4 @@
-package progress
+package secrets
 
 import (
 	"bytes"
@@ -233,10 +233,10 @@ func (r *Redactor) String(s string) string {
 	return b.String()
 }
 
-// Clean redacts and truncates lines in place and returns them.
+// Clean redacts lines in place and returns them.
 func (r *Redactor) Clean(lines []string) []string {
 	for i, l := range lines {
-		lines[i] = Truncate(r.String(l))
+		lines[i] = r.String(l)
 	}
 	return lines
 }
