@@ -134,3 +134,36 @@ func (f *fixture) metrics() string {
 	text, _ := io.ReadAll(res.Body)
 	return string(text)
 }
+
+// A client that waits longer than the server's write_timeout still gets
+// its whole stream, however its place in the queue moves meanwhile: a
+// stream cut before its final line is a success to faas-cli.
+func TestQueueOutlivesServerWriteTimeout(t *testing.T) {
+	b := newBlocking()
+	f := startFixture(t, b.run, func(s *http.Server) { s.WriteTimeout = 300 * time.Millisecond }, withQueue(1, 2, time.Minute))
+	body := makeTar(t)
+	first := f.do(f.request(nil, http.MethodPost, body, ndjson))
+	b.waitStarted(t)
+	second := f.do(f.request(nil, http.MethodPost, body, ndjson))
+	lineReader{t, bufio.NewReader(second.Body)}.until("1 of 1 in the queue")
+	third := f.do(f.request(nil, http.MethodPost, body, ndjson))
+	waiting := lineReader{t, bufio.NewReader(third.Body)}
+	waiting.until("2 of 2 in the queue")
+	time.Sleep(time.Second) // past the server's write timeout
+	b.release <- struct{}{} // the second gets the slot; the third moves up
+	io.Copy(io.Discard, first.Body)
+	b.waitStarted(t)
+	waiting.until("1 of 1 in the queue")
+	close(b.release)
+	io.Copy(io.Discard, second.Body)
+	for {
+		r := waiting.next()
+		if r.Status == progress.InProgress {
+			continue
+		}
+		if r.Status != progress.Success {
+			t.Fatalf("the waiting build ended %+v", r)
+		}
+		break
+	}
+}

@@ -44,6 +44,11 @@ func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spo
 
 	var out *progress.NDJSON
 	if ticket.Waiting() {
+		// The template's server cuts any reply at write_timeout (10 s by
+		// default): a client that waits must not be cut off while it
+		// waits, or its stream ends without a final line, which faas-cli
+		// takes for success. run() extends it again for the build.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(o.QueueTimeout + time.Minute))
 		out = beginStream(w, start)
 		if res, ok := o.waitForSlot(r, ticket, out, job.Image()); !ok {
 			return res
