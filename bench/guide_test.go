@@ -58,7 +58,9 @@ func guideRebuild(t *testing.T, bin string, n int) guideResult {
 	ctlImage := reg.Addr + "/guide/ctl:latest"
 	write("stack.yaml", "version: 1.0\nprovider:\n  name: openfaas\nfunctions:\n  fn:\n    lang: dockerfile\n    handler: ./fn\n    image: "+fnImage+"\n")
 
-	handler := func(i int) { write("fn/handler.sh", fmt.Sprintf("#!/bin/sh\necho handler %d-%d\n", i, time.Now().UnixNano())) }
+	handler := func(i int) {
+		write("fn/handler.sh", fmt.Sprintf("#!/bin/sh\necho handler %d-%d\n", i, time.Now().UnixNano()))
+	}
 	publish := func() time.Duration {
 		start := time.Now()
 		cmd := exec.Command(cli, "publish", "-f", "stack.yaml", "--remote-builder", fn.url, "--payload-secret", "payload.txt")
