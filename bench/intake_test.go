@@ -91,7 +91,7 @@ func BenchmarkIntake(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sp, err := signature.Spool(f, sig, intakeKey, work, 2<<30)
+		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, work, 2<<30)
 		f.Close()
 		if err != nil {
 			b.Fatal(err)
@@ -122,7 +122,7 @@ func BenchmarkSpool(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sp, err := signature.Spool(f, sig, intakeKey, work, 2<<30)
+		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, work, 2<<30)
 		f.Close()
 		if err != nil {
 			b.Fatal(err)

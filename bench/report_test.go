@@ -164,6 +164,18 @@ func (r *report) intake() {
 	r.add("… of which HMAC verify while spooling to disk (BenchmarkSpool)", fmt.Sprintf("%.0f MB/s", spoolMB), "", "")
 	r.add("… of which safe extract (BenchmarkExtract)", fmt.Sprintf("%.0f MB/s", extractMB), "", "")
 	r.add("HMAC-SHA256 in memory, 16 KiB blocks (BenchmarkHMAC)", fmt.Sprintf("%.0f MB/s", hmacMB), base, fmt.Sprintf("%.2f×", hmacMB/opensslMB))
+	one := mbps(testing.Benchmark(BenchmarkSpoolTenants1))
+	for _, n := range []struct {
+		keys  int
+		bench func(*testing.B)
+	}{{1, nil}, {4, BenchmarkSpoolTenants4}, {16, BenchmarkSpoolTenants16}} {
+		got := one
+		if n.bench != nil {
+			got = mbps(testing.Benchmark(n.bench))
+		}
+		r.add(fmt.Sprintf("HMAC verify while spooling with %d tenant keys, none named (BenchmarkSpoolTenants%d)", n.keys, n.keys),
+			fmt.Sprintf("%.0f MB/s", got), "1 key "+fmt.Sprintf("%.0f MB/s", one), fmt.Sprintf("%.2f×", got/one))
+	}
 }
 
 func (r *report) rss(t *testing.T, s *stack, bin string) {
@@ -182,6 +194,11 @@ func (r *report) capacity(t *testing.T, s *stack, bin string) {
 			fmt.Sprintf("p50 %s, p99 %s", ms(percentile(c.lat, 50)), ms(percentile(c.lat, 99))), "",
 			fmt.Sprintf("max %s; %d of %d were 429", ms(slices.Max(c.lat)), c.n429, len(c.lat)))
 	}
+	say("queue handoff")
+	handoff := queueHandoff(t, 200)
+	r.add(fmt.Sprintf("From a build's end to the next queued build's start (max_inflight=1, streaming clients), %d handoffs", len(handoff)),
+		fmt.Sprintf("p50 %s, p99 %s", ms(percentile(handoff, 50)), ms(percentile(handoff, 99))), "",
+		fmt.Sprintf("max %s; BuildKit replaced by a stand-in, so only build-fn's own work is timed", ms(slices.Max(handoff))))
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
@@ -395,6 +412,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	fn := startFnb(t, bin, map[string]string{
 		"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr,
 		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
+		"max_unverified_bytes": strconv.Itoa(3 << 30),
 	})
 	// The build ignores the data files: what is measured is the intake.
 	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
@@ -445,7 +463,9 @@ type capacityResult struct {
 // build and times 1000 requests one after another, then 1000 from 8
 // concurrent clients; each is a small signed build request.
 func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr, "max_inflight": "1"})
+	// No queue: the streaming clients below are refused, as every client
+	// of a full builder was before the waiting room.
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr, "max_inflight": "1", "max_queued": "0"})
 	slow := contextSpec{Dockerfile: "FROM " + s.base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.reg.Addr + "/bench-hold:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	held := make(chan struct{})
@@ -484,7 +504,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
-		return time.Since(start), res.StatusCode
+		return time.Since(start), testenv.Status(res)
 	}
 	for range 50 { // warm the connections
 		one()
@@ -695,7 +715,13 @@ const method = `- **Warm build.** The same build repeated on one buildkitd, push
   does not read the data) succeeds and pushes; what grows with the context is only the intake.
 - **429 at capacity.** build-fn with ` + "`max_inflight=1`" + `, its slot held by a build running ` + "`sleep 600`" + `. Then 1000 signed
   build requests (a few KiB each) one after another on a keep-alive connection, and 1000 more from 8 concurrent
-  clients; each is timed from sending to the end of the 429 body.
+  clients; each is timed from sending to the end of the 429 body. With ` + "`max_queued=0`" + `: these clients stream, and a
+  streaming client of a builder with a queue would wait instead; their refusal is the stream's one ` + "`failed`" + ` line
+  with ` + "`X-Fnbuilder-Status: 429`" + `.
+- **Queue handoff.** build-fn in-process over HTTP with ` + "`max_inflight=1`" + `, BuildKit replaced by a stand-in that starts
+  and ends on command: one streaming build runs, a second waits in the queue; the time from the first build's end
+  (its runner returning) to the second's start (its runner called) is one handoff. It covers the first build's final
+  line, the slot's release and the waiter's wake-up — build-fn's own share of a queued client's wait.
 - **Async through the queue.** Needs the local stack up (` + "`make up`" + `, ` + "`cmd/fnb-stack`" + `); the run uses it as it is and
   does not start or stop it. 100 signed build requests (each a Dockerfile with its own ` + "`RUN`" + `, so nothing is cached
   but the base) posted to ` + "`/async-function/build-fn`" + ` with an ` + "`X-Callback-Url`" + ` on loopback: gateway → NATS → two

@@ -61,8 +61,8 @@ func testRefusals(t *testing.T, s *stack) {
 			}
 			before := b.runs.Load()
 			res := testenv.Post(t, b.url+"/build", c.body, header)
-			if res.StatusCode != c.code {
-				t.Fatalf("status %d, want %d", res.StatusCode, c.code)
+			if testenv.Status(res) != c.code {
+				t.Fatalf("status %d, want %d", testenv.Status(res), c.code)
 			}
 			if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, c.msg) {
 				t.Fatalf("error %q does not mention %q", msg, c.msg)
@@ -88,10 +88,11 @@ func otherKeyID(t *testing.T, pub []byte) string {
 	return id
 }
 
-// testAtCapacity: with max_inflight=1 a second build gets 429 with
-// Retry-After while the first runs, and readiness turns false.
+// testAtCapacity: with max_inflight=1 and no queue a second build gets
+// 429 with Retry-After while the first runs (a streaming client as its
+// stream's line), and readiness turns false.
 func testAtCapacity(t *testing.T, s *stack) {
-	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
+	b := startBuilder(t, s, map[string]string{"max_inflight": "1", "max_queued": "0"})
 	slow := testenv.BuildTar(t, testenv.Dir("context"),
 		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
 		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/slow:1"}))
@@ -110,12 +111,14 @@ func testAtCapacity(t *testing.T, s *stack) {
 
 	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
 		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/fast:1"}))
-	res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
-	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
-		t.Fatalf("status %d Retry-After %q, want 429 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
-	}
-	if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
-		t.Fatalf("429 message %q", msg)
+	for _, streaming := range []bool{true, false} {
+		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, streaming))
+		if testenv.Status(res) != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+			t.Fatalf("streaming %v: status %d Retry-After %q, want 429 with Retry-After", streaming, testenv.Status(res), res.Header.Get("Retry-After"))
+		}
+		if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
+			t.Fatalf("429 message %q", msg)
+		}
 	}
 	ready, err := http.Get(b.url + "/ready")
 	if err != nil {
@@ -136,7 +139,7 @@ func testAtCapacity(t *testing.T, s *stack) {
 		t.Fatalf("first build %+v", final)
 	}
 	// The slot is free again.
-	res = testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
+	res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
 	if results := testenv.ReadNDJSON(t, res.Body); results[len(results)-1].Status != progress.Success {
 		t.Fatalf("build after capacity freed: %+v", results[len(results)-1])
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -94,7 +95,7 @@ func testGoSDKStream(t *testing.T, s *stack) {
 	if strings.Contains(log.String(), secret) {
 		t.Fatalf("secret in streamed log:\n%s", log.String())
 	}
-	if !strings.Contains(log.String(), "token is "+progress.Mask) {
+	if !strings.Contains(log.String(), "token is "+secrets.Mask) {
 		t.Fatalf("the step's output is missing or not redacted:\n%s", log.String())
 	}
 	if got := testenv.ImageFile(t, s.reg, "sdk-stream", "1", "built"); strings.TrimSpace(string(got)) != "built by go-sdk" {
@@ -127,5 +128,34 @@ func testGoSDKFailure(t *testing.T, s *stack) {
 	}
 	if testenv.TagExists(t, s.reg.Addr, "sdk-fail", "1") {
 		t.Fatal("a failed build pushed an image")
+	}
+}
+
+// testGoSDKRefusal: go-sdk's BuildWithStream shows why a build was
+// refused (here, a wrong payload secret) instead of a bare status code.
+func testGoSDKRefusal(t *testing.T, s *stack) {
+	b := startBuilder(t, s, nil)
+	u, err := url.Parse(b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth("not-the-payload-secret"))
+	tarPath := sdkTar(t, "FROM "+s.base+"\n", builder.BuildConfig{Image: s.reg.Addr + "/sdk-refused:1"})
+	stream, err := client.BuildWithStream(tarPath)
+	if err != nil {
+		t.Fatalf("BuildWithStream: %v (the refusal should arrive in the stream)", err)
+	}
+	var last builder.BuildResult
+	for r, err := range stream.Results() {
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		last = r
+	}
+	if last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
+		t.Fatalf("last result %+v, want failed with the reason", last)
+	}
+	if n := b.runs.Load(); n != 0 {
+		t.Fatalf("%d builds ran", n)
 	}
 }

@@ -185,7 +185,7 @@ func testBuildKitKilled(t *testing.T, s *stack) {
 	// not 429: the killed build let its slot go.
 	probe := buildTar(t, "FROM "+s.base+"\n", s.reg.Addr+"/probe:1")
 	res := testenv.Post(t, b.url+"/build", probe, testenv.SignedHeader(b.keys.payload, probe, true))
-	if res.StatusCode == http.StatusTooManyRequests {
+	if testenv.Status(res) == http.StatusTooManyRequests {
 		t.Fatal("429 after the killed build ended: its slot was not released")
 	}
 	if fin, _ := final(t, res); fin.Status != progress.Failed {

@@ -12,17 +12,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
-	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // Runner runs one build on BuildKit; *buildkit.Builder is the real one.
 type Runner interface {
-	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
+	// Run builds and returns the pushed manifest's digest.
+	Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error)
 }
 
 // Pipeline holds what every build needs.
@@ -38,6 +40,9 @@ type Pipeline struct {
 	Gateway func() (deploy.Gateway, error)
 	// DeployBackoff retries a deploy the gateway failed for a moment.
 	DeployBackoff Backoff
+	// Deploy is the deploy policy every tenant shares (reserved names,
+	// default namespace); each job fills in its tenant.
+	Deploy deploy.Policy
 }
 
 // InputError is a refusal caused by the request itself (HTTP 4xx).
@@ -52,31 +57,37 @@ func (e *InputError) Unwrap() error { return e.Err }
 // Job is one unpacked, ready-to-run build. Close it.
 type Job struct {
 	dir      string
+	tenant   tenant.Tenant
 	req      *buildtar.Request
+	digest   string
 	secrets  map[string][]byte
-	redactor *progress.Redactor
+	redactor *secrets.Redactor
 	runner   Runner
 	deploy   *deploy.Spec
+	policy   deploy.Policy
 	gateway  func() (deploy.Gateway, error)
 	backoff  Backoff
 }
 
-// Prepare unpacks a verified tar and opens its secrets. On error nothing
-// is left on disk.
-func (p *Pipeline) Prepare(tar io.Reader) (*Job, error) {
+// Prepare unpacks a verified tar of tenant t, checks what it asks for
+// against what t may do, and opens its secrets. On error nothing is left
+// on disk.
+func (p *Pipeline) Prepare(ctx context.Context, tar io.Reader, t tenant.Tenant) (*Job, error) {
 	dir, err := os.MkdirTemp(p.WorkDir, "build-")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory: %w", err)
 	}
-	job := &Job{dir: dir, runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff}
-	if err := job.prepare(tar, p); err != nil {
+	policy := p.Deploy
+	policy.Tenant = t
+	job := &Job{dir: dir, tenant: t, runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff, policy: policy}
+	if err := job.prepare(ctx, tar, p); err != nil {
 		job.Close()
 		return nil, err
 	}
 	return job, nil
 }
 
-func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
+func (j *Job) prepare(ctx context.Context, tar io.Reader, p *Pipeline) error {
 	req, err := buildtar.Extract(tar, j.dir, p.Limits)
 	if err != nil {
 		var te *buildtar.Error
@@ -86,8 +97,11 @@ func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
 		return fmt.Errorf("unpack build context: %w", err)
 	}
 	j.req = req
-	if err := j.readDeploySpec(); err != nil {
+	if err := checkRequest(req.Config, j.tenant); err != nil {
 		return &InputError{Err: err}
+	}
+	if err := j.readDeploySpec(ctx); err != nil {
+		return err
 	}
 	if req.SealedSecrets == nil {
 		return nil
@@ -101,40 +115,62 @@ func (j *Job) prepare(tar io.Reader, p *Pipeline) error {
 		return &InputError{Err: fmt.Errorf("build secrets: %w", err)}
 	}
 	j.secrets = values
-	j.redactor = progress.NewRedactor(values)
+	j.redactor = secrets.NewRedactor(values)
 	return nil
 }
 
 // readDeploySpec checks the optional deploy spec before anything is built,
-// so a bad spec costs no build.
-func (j *Job) readDeploySpec() error {
+// so a bad or forbidden spec costs no build.
+func (j *Job) readDeploySpec(ctx context.Context) error {
 	raw := j.req.Config.Deploy
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil
 	}
 	if j.gateway == nil {
-		return errors.New("the build config asks for a deploy, but this builder has no gateway configured")
+		return &InputError{Err: errors.New("the build config asks for a deploy, but this builder has no gateway configured")}
 	}
+	spec, err := j.parseDeploySpec(raw)
+	if err != nil {
+		return &InputError{Err: err}
+	}
+	if err := j.policy.Check(spec); err != nil {
+		return &InputError{Err: err}
+	}
+	gw, err := j.gateway()
+	if err != nil {
+		return fmt.Errorf("gateway client: %w", err)
+	}
+	if err := j.policy.CheckOwner(ctx, gw, spec); err != nil {
+		var pe *deploy.PolicyError
+		if errors.As(err, &pe) {
+			return &InputError{Err: err}
+		}
+		return err
+	}
+	j.deploy = &spec
+	return nil
+}
+
+func (j *Job) parseDeploySpec(raw []byte) (deploy.Spec, error) {
 	var spec deploy.Spec
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
-		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+		return spec, fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
 	}
 	switch {
 	case spec.Image == "":
 		spec.Image = j.req.Config.Image
 	case spec.Image != j.req.Config.Image:
-		return fmt.Errorf("%s: deploy.image %q differs from the image being built %q", buildtar.ConfigName, spec.Image, j.req.Config.Image)
+		return spec, fmt.Errorf("%s: deploy.image %q differs from the image being built %q", buildtar.ConfigName, spec.Image, j.req.Config.Image)
 	}
 	if j.req.Config.SkipPush {
-		return fmt.Errorf("%s: deploy needs the image pushed, but skipPush is set", buildtar.ConfigName)
+		return spec, fmt.Errorf("%s: deploy needs the image pushed, but skipPush is set", buildtar.ConfigName)
 	}
 	if err := spec.Validate(); err != nil {
-		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+		return spec, fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
 	}
-	j.deploy = &spec
-	return nil
+	return spec, nil
 }
 
 // Image is the reference the request asked for.
@@ -144,7 +180,7 @@ func (j *Job) Image() string { return j.req.Config.Image }
 // given to logf, and the returned error's text, is redacted.
 func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 	cfg := j.req.Config
-	err := j.runner.Run(ctx, buildkit.Build{
+	digest, err := j.runner.Run(ctx, buildkit.Build{
 		ContextDir: j.req.ContextDir,
 		Dockerfile: cfg.Dockerfile,
 		Image:      cfg.Image,
@@ -154,12 +190,20 @@ func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 		Target:     cfg.Target,
 		Push:       !cfg.SkipPush,
 		Secrets:    j.secrets,
+		Tenant:     j.tenant.Name,
+		Pulls:      j.tenant.Pullable(),
 	}, func(lines []string) { logf(j.redactor.Clean(lines)) })
 	if err != nil {
 		return errors.New(j.redactor.String(err.Error()))
 	}
+	if !cfg.SkipPush {
+		j.digest = digest
+	}
 	return nil
 }
+
+// Digest is the pushed manifest's digest, once Run has pushed it.
+func (j *Job) Digest() string { return j.digest }
 
 // DeployError says the image was built and pushed but not deployed.
 type DeployError struct{ Err error }
@@ -179,6 +223,12 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	if err != nil {
 		return nil, &DeployError{Err: err}
 	}
+	// By digest: a tag that moves between this build's push and the
+	// deploy cannot make the function run something else.
+	spec := *j.deploy
+	if j.digest != "" && !strings.Contains(spec.Image, "@") {
+		spec.Image += "@" + j.digest
+	}
 	var res deploy.Result
 	transient := func(err error) bool {
 		var gwErr *deploy.GatewayError
@@ -186,7 +236,7 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	}
 	err = j.backoff.Do(ctx, "deploy", transient, logf, func() error {
 		var err error
-		res, err = deploy.Apply(ctx, gw, *j.deploy)
+		res, err = deploy.Apply(ctx, gw, j.policy, spec)
 		return err
 	})
 	if err != nil {

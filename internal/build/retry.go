@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 )
 
 // Backoff is a bounded exponential retry schedule.
@@ -29,8 +30,8 @@ func (b Backoff) Do(ctx context.Context, what string, transient func(error) bool
 		if err == nil || attempt >= b.Attempts || !transient(err) || ctx.Err() != nil {
 			return err
 		}
-		logf([]string{fmt.Sprintf("s: %s %s: transient error, retrying in %s (attempt %d of %d): %v",
-			time.Now().UTC().Format(time.RFC3339), what, wait, attempt+1, b.Attempts, err)})
+		logf([]string{buildlog.From(ctx).Status(time.Now(), fmt.Sprintf("%s: transient error, retrying in %s (attempt %d of %d): %v",
+			what, wait, attempt+1, b.Attempts, err))})
 		select {
 		case <-ctx.Done():
 			return err
@@ -53,8 +54,12 @@ type Retrying struct {
 }
 
 // Run implements Runner.
-func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
-	return r.Backoff.Do(ctx, "build", Transient, logf, func() error { return r.Next.Run(ctx, b, logf) })
+func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error) {
+	err = r.Backoff.Do(ctx, "build", Transient, logf, func() error {
+		digest, err = r.Next.Run(ctx, b, logf)
+		return err
+	})
+	return digest, err
 }
 
 // registry5xx matches how BuildKit reports a registry's server error on

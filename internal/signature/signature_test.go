@@ -91,7 +91,7 @@ func TestSpoolVectors(t *testing.T) {
 	key := vectorKey(t)
 	for _, v := range requestVectors(t) {
 		t.Run(v.name, func(t *testing.T) {
-			s, err := Spool(bytes.NewReader(v.body), v.header, key, t.TempDir(), 0)
+			s, _, err := Spool(bytes.NewReader(v.body), v.header, [][]byte{key}, t.TempDir(), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,12 +131,12 @@ func TestSpoolSealedTestVector(t *testing.T) {
 	header := h.Headers["X-Build-Signature"]
 
 	tmp := t.TempDir()
-	if _, err := Spool(bytes.NewReader(body), header, secret, tmp, 0); !errors.Is(err, ErrMismatch) {
+	if _, _, err := Spool(bytes.NewReader(body), header, [][]byte{secret}, tmp, 0); !errors.Is(err, ErrMismatch) {
 		t.Errorf("untrimmed key: got %v, want ErrMismatch", err)
 	}
 	assertEmpty(t, tmp)
 
-	s, err := Spool(bytes.NewReader(body), header, Key(secret), tmp, int64(len(body)))
+	s, _, err := Spool(bytes.NewReader(body), header, [][]byte{Key(secret)}, tmp, int64(len(body)))
 	if err != nil {
 		t.Fatalf("trimmed key, limit = body size: %v", err)
 	}
@@ -182,7 +182,7 @@ func TestSpoolErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := Spool(bytes.NewReader(tc.body), tc.header, tc.key, dir, tc.limit)
+			s, _, err := Spool(bytes.NewReader(tc.body), tc.header, [][]byte{tc.key}, dir, tc.limit)
 			if s != nil {
 				s.Close()
 				t.Fatal("got a Spooled on error")
@@ -203,7 +203,7 @@ func TestSpoolErrors(t *testing.T) {
 // A bad header must be rejected without consuming the body.
 func TestSpoolFailsFastOnHeader(t *testing.T) {
 	r := strings.NewReader("body")
-	if _, err := Spool(r, "sha1=x", nil, t.TempDir(), 0); !errors.Is(err, ErrMalformed) {
+	if _, _, err := Spool(r, "sha1=x", [][]byte{nil}, t.TempDir(), 0); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("got %v", err)
 	}
 	if r.Len() != 4 {
@@ -260,10 +260,39 @@ func BenchmarkSpool(b *testing.B) {
 	dir := b.TempDir()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		s, err := Spool(bytes.NewReader(body), header, key, dir, 0)
+		s, _, err := Spool(bytes.NewReader(body), header, [][]byte{key}, dir, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
+	}
+}
+
+// A tenant is whoever holds a key: the index says whose key signed.
+func TestSpoolFindsTheSigningKey(t *testing.T) {
+	keys := [][]byte{[]byte("tenant-a"), []byte("tenant-b"), []byte("tenant-c")}
+	body := []byte("the body")
+	for want, key := range keys {
+		s, got, err := Spool(bytes.NewReader(body), Sign(body, key), keys, t.TempDir(), 0)
+		if err != nil {
+			t.Fatalf("key %d: %v", want, err)
+		}
+		s.Close()
+		if got != want {
+			t.Errorf("signed with key %d, Spool says %d", want, got)
+		}
+		if i, err := Verify(body, Sign(body, key), keys); err != nil || i != want {
+			t.Errorf("Verify: key %d, %v; want %d", i, err, want)
+		}
+	}
+	dir := t.TempDir()
+	if _, i, err := Spool(bytes.NewReader(body), Sign(body, []byte("nobody")), keys, dir, 0); !errors.Is(err, ErrMismatch) || i != -1 {
+		t.Errorf("unknown key: %d, %v; want -1, ErrMismatch", i, err)
+	}
+	if _, err := Verify(body, Sign(body, []byte("nobody")), keys); !errors.Is(err, ErrMismatch) {
+		t.Errorf("Verify with an unknown key: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused body left %d files", len(entries))
 	}
 }

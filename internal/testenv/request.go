@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -149,6 +150,17 @@ func LogText(results []progress.Result) string {
 // ErrorBody decodes a refusal's JSON body and returns its message. It fails
 // the test unless the body is JSON with status "failed" and a non-empty
 // error.
+// Status is a build-fn answer's real status: a refusal to a client that
+// streams goes out as 200 with the status in X-Fnbuilder-Status.
+func Status(res *http.Response) int {
+	if v := res.Header.Get("X-Fnbuilder-Status"); v != "" && res.StatusCode == http.StatusOK {
+		if code, err := strconv.Atoi(v); err == nil {
+			return code
+		}
+	}
+	return res.StatusCode
+}
+
 func ErrorBody(t testing.TB, res *http.Response) string {
 	t.Helper()
 	var body struct {
