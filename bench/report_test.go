@@ -23,6 +23,7 @@ import (
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -71,21 +72,21 @@ func TestReport(t *testing.T) {
 	r.machine = describeMachine()
 
 	say("starting registry and rootless buildkitd")
-	s := startStack(t)
+	s := &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{})}
 	r.machine = append(r.machine, s.describe(t)...)
 	say("building cmd/fnb")
 	bin := buildFnb(t, t.TempDir())
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr})
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr})
 
 	small := contextSpec{
-		Dockerfile: "FROM " + s.base + "\nCOPY . /src\nRUN ls -l /src > /listing\n",
+		Dockerfile: "FROM " + s.Base + "\nCOPY . /src\nRUN ls -l /src > /listing\n",
 		Small: map[string]string{
 			"handler.sh": "#!/bin/sh\n" + strings.Repeat("echo hello from the handler\n", 30),
 			"README.md":  strings.Repeat("A small function.\n", 20),
 		},
 	}
 	large := contextSpec{
-		Dockerfile: "FROM " + s.base + "\nCOPY . /ctx\nRUN du -s /ctx > /size\n",
+		Dockerfile: "FROM " + s.Base + "\nCOPY . /ctx\nRUN du -s /ctx > /size\n",
 		Files:      50, FileSize: 1 << 20, Seed: 50,
 	}
 	for _, c := range []struct {
@@ -121,6 +122,13 @@ func TestReport(t *testing.T) {
 	if section("429") {
 		r.capacity(t, s, bin)
 	}
+	if section("guide") {
+		say("the guide's warm rebuild on a TLS registry with authentication")
+		n := runs(7)
+		g := guideRebuild(t, bin, n)
+		r.add(fmt.Sprintf("Warm rebuild after changing only the handler of a two-stage function, registry over TLS with a private CA and authentication (the Function Builder guide), faas-cli publish → build-fn, median of %d", n),
+			secs(median(g.fn)), "buildctl "+secs(median(g.ctl)), ratio(median(g.fn), median(g.ctl)))
+	}
 	if section("async") {
 		say("async builds through the local stack")
 		r.async(t, s)
@@ -140,7 +148,7 @@ func TestReport(t *testing.T) {
 }
 
 // section says whether FNB_BENCH_ONLY (a comma-separated list of warm,
-// nochange, intake, rss, 429, async) selects this part; unset means all.
+// nochange, intake, rss, 429, guide, async) selects this part; unset means all.
 func section(name string) bool {
 	only := strings.TrimSpace(os.Getenv("FNB_BENCH_ONLY"))
 	return only == "" || slices.Contains(strings.Split(only, ","), name)
@@ -202,28 +210,16 @@ func (r *report) capacity(t *testing.T, s *stack, bin string) {
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string
-}
-
-func startStack(t *testing.T) *stack {
-	t.Helper()
-	reg := testenv.StartRegistry(t)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
-}
+type stack struct{ *testenv.Stack }
 
 // describe names the daemon: version, mode, snapshotter.
 func (s *stack) describe(t *testing.T) []string {
-	c := s.bk.Client(t)
+	c := s.BK.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []string
 	mode := "root"
-	if s.bk.Rootless {
+	if s.BK.Rootless {
 		mode = "rootless (rootlesskit)"
 	}
 	if info, err := c.Info(ctx); err == nil {
@@ -237,7 +233,7 @@ func (s *stack) describe(t *testing.T) []string {
 	if ws, err := c.ListWorkers(ctx); err == nil && len(ws) > 0 {
 		out = append(out, "BuildKit snapshotter: "+ws[0].Labels["org.mobyproject.buildkit.worker.snapshotter"])
 	}
-	if v, err := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--version").Output(); err == nil {
+	if v, err := exec.Command(daemon.Find("buildctl"), "--version").Output(); err == nil {
 		out = append(out, "buildctl: "+strings.TrimSpace(string(v)))
 	}
 	out = append(out, "Registry: docker-registry (CNCF distribution) on loopback, plain HTTP, filesystem storage")
@@ -247,7 +243,7 @@ func (s *stack) describe(t *testing.T) []string {
 // buildctl runs one build of dir with buildctl on the same daemon.
 func (s *stack) buildctl(dir, image string) (time.Duration, error) {
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--addr", s.bk.Addr, "build",
+	cmd := exec.Command(daemon.Find("buildctl"), "--addr", s.BK.Addr, "build",
 		"--progress=plain", "--frontend", "dockerfile.v0",
 		"--local", "context="+dir, "--local", "dockerfile="+dir,
 		"--output", "type=image,name="+image+",push=true,registry.insecure=true")
@@ -271,8 +267,8 @@ func (s *stack) warm(t *testing.T, fn *fnbProc, spec contextSpec, name string, n
 	if err := spec.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	fnImage := s.reg.Addr + "/bench-" + name + ":fn"
-	ctlImage := s.reg.Addr + "/bench-" + name + ":ctl"
+	fnImage := s.Reg.Addr + "/bench-" + name + ":fn"
+	ctlImage := s.Reg.Addr + "/bench-" + name + ":ctl"
 	viaFn := func() time.Duration {
 		start := time.Now()
 		body, err := tarFromDir(dir, fnImage)
@@ -328,11 +324,11 @@ func (s *stack) warm(t *testing.T, fn *fnbProc, spec contextSpec, name string, n
 func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Duration) {
 	dir := t.TempDir()
 	files := map[string]string{
-		"Dockerfile": "FROM " + s.base + " AS build\n" +
+		"Dockerfile": "FROM " + s.Base + " AS build\n" +
 			"WORKDIR /src\n" +
 			"COPY . .\n" +
 			"RUN mkdir -p /out/function && cp -r function/* /out/function/ && sh build.sh > /out/manifest\n" +
-			"FROM " + s.base + "\n" +
+			"FROM " + s.Base + "\n" +
 			"COPY --from=build /out /home/app\n" +
 			"ENV fprocess=\"sh /home/app/function/handler.sh\"\n" +
 			"USER nobody\n" +
@@ -358,7 +354,7 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 	}
 	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth(string(fn.key)))
 	tarPath := filepath.Join(t.TempDir(), "req.tar")
-	image := s.reg.Addr + "/bench-function:latest"
+	image := s.Reg.Addr + "/bench-function:latest"
 	viaSDK := func() time.Duration {
 		start := time.Now()
 		if err := builder.MakeTar(tarPath, dir, &builder.BuildConfig{Image: image}); err != nil {
@@ -381,7 +377,7 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 		return time.Since(start)
 	}
 	viaCtl := func() time.Duration {
-		d, err := s.buildctl(dir, s.reg.Addr+"/bench-function:ctl")
+		d, err := s.buildctl(dir, s.Reg.Addr+"/bench-function:ctl")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -410,13 +406,13 @@ type rssResult struct {
 // reads VmHWM after each (reset before each with clear_refs).
 func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	fn := startFnb(t, bin, map[string]string{
-		"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr,
+		"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr,
 		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
 		"max_unverified_bytes": strconv.Itoa(3 << 30),
 	})
 	// The build ignores the data files: what is measured is the intake.
-	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
-	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.reg.Addr + "/bench-rss:warmup")
+	dockerfile := "FROM " + s.Base + "\nRUN echo ingested > /ingested\n"
+	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.Reg.Addr + "/bench-rss:warmup")
 	if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(warmup), int64(len(warmup)), testenv.Sign(fn.key, warmup)); err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +425,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 		{Dockerfile: dockerfile, Files: 16, FileSize: 4 << 20, Seed: 64},
 		{Dockerfile: dockerfile, Files: 256, FileSize: 4 << 20, Seed: 1024},
 	} {
-		image := fmt.Sprintf("%s/bench-rss:%d", s.reg.Addr, i)
+		image := fmt.Sprintf("%s/bench-rss:%d", s.Reg.Addr, i)
 		gen := func(w io.Writer) error { return spec.WriteTar(w, image, nil) }
 		sig, n, err := signStream(fn.key, gen)
 		if err != nil {
@@ -465,8 +461,8 @@ type capacityResult struct {
 func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 	// No queue: the streaming clients below are refused, as every client
 	// of a full builder was before the waiting room.
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr, "max_inflight": "1", "max_queued": "0"})
-	slow := contextSpec{Dockerfile: "FROM " + s.base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.reg.Addr + "/bench-hold:1")
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr, "max_inflight": "1", "max_queued": "0"})
+	slow := contextSpec{Dockerfile: "FROM " + s.Base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.Reg.Addr + "/bench-hold:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	held := make(chan struct{})
 	go func() {
@@ -489,7 +485,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	body := contextSpec{Dockerfile: "FROM " + s.base + "\n"}.Tar(s.reg.Addr + "/bench-refused:1")
+	body := contextSpec{Dockerfile: "FROM " + s.Base + "\n"}.Tar(s.Reg.Addr + "/bench-refused:1")
 	sig := testenv.Sign(fn.key, body)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	one := func() (time.Duration, int) {
@@ -722,6 +718,13 @@ const method = `- **Warm build.** The same build repeated on one buildkitd, push
   and ends on command: one streaming build runs, a second waits in the queue; the time from the first build's end
   (its runner returning) to the second's start (its runner called) is one handoff. It covers the first build's final
   line, the slot's release and the waiter's wake-up — build-fn's own share of a queued client's wait.
+- **The guide's warm rebuild.** The scenario of the Function Builder guide "Introducing Faster Function Builds With a
+  Self-Hosted Registry": a registry over HTTPS with a certificate from a private CA and htpasswd authentication
+  (buildkitd trusts the CA; build-fn pushes with a ` + "`registry-config`" + ` login), a two-stage function (one stage makes the
+  handler, the other carries it beside a watchdog stand-in), and a rebuild after changing only the handler file.
+  build-fn's time is the real faas-cli 0.18.12's ` + "`publish --remote-builder`" + `, from start to exit; buildctl builds the
+  same directory with the same change and pushes with the same login (` + "`DOCKER_CONFIG`" + `). One untimed run of each, then
+  the two alternate, each run with a new handler. The guide reports 0.88 s end to end on its own cluster.
 - **Async through the queue.** Needs the local stack up (` + "`make up`" + `, ` + "`cmd/fnb-stack`" + `); the run uses it as it is and
   does not start or stop it. 100 signed build requests (each a Dockerfile with its own ` + "`RUN`" + `, so nothing is cached
   but the base) posted to ` + "`/async-function/build-fn`" + ` with an ` + "`X-Callback-Url`" + ` on loopback: gateway → NATS → two

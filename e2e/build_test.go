@@ -23,24 +23,14 @@ import (
 
 const vectors = "../../shared/vectors"
 
-// stack is one registry + buildkitd shared by the tests of this package.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string // busybox base image ref
-}
-
 // The captured faas-cli request builds FROM 127.0.0.1:5000/busybox and
 // pushes to 127.0.0.1:5000, and its signature pins those bytes, so the
 // registry must listen on that exact address.
 const vectorRegistry = "127.0.0.1:5000"
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *testenv.Stack {
 	t.Helper()
-	reg := testenv.StartRegistryAt(t, vectorRegistry)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
+	return testenv.StartStack(t, vectorRegistry, testenv.BuildKitOptions{})
 }
 
 // buildFn is build-fn served over real HTTP by the template's own server
@@ -64,7 +54,7 @@ func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]s
 	return c.next.Run(ctx, b, logf)
 }
 
-func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
+func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buildFn {
 	t.Helper()
 	secretsDir := t.TempDir()
 	copyFile(t, filepath.Join(vectors, "faas-cli-sealed-test/payload.txt"), filepath.Join(secretsDir, "payload-secret"))
@@ -72,8 +62,8 @@ func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
 	workDir := t.TempDir()
 	settings := map[string]string{
 		"secret_mount_path":   secretsDir,
-		"buildkit_url":        s.bk.Addr,
-		"insecure_registries": s.reg.Addr,
+		"buildkit_url":        s.BK.Addr,
+		"insecure_registries": s.Reg.Addr,
 		"work_dir":            workDir,
 		"results_dir":         t.TempDir(),
 		"build_timeout":       "5m",
@@ -144,12 +134,12 @@ func manifestDigest(t *testing.T, registry, repo, tag string) string {
 // own announcement, "2026-03-24T11:15:13Z [stage-1 2/4] COPY --from=watchdog
 // /fwatchdog /usr/bin/fwatchdog", and a step's end adds its seconds with two
 // decimals; log_format=prefixed gives the old "v: " form.
-func testLogFormat(t *testing.T, s *stack) {
+func testLogFormat(t *testing.T, s *testenv.Stack) {
 	const stamp = `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`
 	// Each run's handler differs, so that its steps run rather than come
 	// from the cache.
-	dockerfile := "FROM " + s.base + " AS watchdog\nRUN echo fwatchdog > /fwatchdog\n" +
-		"FROM " + s.base + "\nRUN echo handler > /handler && echo %s > /format\nCOPY --from=watchdog /fwatchdog /usr/bin/fwatchdog\n"
+	dockerfile := "FROM " + s.Base + " AS watchdog\nRUN echo fwatchdog > /fwatchdog\n" +
+		"FROM " + s.Base + "\nRUN echo handler > /handler && echo %s > /format\nCOPY --from=watchdog /fwatchdog /usr/bin/fwatchdog\n"
 	for format, want := range map[string][]string{
 		"": {
 			`^` + stamp + ` \[stage-1 3/4\] COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog$`,
@@ -163,7 +153,7 @@ func testLogFormat(t *testing.T, s *stack) {
 		},
 	} {
 		b := startBuilder(t, s, map[string]string{"log_format": format})
-		image := s.reg.Addr + "/log-format:" + map[string]string{"": "plain", "prefixed": "prefixed"}[format]
+		image := s.Reg.Addr + "/log-format:" + map[string]string{"": "plain", "prefixed": "prefixed"}[format]
 		body := testenv.BuildTar(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", fmt.Sprintf(dockerfile, time.Now().Format(time.RFC3339Nano))+"RUN cat /handler\n"),
 			testenv.ConfigEntry(t, map[string]any{"image": image}))
 		res := testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(payloadSecret(t), body, true))
@@ -189,7 +179,7 @@ func testLogFormat(t *testing.T, s *stack) {
 
 // testCapturedRequest replays the exact bytes faas-cli sent and checks the
 // pushed image holds the sealed secret's value.
-func testCapturedRequest(t *testing.T, s *stack) {
+func testCapturedRequest(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, nil)
 
 	body, err := os.ReadFile(filepath.Join(vectors, "faas-cli-sealed-test/request.tar"))
@@ -228,7 +218,7 @@ func testCapturedRequest(t *testing.T, s *stack) {
 			t.Fatalf("progress line with status %q", r.Status)
 		}
 	}
-	if want := manifestDigest(t, s.reg.Addr, "sealed-test", "0.1"); final.Digest != want {
+	if want := manifestDigest(t, s.Reg.Addr, "sealed-test", "0.1"); final.Digest != want {
 		t.Fatalf("final line's digest %q, the registry's %q", final.Digest, want)
 	}
 	if !regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[stage-0 2/3\] RUN mkdir`).MatchString(testenv.LogText(results)) {
@@ -236,10 +226,10 @@ func testCapturedRequest(t *testing.T, s *stack) {
 	}
 
 	const secret = "sk-live-my-secret-key"
-	if got := testenv.ImageFile(t, s.reg, "sealed-test", "0.1", "home/app/api_key.txt"); strings.TrimSpace(string(got)) != secret {
+	if got := testenv.ImageFile(t, s.Reg, "sealed-test", "0.1", "home/app/api_key.txt"); strings.TrimSpace(string(got)) != secret {
 		t.Fatalf("api_key.txt in the pushed image = %q, want %q", got, secret)
 	}
-	if got := testenv.ImageFile(t, s.reg, "sealed-test", "0.1", "home/app/greeting.txt"); strings.TrimSpace(string(got)) != "hi-there" {
+	if got := testenv.ImageFile(t, s.Reg, "sealed-test", "0.1", "home/app/greeting.txt"); strings.TrimSpace(string(got)) != "hi-there" {
 		t.Fatalf("greeting.txt = %q (build arg lost)", got)
 	}
 	if strings.Contains(testenv.LogText(results), secret) {
@@ -255,7 +245,7 @@ func testCapturedRequest(t *testing.T, s *stack) {
 	}
 	// This Dockerfile copies the secret into the image on purpose, so the
 	// only place buildkitd may hold it is that layer's snapshot.
-	for _, hit := range testenv.FindInTree(t, s.bk.Root, []byte(secret)) {
+	for _, hit := range testenv.FindInTree(t, s.BK.Root, []byte(secret)) {
 		if !strings.Contains(hit, "/snapshots/") {
 			t.Errorf("plaintext secret in buildkitd state outside the image's own layer: %s", hit)
 		}

@@ -69,7 +69,7 @@ func runFaasCLI(t *testing.T, dir string, args ...string) cliRun {
 // project writes a faas-cli project: functions fn-1..fn-n, each a
 // Dockerfile that hashes its build secret into the image, with the
 // template faas-cli insists on even for lang: dockerfile.
-func project(t *testing.T, s *stack, n int, secrets bool, tag string) string {
+func project(t *testing.T, s *testenv.Stack, n int, secrets bool, tag string) string {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, body string) {
@@ -87,12 +87,12 @@ func project(t *testing.T, s *stack, n int, secrets bool, tag string) string {
 	stack.WriteString("version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://127.0.0.1:8080\nfunctions:\n")
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("fn-%d", i)
-		dockerfile := "FROM " + s.base + "\nRUN echo " + name + " > /name\n"
+		dockerfile := "FROM " + s.Base + "\nRUN echo " + name + " > /name\n"
 		if secrets {
 			dockerfile += "RUN --mount=type=secret,id=api_key sha256sum /run/secrets/api_key | cut -d' ' -f1 > /secret.sha\n"
 		}
 		write(name+"/Dockerfile", dockerfile)
-		fmt.Fprintf(&stack, "  %s:\n    lang: dockerfile\n    handler: ./%s\n    image: %s/faas-cli-%s:%s\n", name, name, s.reg.Addr, name, tag)
+		fmt.Fprintf(&stack, "  %s:\n    lang: dockerfile\n    handler: ./%s\n    image: %s/faas-cli-%s:%s\n", name, name, s.Reg.Addr, name, tag)
 		if secrets {
 			stack.WriteString("    build_secrets:\n      api_key: .secrets/api_key.txt\n")
 		}
@@ -127,10 +127,10 @@ func TestFaasCLI(t *testing.T) {
 		sum := sha256.Sum256([]byte("sk-faas-cli-" + tag))
 		for i := 1; i <= 6; i++ {
 			repo := fmt.Sprintf("faas-cli-fn-%d", i)
-			if !testenv.TagExists(t, s.reg.Addr, repo, tag) {
+			if !testenv.TagExists(t, s.Reg, repo, tag) {
 				t.Fatalf("%s:%s was not pushed; faas-cli said:\n%s", repo, tag, run.out)
 			}
-			if got := strings.TrimSpace(string(testenv.ImageFile(t, s.reg, repo, tag, "secret.sha"))); got != hex.EncodeToString(sum[:]) {
+			if got := strings.TrimSpace(string(testenv.ImageFile(t, s.Reg, repo, tag, "secret.sha"))); got != hex.EncodeToString(sum[:]) {
 				t.Errorf("%s:%s holds secret hash %q", repo, tag, got)
 			}
 		}

@@ -16,11 +16,11 @@ import (
 // testRefusals sends one bad request per case and checks the status code,
 // a JSON error naming the problem, no solve started, no image pushed and
 // nothing left in the work directory.
-func testRefusals(t *testing.T, s *stack) {
+func testRefusals(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, map[string]string{"max_request_bytes": "65536", "max_context_bytes": "8192"})
-	image := s.reg.Addr + "/refused:1"
+	image := s.Reg.Addr + "/refused:1"
 	cfg := testenv.ConfigEntry(t, map[string]any{"image": image})
-	dockerfile := testenv.File("context/Dockerfile", "FROM "+s.base+"\n")
+	dockerfile := testenv.File("context/Dockerfile", "FROM "+s.Base+"\n")
 	good := testenv.BuildTar(t, testenv.Dir("context"), dockerfile, cfg)
 
 	otherKey, err := secrets.GenerateKeyPair()
@@ -75,7 +75,7 @@ func testRefusals(t *testing.T, s *stack) {
 			}
 		})
 	}
-	if testenv.TagExists(t, s.reg.Addr, "refused", "1") {
+	if testenv.TagExists(t, s.Reg, "refused", "1") {
 		t.Fatal("a refused request pushed an image")
 	}
 }
@@ -91,11 +91,11 @@ func otherKeyID(t *testing.T, pub []byte) string {
 // testAtCapacity: with max_inflight=1 and no queue a second build gets
 // 429 with Retry-After while the first runs (a streaming client as its
 // stream's line), and readiness turns false.
-func testAtCapacity(t *testing.T, s *stack) {
+func testAtCapacity(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, map[string]string{"max_inflight": "1", "max_queued": "0"})
 	slow := testenv.BuildTar(t, testenv.Dir("context"),
-		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/slow:1"}))
+		testenv.File("context/Dockerfile", "FROM "+s.Base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/slow:1"}))
 
 	first := make(chan *http.Response, 1)
 	go func() {
@@ -109,8 +109,8 @@ func testAtCapacity(t *testing.T, s *stack) {
 	}()
 	waitFor(t, func() bool { return b.runs.Load() == 1 })
 
-	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/fast:1"}))
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/fast:1"}))
 	for _, streaming := range []bool{true, false} {
 		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, streaming))
 		if testenv.Status(res) != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
@@ -147,11 +147,11 @@ func testAtCapacity(t *testing.T, s *stack) {
 
 // testClientDisconnect: a client that goes away cancels the solve and frees
 // its slot, so the next build runs.
-func testClientDisconnect(t *testing.T, s *stack) {
+func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
 	slow := testenv.BuildTar(t, testenv.Dir("context"),
-		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 60\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/abandoned:1"}))
+		testenv.File("context/Dockerfile", "FROM "+s.Base+"\nRUN sleep 60\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/abandoned:1"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.url+"/build", strings.NewReader(string(slow)))
 	req.Header = testenv.SignedHeader(payloadSecret(t), slow, true)
@@ -163,8 +163,8 @@ func testClientDisconnect(t *testing.T, s *stack) {
 	cancel()
 	res.Body.Close()
 
-	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/after-disconnect:1"}))
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/after-disconnect:1"}))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
@@ -180,7 +180,7 @@ func testClientDisconnect(t *testing.T, s *stack) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if testenv.TagExists(t, s.reg.Addr, "abandoned", "1") {
+	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {

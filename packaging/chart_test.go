@@ -111,6 +111,15 @@ var chartCases = []chartCase{
 		insecureRegistry: "registry.openfaas.svc.cluster.local:5000",
 	},
 	{
+		// The guide's self-hosted registry: TLS from a private CA.
+		name:       "private-registry",
+		valuesFile: "values-private-registry.yaml",
+		mode:       modeUserns,
+		image:      "moby/buildkit:v0.33.1-rootless",
+		replicas:   2,
+		tls:        true,
+	},
+	{
 		// For clusters older than 1.33: the rootful image, privileged.
 		name:        "privileged",
 		set:         []string{"securityMode=privileged", "tls.enabled=true"},
@@ -704,8 +713,19 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 			}
 			if v.Config.RegistryCASecret == "" {
 				t.Errorf("registry %q: ca %s without config.registryCASecret", host, ca)
-			} else if mountAt(ctr, registryCADir) == nil {
+				continue
+			}
+			m := mountAt(ctr, registryCADir)
+			if m == nil {
 				t.Errorf("registry %q: ca %s, but nothing is mounted at %s", host, ca, registryCADir)
+				continue
+			}
+			// The daemon reads it as its own uid (1000 when rootless).
+			vol := volumeNamed(pod, m.Name)
+			if vol == nil || vol.Secret == nil || vol.Secret.SecretName != v.Config.RegistryCASecret {
+				t.Errorf("registry %q: %s is not the Secret %s", host, registryCADir, v.Config.RegistryCASecret)
+			} else if mode := vol.Secret.DefaultMode; mode != nil && *mode&0o004 == 0 && (*mode&0o040 == 0 || pod.SecurityContext == nil || pod.SecurityContext.FSGroup == nil) {
+				t.Errorf("registry %q: the CA Secret's mode %o is not readable by buildkitd", host, *mode)
 			}
 		}
 	}

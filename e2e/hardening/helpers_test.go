@@ -174,26 +174,19 @@ func (b *builder) ready(t *testing.T) int {
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string
-}
+type stack struct{ *testenv.Stack }
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	reg := testenv.StartRegistry(t)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
+	return &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{})}
 }
 
 // builderOn starts build-fn wired to the stack's daemons.
 func (s *stack) builderOn(t *testing.T, extra map[string]string) *builder {
 	t.Helper()
 	settings := map[string]string{
-		"buildkit_url":        s.bk.Addr,
-		"insecure_registries": s.reg.Addr,
+		"buildkit_url":        s.BK.Addr,
+		"insecure_registries": s.Reg.Addr,
 	}
 	for k, v := range extra {
 		settings[k] = v

@@ -96,9 +96,9 @@ func testUnsignedUploads(t *testing.T, s *stack, limits map[string]string) {
 	})
 	// Sixteen clients each declaring 1 MiB hold 1 MiB of the 2 MiB
 	// budget between them, and no slot: a signed build goes through.
-	body := buildTar(t, "FROM "+s.base+"\nRUN echo beside-unsigned\n", s.reg.Addr+"/intake-beside-unsigned:1")
+	body := buildTar(t, "FROM "+s.Base+"\nRUN echo beside-unsigned\n", s.Reg.Addr+"/intake-beside-unsigned:1")
 	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
-	if fin.Status != "success" || !testenv.TagExists(t, s.reg.Addr, "intake-beside-unsigned", "1") {
+	if fin.Status != "success" || !testenv.TagExists(t, s.Reg, "intake-beside-unsigned", "1") {
 		t.Fatalf("signed build beside the unsigned uploads: %+v\n%s", fin, logs)
 	}
 	if files, _ := b.spooledBytes(t); files != attackers {
@@ -123,7 +123,7 @@ func testBudgetFull(t *testing.T, s *stack, limits map[string]string) {
 	second := holdUpload(t, b, 1<<20, []byte(strings.Repeat("b", sent)))
 	waitFor(t, "the second upload to be spooled", 10*time.Second, func() bool { _, size := b.spooledBytes(t); return size == 2*sent })
 
-	body := buildTar(t, "FROM "+s.base+"\nRUN echo budget\n", s.reg.Addr+"/intake-budget:1",
+	body := buildTar(t, "FROM "+s.Base+"\nRUN echo budget\n", s.Reg.Addr+"/intake-budget:1",
 		testenv.File("context/pad", strings.Repeat("p", 200<<10)))
 	res := testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true))
 	if testenv.Status(res) != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
@@ -150,8 +150,8 @@ func testBudgetFull(t *testing.T, s *stack, limits map[string]string) {
 
 func testRedirectInwards(t *testing.T, s *stack) {
 	b := s.builderOn(t, nil)
-	image := s.reg.Addr + "/intake-ref:1"
-	tar := buildTar(t, "FROM "+s.base+"\nRUN echo by-reference\n", image)
+	image := s.Reg.Addr + "/intake-ref:1"
+	tar := buildTar(t, "FROM "+s.Base+"\nRUN echo by-reference\n", image)
 	inner := testenv.ServeContext(t, tar)
 	origin := testenv.ServeContext(t, tar)
 	post := func(refURL string) *http.Response {
@@ -177,7 +177,7 @@ func testRedirectInwards(t *testing.T, s *stack) {
 
 	// Twin: the reference's own loopback server builds.
 	fin, logs := final(t, post(origin.URL+"/ctx.tar?token=s3cr3t"))
-	if fin.Status != "success" || fin.Image != image || !testenv.TagExists(t, s.reg.Addr, "intake-ref", "1") {
+	if fin.Status != "success" || fin.Image != image || !testenv.TagExists(t, s.Reg, "intake-ref", "1") {
 		t.Fatalf("reference on its own loopback server: %+v\n%s", fin, logs)
 	}
 	b.workDirEmpty(t)

@@ -22,7 +22,7 @@ func TestContextIsolation(t *testing.T) {
 	s := startStack(t)
 	b := s.builderOn(t, nil)
 	mtime := time.Unix(1700000000, 0)
-	dockerfile := "FROM " + s.base + "\nCOPY data.txt /data.txt\n"
+	dockerfile := "FROM " + s.Base + "\nCOPY data.txt /data.txt\n"
 	request := func(image, content string) []byte {
 		df := testenv.File("context/Dockerfile", dockerfile)
 		df.Header.ModTime = mtime
@@ -38,13 +38,13 @@ func TestContextIsolation(t *testing.T) {
 		t.Fatal("the two contents must have the same size")
 	}
 	for _, c := range []struct{ repo, content string }{{"tenant-a", first}, {"tenant-b", second}} {
-		body := request(s.reg.Addr+"/"+c.repo+":1", c.content)
+		body := request(s.Reg.Addr+"/"+c.repo+":1", c.content)
 		fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 		if fin.Status != progress.Success {
 			t.Fatalf("%s: %+v\n%s", c.repo, fin, logs)
 		}
 	}
-	got := string(testenv.ImageFile(t, s.reg, "tenant-b", "1", "data.txt"))
+	got := string(testenv.ImageFile(t, s.Reg, "tenant-b", "1", "data.txt"))
 	if got != second {
 		leaked := ""
 		if got == first {

@@ -33,8 +33,8 @@ func TestSecretsScan(t *testing.T) {
 	beta := "beta-" + randHex(t, 16)
 	betaSum := sha256.Sum256([]byte(beta))
 	repo, tag := "secrets-scan", "1"
-	image := s.reg.Addr + "/" + repo + ":" + tag
-	dockerfile := "FROM " + s.base + "\n" +
+	image := s.Reg.Addr + "/" + repo + ":" + tag
+	dockerfile := "FROM " + s.Base + "\n" +
 		"RUN --mount=type=secret,id=alpha echo \"alpha is $(cat /run/secrets/alpha)\"\n" +
 		"RUN --mount=type=secret,id=alpha echo encoded-start && base64 /run/secrets/alpha && xxd -p /run/secrets/alpha && " +
 		"echo \"$(cat /run/secrets/alpha)\" | base64 && printf 'ci:%s' \"$(cat /run/secrets/alpha)\" | base64 && echo encoded-end\n" +
@@ -54,7 +54,7 @@ func TestSecretsScan(t *testing.T) {
 	if !strings.Contains(streamed, "alpha is "+secrets.Mask) {
 		t.Fatalf("the printed secret is missing or not redacted in the stream:\n%s", streamed)
 	}
-	if got := strings.TrimSpace(string(testenv.ImageFile(t, s.reg, repo, tag, "beta.sha256"))); got != hex.EncodeToString(betaSum[:]) {
+	if got := strings.TrimSpace(string(testenv.ImageFile(t, s.Reg, repo, tag, "beta.sha256"))); got != hex.EncodeToString(betaSum[:]) {
 		t.Fatalf("/beta.sha256 = %q: the second secret did not reach its step", got)
 	}
 
@@ -75,16 +75,16 @@ func TestSecretsScan(t *testing.T) {
 
 	// Control: the scan does reach buildkitd's snapshots, where the
 	// image's own files (here the hash) live.
-	if hits := testenv.FindInTree(t, s.bk.Dir, []byte(hex.EncodeToString(betaSum[:]))); len(hits) == 0 {
+	if hits := testenv.FindInTree(t, s.BK.Dir, []byte(hex.EncodeToString(betaSum[:]))); len(hits) == 0 {
 		t.Fatal("control failed: the scan of buildkitd's directory does not find the hash the build wrote")
 	}
 
 	trees := map[string]string{
 		"build-fn work_dir":              b.workDir,
 		"build-fn results_dir":           b.resultsDir,
-		"buildkitd (state, config, log)": s.bk.Dir,
-		"registry storage":               s.reg.Root,
-		"registry log":                   s.reg.LogPath,
+		"buildkitd (state, config, log)": s.BK.Dir,
+		"registry storage":               s.Reg.Root,
+		"registry log":                   s.Reg.LogPath,
 	}
 	for name, plain := range map[string]string{"alpha (printed)": alpha, "beta (hashed)": beta} {
 		needle := []byte(plain)
@@ -93,7 +93,7 @@ func TestSecretsScan(t *testing.T) {
 				t.Errorf("secret %s in %s: %v", name, where, hits)
 			}
 		}
-		if hits := testenv.FindInImage(t, s.reg, repo, tag, needle); len(hits) > 0 {
+		if hits := testenv.FindInImage(t, s.Reg, repo, tag, needle); len(hits) > 0 {
 			t.Errorf("secret %s in the image: %v", name, hits)
 		}
 		for where, text := range map[string]string{
@@ -101,7 +101,7 @@ func TestSecretsScan(t *testing.T) {
 			"the final line":           fin.Error + fin.Image,
 			"the stored result":        string(stored),
 			"build-fn's own log":       logs.String(),
-			"the image config/history": string(testenv.ImageConfig(t, s.reg, repo, tag)),
+			"the image config/history": string(testenv.ImageConfig(t, s.Reg, repo, tag)),
 		} {
 			if strings.Contains(text, plain) {
 				t.Errorf("secret %s in %s", name, where)

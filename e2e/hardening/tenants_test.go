@@ -147,7 +147,7 @@ func startTenants(t *testing.T) *tenantsBuilder {
 		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		testenv.BuildPush(t, bk, dir, ref, nil)
+		testenv.BuildPush(t, bk, nil, dir, ref, nil)
 	}
 	tenants := fmt.Sprintf(`tenants:
   acme:

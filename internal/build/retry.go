@@ -55,7 +55,18 @@ type Retrying struct {
 
 // Run implements Runner.
 func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error) {
-	err = r.Backoff.Do(ctx, "build", Transient, logf, func() error {
+	// A registry that does not answer may be restarting: one more try, a
+	// moment later. Longer would keep the user waiting on a registry that
+	// is simply down, with nothing to say.
+	registryDown := 0
+	transient := func(err error) bool {
+		if registryUnreachable.MatchString(err.Error()) {
+			registryDown++
+			return registryDown == 1
+		}
+		return Transient(err)
+	}
+	err = r.Backoff.Do(ctx, "build", transient, logf, func() error {
 		digest, err = r.Next.Run(ctx, b, logf)
 		return err
 	})
@@ -66,6 +77,10 @@ func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)
 // pull or push ("unexpected status from PUT request to ...: 503 Service
 // Unavailable", "... 502 Bad Gateway").
 var registry5xx = regexp.MustCompile(`\b50[0-4] [A-Z][A-Za-z ]+`)
+
+// registryUnreachable matches a registry that refused BuildKit's
+// connection (a pull's or a push's request).
+var registryUnreachable = regexp.MustCompile(`failed to do request: .*connect: connection refused`)
 
 // unreachable matches a daemon or registry that is not listening (yet).
 var unreachable = regexp.MustCompile(`connection refused|connection reset by peer|\.sock: connect: no such file or directory|no such file or directory.*\.sock|error reading from server: EOF|transport is closing`)

@@ -253,3 +253,21 @@ func TestRetryingRunner(t *testing.T) {
 		}
 	})
 }
+
+// A registry that refuses connections is tried once more, not build_retries
+// times: it may be restarting, but a registry that is down should fail the
+// build within seconds.
+func TestRetryingRegistryDown(t *testing.T) {
+	down := errors.New(`failed to solve: failed to push r:5000/x:1: failed to do request: Head "https://r:5000/v2/x/blobs/sha256:ab": dial tcp 10.0.0.1:5000: connect: connection refused`)
+	next := &flakyRunner{errs: []error{down, down, down, down}}
+	backoff := build.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
+	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); !errors.Is(err, down) || next.calls != 2 {
+		t.Fatalf("err %v after %d calls, want the registry error after 2", err, next.calls)
+	}
+	// buildkitd itself not answering keeps its full schedule.
+	gone := errors.New("connect to buildkitd at unix:///run/buildkit/buildkitd.sock: connection refused")
+	next = &flakyRunner{errs: []error{gone, gone, gone}}
+	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); err != nil || next.calls != 4 {
+		t.Fatalf("err %v after %d calls, want success after 4", err, next.calls)
+	}
+}
