@@ -1,0 +1,59 @@
+// Command fnb-cluster brings a real single-node Kubernetes up on this
+// machine (make cluster) and takes it down again (make cluster-down); see
+// internal/cluster and docs/cluster-notes.md.
+//
+//	fnb-cluster [-dir DIR] up
+//	fnb-cluster [-dir DIR] down
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fnbuilder/fnbuilder/internal/cluster"
+)
+
+func main() {
+	fs := flag.NewFlagSet("fnb-cluster", flag.ContinueOnError)
+	dir := fs.String("dir", envOr("FNB_CLUSTER_DIR", "/var/lib/fnbuilder-cluster"), "the cluster's state directory (FNB_CLUSTER_DIR)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: fnb-cluster [-dir DIR] up|down")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil || fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c := cluster.Cluster{Dir: *dir}
+	var err error
+	switch fs.Arg(0) {
+	case "up":
+		if err = c.Up(ctx, os.Stderr); err == nil {
+			// One per line, for scripts and e2e/cluster.
+			fmt.Printf("Kubeconfig %s\n", c.Kubeconfig("admin"))
+			fmt.Printf("Registry %s\n", cluster.RegistryAddr)
+		}
+	case "down":
+		err = c.Down(os.Stderr)
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fnb-cluster:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
