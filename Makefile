@@ -68,6 +68,7 @@ bench:
 cluster:
 	FNB_CLUSTER=1 bash hack/install.sh
 	$(GO) build -o bin/fnb-cluster ./cmd/fnb-cluster
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/fnb-pause ./cmd/fnb-pause
 	bin/fnb-cluster up
 
 cluster-down:

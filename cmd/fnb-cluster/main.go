@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
@@ -30,7 +31,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c := cluster.Cluster{Dir: *dir}
+	c := cluster.Cluster{Dir: *dir, Pause: besideMe("fnb-pause")}
 	var err error
 	switch fs.Arg(0) {
 	case "up":
@@ -49,6 +50,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fnb-cluster:", err)
 		os.Exit(1)
 	}
+}
+
+// besideMe is a binary next to this one (make builds both into bin/).
+func besideMe(name string) string {
+	self, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	return filepath.Join(filepath.Dir(self), name)
 }
 
 func envOr(k, def string) string {

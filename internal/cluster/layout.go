@@ -47,6 +47,8 @@ var APIServerURL = "https://" + BridgeIP + ":" + strconv.Itoa(APIServerPort)
 // Cluster is one cluster's directory: state, logs, PID files, certificates.
 type Cluster struct {
 	Dir string
+	// Pause is the static cmd/fnb-pause binary, the pods' sandbox image.
+	Pause string
 }
 
 func (c Cluster) path(elem ...string) string {

@@ -21,6 +21,9 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cluster: needs root (containerd, the kubelet, iptables, a bridge)")
 	}
+	if fi, err := os.Stat(c.Pause); c.Pause == "" || err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("cluster: the pause binary %q (cmd/fnb-pause, built static) is missing", c.Pause)
+	}
 	if missing := MissingTools(); len(missing) > 0 {
 		return fmt.Errorf("cluster: missing %s: run FNB_CLUSTER=1 hack/install.sh (or hack/install-cluster.sh)", strings.Join(missing, ", "))
 	}
@@ -58,6 +61,14 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	logf("node %s Ready", NodeName)
+	if err := c.PushImages(ctx, c.Pause, out); err != nil {
+		return err
+	}
+	logf("images in %s", RegistryAddr)
+	if err := c.deployCoreDNS(ctx); err != nil {
+		return err
+	}
+	logf("CoreDNS ready at %s", DNSServiceIP)
 	return nil
 }
 
