@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
@@ -31,8 +32,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c := cluster.Cluster{Dir: *dir, Pause: besideMe("fnb-pause")}
-	var err error
+	repo, err := findRepo()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fnb-cluster:", err)
+		os.Exit(1)
+	}
+	c := cluster.Cluster{Dir: *dir, Pause: besideMe("fnb-pause"), Repo: repo}
 	switch fs.Arg(0) {
 	case "up":
 		if err = c.Up(ctx, os.Stderr); err == nil {
@@ -49,6 +54,24 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnb-cluster:", err)
 		os.Exit(1)
+	}
+}
+
+// findRepo walks up from the working directory to fnbuilder's go.mod.
+func findRepo() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/fnbuilder/fnbuilder\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("not inside the fnbuilder checkout (charts/buildkit is needed)")
+		}
+		dir = parent
 	}
 }
 

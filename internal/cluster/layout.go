@@ -49,6 +49,8 @@ type Cluster struct {
 	Dir string
 	// Pause is the static cmd/fnb-pause binary, the pods' sandbox image.
 	Pause string
+	// Repo is the checkout: charts/buildkit.
+	Repo string
 }
 
 func (c Cluster) path(elem ...string) string {

@@ -31,6 +31,15 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(out, "%6.1fs  %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, a...))
 	}
+	// A user-namespaced pod's root is an unprivileged uid on the host: it
+	// must be able to walk down to its rootfs and volumes, or runc fails
+	// "remount-propagation ... rootfs, flags=MS_PRIVATE: permission denied".
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(c.Dir, 0o755); err != nil {
+		return err
+	}
 	if err := c.EnsurePKI(); err != nil {
 		return err
 	}
@@ -69,6 +78,10 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	logf("CoreDNS ready at %s", DNSServiceIP)
+	if err := c.installChart(ctx, c.Repo); err != nil {
+		return err
+	}
+	logf("charts/buildkit: %d replicas Ready, mutual TLS", BuildkitReplicas)
 	return nil
 }
 
