@@ -40,9 +40,12 @@ func main() {
 	c := cluster.Cluster{Dir: *dir, Pause: besideMe("fnb-pause"), Repo: repo}
 	switch fs.Arg(0) {
 	case "up":
-		if err = c.Up(ctx, os.Stderr); err == nil {
+		var url string
+		if url, err = c.Up(ctx, os.Stderr); err == nil {
 			// One per line, for scripts and e2e/cluster.
 			fmt.Printf("Kubeconfig %s\n", c.Kubeconfig("admin"))
+			fmt.Printf("build-fn %s\n", url)
+			fmt.Printf("Payload secret %s\n", c.PayloadSecret())
 			fmt.Printf("Registry %s\n", cluster.RegistryAddr)
 		}
 	case "down":

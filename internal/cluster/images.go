@@ -202,12 +202,7 @@ type image struct {
 // times, so the same files give the same digest). pause is the static
 // binary of cmd/fnb-pause.
 func (c Cluster) PushImages(ctx context.Context, pause string, out io.Writer) error {
-	tmp, err := os.MkdirTemp("", "fnb-cluster-images-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	images := []image{
+	return pushAll(ctx, out, []image{
 		{PauseImage, func(string) (rootfs, v1.Config, error) {
 			r := rootfs{}
 			r.file("pause", pause, 0o755)
@@ -220,7 +215,15 @@ func (c Cluster) PushImages(ctx context.Context, pause string, out io.Writer) er
 			return r, v1.Config{Entrypoint: []string{"/coredns"}}, nil
 		}},
 		{BuildkitImage, buildkitRootlessImage},
+	})
+}
+
+func pushAll(ctx context.Context, out io.Writer, images []image) error {
+	tmp, err := os.MkdirTemp("", "fnb-cluster-images-")
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(tmp)
 	for _, im := range images {
 		repoTag := strings.TrimPrefix(im.ref, RegistryAddr+"/")
 		dir := filepath.Join(tmp, strings.NewReplacer("/", "_", ":", "_").Replace(repoTag))
@@ -242,6 +245,19 @@ func (c Cluster) PushImages(ctx context.Context, pause string, out io.Writer) er
 		fmt.Fprintf(out, "image %s@%s %s\n", im.ref, digest, what)
 	}
 	return nil
+}
+
+// registryDigest is the digest the cluster's registry has for ref.
+func registryDigest(ctx context.Context, ref string) (string, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	d, err := remote.Head(r, remote.WithContext(ctx))
+	if err != nil {
+		return "", err
+	}
+	return d.Digest.String(), nil
 }
 
 // busyboxImage: the local stack's base (daemon.Busybox), as a layer.

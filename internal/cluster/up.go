@@ -17,15 +17,15 @@ import (
 // containerd, the control plane, kube-proxy and the kubelet, and waits for
 // the node to be Ready. Daemons already running (their PID record alive)
 // are kept, so a second Up only checks.
-func (c Cluster) Up(ctx context.Context, out io.Writer) error {
+func (c Cluster) Up(ctx context.Context, out io.Writer) (buildFnURL string, err error) {
 	if os.Geteuid() != 0 {
-		return errors.New("cluster: needs root (containerd, the kubelet, iptables, a bridge)")
+		return "", errors.New("cluster: needs root (containerd, the kubelet, iptables, a bridge)")
 	}
 	if fi, err := os.Stat(c.Pause); c.Pause == "" || err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("cluster: the pause binary %q (cmd/fnb-pause, built static) is missing", c.Pause)
+		return "", fmt.Errorf("cluster: the pause binary %q (cmd/fnb-pause, built static) is missing", c.Pause)
 	}
 	if missing := MissingTools(); len(missing) > 0 {
-		return fmt.Errorf("cluster: missing %s: run FNB_CLUSTER=1 hack/install.sh (or hack/install-cluster.sh)", strings.Join(missing, ", "))
+		return "", fmt.Errorf("cluster: missing %s: run FNB_CLUSTER=1 hack/install.sh (or hack/install-cluster.sh)", strings.Join(missing, ", "))
 	}
 	t0 := time.Now()
 	logf := func(format string, a ...any) {
@@ -35,21 +35,21 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 	// must be able to walk down to its rootfs and volumes, or runc fails
 	// "remount-propagation ... rootfs, flags=MS_PRIVATE: permission denied".
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	if err := os.Chmod(c.Dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	if err := c.EnsurePKI(); err != nil {
-		return err
+		return "", err
 	}
 	if err := c.WriteConfigs(); err != nil {
-		return err
+		return "", err
 	}
 	// The registry and the apiserver bind to the bridge address: it must
 	// exist before the first pod does.
 	if err := ensureBridge(); err != nil {
-		return err
+		return "", err
 	}
 	for _, name := range daemonNames {
 		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok && r.Alive() {
@@ -58,31 +58,35 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) error {
 		}
 		s, err := c.Spec(name)
 		if err != nil {
-			return err
+			return "", err
 		}
 		p, err := daemon.Start(ctx, s)
 		if err != nil {
-			return err
+			return "", err
 		}
 		logf("%-24s started (pid %d)", name, p.PID)
 	}
 	if err := c.waitNodeReady(ctx, 2*time.Minute); err != nil {
-		return err
+		return "", err
 	}
 	logf("node %s Ready", NodeName)
 	if err := c.PushImages(ctx, c.Pause, out); err != nil {
-		return err
+		return "", err
 	}
 	logf("images in %s", RegistryAddr)
 	if err := c.deployCoreDNS(ctx); err != nil {
-		return err
+		return "", err
 	}
 	logf("CoreDNS ready at %s", DNSServiceIP)
 	if err := c.installChart(ctx, c.Repo); err != nil {
-		return err
+		return "", err
 	}
 	logf("charts/buildkit: %d replicas Ready, mutual TLS", BuildkitReplicas)
-	return nil
+	if buildFnURL, err = c.deployBuildFn(ctx, out); err != nil {
+		return "", err
+	}
+	logf("build-fn ready at %s", buildFnURL)
+	return buildFnURL, nil
 }
 
 // Kubectl runs kubectl as the admin (kubectl 1.34 of hack/install-cluster.sh,
