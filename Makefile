@@ -58,3 +58,19 @@ down:
 bench:
 	$(GO) test -c -o bin/fnb-bench.test ./bench/
 	cd bench && FNB_BENCH=1 FNB_BENCH_OUT=$(CURDIR)/docs/benchmarks.md ../bin/fnb-bench.test -test.run '^TestReport$$' -test.timeout 90m
+
+# A real single-node Kubernetes (internal/cluster, docs/cluster-notes.md):
+# `make cluster` installs what is missing (FNB_CLUSTER=1: Kubernetes,
+# containerd, runc, CoreDNS from their modules; ~14 min once) and brings it
+# up; `make cluster-down` stops it and leaves nothing behind.
+# FNB_CLUSTER_DIR chooses the state dir (default /var/lib/fnbuilder-cluster).
+.PHONY: cluster cluster-down
+cluster:
+	FNB_CLUSTER=1 bash hack/install.sh
+	$(GO) build -o bin/fnb-cluster ./cmd/fnb-cluster
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/fnb-pause ./cmd/fnb-pause
+	bin/fnb-cluster up
+
+cluster-down:
+	$(GO) build -o bin/fnb-cluster ./cmd/fnb-cluster
+	bin/fnb-cluster down

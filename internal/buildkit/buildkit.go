@@ -78,6 +78,12 @@ type Build struct {
 	// Pulls are the image-name prefixes the build may pull from guarded
 	// registries; nil allows every image.
 	Pulls []string
+	// Contexts stand in for what the Dockerfile names, as `docker buildx
+	// build --build-context NAME=VALUE`: FROM NAME then takes VALUE, e.g.
+	// "docker-image://registry:5000/golang:1.26-alpine". For building the
+	// production Dockerfiles where their base images cannot be pulled (the
+	// offline cluster, internal/cluster); never set from a request.
+	Contexts map[string]string
 }
 
 // Builder runs builds on one daemon.
@@ -254,6 +260,9 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 	}
 	for k, v := range build.Labels {
 		attrs["label:"+k] = v
+	}
+	for name, v := range build.Contexts {
+		attrs["context:"+name] = v
 	}
 	if len(build.Platforms) > 0 {
 		attrs["platform"] = strings.Join(build.Platforms, ",")

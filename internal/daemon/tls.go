@@ -67,11 +67,18 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 // Issue makes a certificate and key (PEM) for usage: a server's for its
 // hosts (IP addresses or DNS names), or a client's.
 func (ca *CA) Issue(cn string, usage x509.ExtKeyUsage, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	return ca.IssueFor(cn, nil, usage, hosts...)
+}
+
+// IssueFor is Issue with the subject's organizations: Kubernetes takes a
+// client certificate's organizations as its user's groups.
+func (ca *CA) IssueFor(cn string, orgs []string, usage x509.ExtKeyUsage, hosts ...string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := certTemplate(cn)
+	tmpl.Subject.Organization = orgs
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
 	for _, h := range hosts {
@@ -124,6 +131,11 @@ func LoadOrCreateCA(certFile, keyFile, name string) (*CA, error) {
 // unless certFile already holds one this CA issued. It reports whether it
 // wrote them.
 func (ca *CA) IssueFiles(certFile, keyFile, cn string, usage x509.ExtKeyUsage, hosts ...string) (bool, error) {
+	return ca.IssueFilesFor(certFile, keyFile, cn, nil, usage, hosts...)
+}
+
+// IssueFilesFor is IssueFiles with the subject's organizations (IssueFor).
+func (ca *CA) IssueFilesFor(certFile, keyFile, cn string, orgs []string, usage x509.ExtKeyUsage, hosts ...string) (bool, error) {
 	if b, err := os.ReadFile(certFile); err == nil && fileThere(keyFile) {
 		if block, _ := pem.Decode(b); block != nil {
 			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(ca.cert) == nil {
@@ -131,7 +143,7 @@ func (ca *CA) IssueFiles(certFile, keyFile, cn string, usage x509.ExtKeyUsage, h
 			}
 		}
 	}
-	cert, key, err := ca.Issue(cn, usage, hosts...)
+	cert, key, err := ca.IssueFor(cn, orgs, usage, hosts...)
 	if err != nil {
 		return false, err
 	}

@@ -1,0 +1,186 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
+)
+
+// Down stops everything Up started and leaves no container, mount, network
+// namespace, bridge or iptables rule behind. It keeps the certificates (the
+// kubeconfig stays valid), the registry's images and the logs; the node's
+// state (etcd, containerd, kubelet) goes, so the next Up is a fresh cluster.
+// Every step runs even when one fails; the errors are joined.
+func (c Cluster) Down(out io.Writer) error {
+	var errs []string
+	fail := func(err error) {
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	stop := func(name string) {
+		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok {
+			r.Stop(15 * time.Second)
+			fmt.Fprintf(out, "stopped %s (pid %d)\n", name, r.PID)
+		}
+		os.Remove(c.PIDFile(name))
+	}
+	// The kubelet first: it would restart what is stopped under it.
+	stop("kubelet")
+	// A shim that dies leaves its container running: end the containers
+	// through runc's state, then the shims of our containerd.
+	fail(c.killContainers())
+	c.killShims()
+	for i := len(daemonNames) - 1; i >= 0; i-- {
+		if daemonNames[i] != "kubelet" {
+			stop(daemonNames[i])
+		}
+	}
+	fail(cleanIptables())
+	if un := daemon.Unmount(c.Dir); len(un) > 0 {
+		fmt.Fprintf(out, "unmounted %d mounts under %s\n", len(un), c.Dir)
+	}
+	if left := daemon.MountsUnder(c.Dir); len(left) > 0 {
+		fail(fmt.Errorf("still mounted: %s", strings.Join(left, ", ")))
+	}
+	if exec.Command("ip", "link", "show", BridgeName).Run() == nil {
+		if b, err := exec.Command("ip", "link", "del", BridgeName).CombinedOutput(); err != nil {
+			fail(fmt.Errorf("ip link del %s: %v: %s", BridgeName, err, b))
+		}
+	}
+	for _, d := range []string{c.path("etcd"), c.containerdDir(), c.kubeletDir(), c.path("kubelet-pki"), c.cniDataDir()} {
+		fail(daemon.RemoveAll(d))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cluster down: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// killContainers SIGKILLs and deletes every container in our runc root.
+func (c Cluster) killContainers() error {
+	runc := Bin("runc")
+	roots, _ := filepath.Glob(filepath.Join(c.runcRoot(), "*"))
+	if runc == "" || len(roots) == 0 {
+		return nil
+	}
+	var errs []string
+	for _, root := range roots {
+		out, err := exec.Command(runc, "--root", root, "list", "-q").Output()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("runc --root %s list: %v", root, err))
+			continue
+		}
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command(runc, "--root", root, "kill", "--all", id, "KILL").Run()
+			if b, err := exec.Command(runc, "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Sprintf("runc delete %s: %v: %s", id, err, b))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// killShims ends the runc shims whose command line names our containerd's
+// socket: they are nobody else's.
+func (c Cluster) killShims() {
+	sock := []byte(c.ContainerdSocket())
+	for _, pid := range daemon.PIDs() {
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte("containerd-shim")) || !bytes.Contains(cmdline, sock) {
+			continue
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// cleanIptables removes kube-proxy's chains (kube-proxy --cleanup) and the
+// kubelet's, which that leaves: KUBE-FIREWALL (jumped to from INPUT and
+// OUTPUT), KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, in iptables and ip6tables.
+// Only KUBE-* chains are touched: no other project here makes them.
+func cleanIptables() error {
+	if proxy := Bin("kube-proxy"); proxy != "" {
+		exec.Command(proxy, "--cleanup").Run()
+	}
+	var errs []string
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			rules, err := exec.Command(ipt, "-w", "5", "-t", table, "-S").Output()
+			if err != nil {
+				continue // no such table (ip6tables without the module)
+			}
+			var chains []string
+			for _, line := range strings.Split(string(rules), "\n") {
+				f := splitRule(line)
+				switch {
+				case len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], "KUBE-"):
+					chains = append(chains, f[1])
+				case len(f) > 2 && f[0] == "-A" && !strings.HasPrefix(f[1], "KUBE-") && jumpsToKube(f):
+					f[0] = "-D"
+					if b, err := exec.Command(ipt, append([]string{"-w", "5", "-t", table}, f...)...).CombinedOutput(); err != nil {
+						errs = append(errs, fmt.Sprintf("%s -t %s %s: %v: %s", ipt, table, strings.Join(f, " "), err, b))
+					}
+				}
+			}
+			for _, op := range []string{"-F", "-X"} {
+				for _, ch := range chains {
+					if b, err := exec.Command(ipt, "-w", "5", "-t", table, op, ch).CombinedOutput(); err != nil {
+						errs = append(errs, fmt.Sprintf("%s -t %s %s %s: %v: %s", ipt, table, op, ch, err, b))
+					}
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// splitRule splits a line of iptables -S into arguments; iptables quotes
+// the ones with spaces (comments) in double quotes.
+func splitRule(line string) []string {
+	var args []string
+	var cur strings.Builder
+	quoted, inArg := false, false
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted, inArg = !quoted, true
+		case r == ' ' && !quoted:
+			if inArg {
+				args = append(args, cur.String())
+				cur.Reset()
+				inArg = false
+			}
+		default:
+			cur.WriteRune(r)
+			inArg = true
+		}
+	}
+	if inArg {
+		args = append(args, cur.String())
+	}
+	return args
+}
+
+func jumpsToKube(rule []string) bool {
+	for i := 0; i+1 < len(rule); i++ {
+		if (rule[i] == "-j" || rule[i] == "-g") && strings.HasPrefix(rule[i+1], "KUBE-") {
+			return true
+		}
+	}
+	return false
+}
