@@ -14,6 +14,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
 
 // Defaults for the settings documented in README.md.
@@ -26,6 +27,11 @@ const (
 	defaultRetryWait     = 2 * time.Second
 	defaultResultsTTL    = 24 * time.Hour
 	defaultMaxFetchBytes = 4 << 30
+	// Request bodies up to spoolMemoryPerBody stay in memory, never on
+	// disk, while all of them together stay under spoolMemoryTotal; the
+	// rest go to work_dir.
+	spoolMemoryPerBody = 4 << 20
+	spoolMemoryTotal   = 32 << 20
 )
 
 // New builds build-fn's router from its settings.
@@ -111,13 +117,13 @@ func Options(cfg config.Config) (handlers.BuildOptions, error) {
 	payloadPath := cfg.PayloadSecretPath()
 	o.PayloadSecret = func() ([]byte, error) { return os.ReadFile(payloadPath) }
 	o.SpoolDir = workDir
+	o.SpoolMemory = signature.NewMemory(spoolMemoryPerBody, spoolMemoryTotal)
 	o.Slots = handlers.NewSlots(int(maxInflight))
 	o.Metrics = metrics.New()
 	o.Pipeline = &build.Pipeline{
 		Keys:          cfg.KeyRing,
 		Runner:        build.Retrying{Next: runner, Backoff: o.Retry},
 		Limits:        limits,
-		WorkDir:       workDir,
 		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
 		DeployBackoff: o.Retry,
 	}

@@ -268,7 +268,7 @@ func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref strin
 	defer cancel()
 	builder := buildkit.New(buildkit.Daemon{Address: s.buildkitAddr()}, buildkit.Registries{Insecure: []string{registryAddr}})
 	var log strings.Builder
-	d, err := builder.Push(ctx, buildkit.Build{ContextDir: contextDir, Dockerfile: dockerfile, Image: ref, Push: true},
+	d, err := builder.Push(ctx, buildkit.Build{Context: buildkit.Dir(contextDir), Dockerfile: dockerfile, Image: ref, Push: true},
 		func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
 	if err != nil {
 		out := log.String()

@@ -6,6 +6,7 @@ package buildkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,8 +51,8 @@ type Registries struct {
 
 // Build is one image build.
 type Build struct {
-	ContextDir string
-	Dockerfile string // relative to ContextDir; "" means Dockerfile
+	Context    Context
+	Dockerfile string // relative to Context; "" means Dockerfile
 	Image      string
 	BuildArgs  map[string]string
 	Labels     map[string]string
@@ -61,6 +62,10 @@ type Build struct {
 	// Secrets are handed to BuildKit from memory through the session; they
 	// are never written to a file.
 	Secrets map[string][]byte
+	// SharedKey names the incremental copy of the context that BuildKit
+	// keeps between builds (see SharedKey); "" shares the daemon's one
+	// copy with every other client, as buildctl does.
+	SharedKey string
 }
 
 // Builder runs builds on one daemon.
@@ -170,15 +175,14 @@ func forgetHistory(c *client.Client, ref string) {
 }
 
 func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
-	contextFS, err := fsutil.NewFS(build.ContextDir)
-	if err != nil {
-		return client.SolveOpt{}, fmt.Errorf("build context: %w", err)
+	if build.Context == nil {
+		return client.SolveOpt{}, errors.New("build context: none given")
 	}
 	dockerfile := build.Dockerfile
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
 	}
-	dockerfileFS, err := fsutil.NewFS(filepath.Join(build.ContextDir, filepath.Dir(dockerfile)))
+	dockerfileFS, err := build.Context.Sub(filepath.Dir(dockerfile))
 	if err != nil {
 		return client.SolveOpt{}, fmt.Errorf("dockerfile: %w", err)
 	}
@@ -224,10 +228,11 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts: map[string]fsutil.FS{
-			"context":    contextFS,
+			"context":    build.Context,
 			"dockerfile": dockerfileFS,
 		},
-		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},
+		SharedKey: build.SharedKey,
+		Exports:   []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},
 		Session: []session.Attachable{
 			secretsprovider.FromMap(build.Secrets),
 			authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{

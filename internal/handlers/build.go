@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"mime"
 	"net/http"
@@ -31,7 +30,10 @@ type BuildOptions struct {
 	PayloadSecret func() ([]byte, error)
 	DisableHMAC   bool
 	// SpoolDir holds request bodies while their signature is checked.
-	SpoolDir     string
+	SpoolDir string
+	// SpoolMemory keeps small request bodies in memory instead; nil keeps
+	// none there.
+	SpoolMemory  *signature.Memory
 	MaxBodyBytes int64
 	// Slots bounds concurrent builds; nil means unlimited.
 	Slots *Slots
@@ -51,7 +53,7 @@ type BuildOptions struct {
 	Retry build.Backoff
 }
 
-// MakeBuildHandler answers POST /build: verify, unpack, build, reply.
+// MakeBuildHandler answers POST /build: verify, index, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		cw := &codeWriter{ResponseWriter: w}
@@ -78,11 +80,12 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 	start := time.Now()
 
-	spooled, ok := o.receive(w, r)
+	spooled, intake, ok := o.receive(w, r)
 	if !ok {
 		return
 	}
 	defer spooled.Close()
+	defer intake.Abandon() // when no build took it
 	if !joining {
 		if !o.Slots.TryAcquire() {
 			tooMany(w, o.Slots)
@@ -91,12 +94,12 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		defer o.Slots.Release()
 	}
 	if callID == "" {
-		o.run(w, r, spooled, start)
+		o.run(w, r, spooled, intake, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
 	res, shared := o.Results.Do(callID, func() results.Result {
-		res := o.run(w, r, spooled, start)
+		res := o.run(w, r, spooled, intake, start)
 		res.Request = fingerprint
 		return res
 	})
@@ -125,37 +128,46 @@ func (o BuildOptions) callID(r *http.Request) string {
 }
 
 // receive spools the body and checks its signature; on failure it has
-// answered already.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, bool) {
+// answered already. A build tar is indexed while it arrives (intake); a
+// context reference has no intake.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, *build.Intake, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return nil, false
+		return nil, nil, false
 	}
 	key, err := o.hmacKey()
 	if err != nil {
 		log.Printf("build: %v", err)
 		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
-		return nil, false
+		return nil, nil, false
 	}
 	body := &countingReader{r: r.Body}
+	opts := signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes, Memory: o.SpoolMemory, Size: r.ContentLength}
+	var intake *build.Intake
+	if !isContextRef(r) {
+		intake = o.Pipeline.Intake(r.Context())
+		opts.Tee = intake
+	}
 	var spooled *signature.Spooled
 	if o.DisableHMAC {
-		spooled, err = signature.SpoolUnverified(body, o.SpoolDir, o.MaxBodyBytes)
+		spooled, err = signature.SpoolUnverified(body, opts)
 	} else {
-		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
+		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, opts)
 	}
 	o.Metrics.BytesReceived.Add(float64(body.n))
 	if err != nil {
+		intake.Abandon()
 		code, msg := spoolStatus(err, "X-Build-Signature")
 		reply.Error(w, code, msg)
-		return nil, false
+		return nil, nil, false
 	}
-	return spooled, true
+	return spooled, intake, true
 }
 
-// run unpacks, builds, deploys if asked, and answers; it returns what it
-// answered so that a redelivery can be given the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, start time.Time) results.Result {
+// run indexes (or takes intake's index), builds, deploys if asked, and
+// answers; it returns what it answered so that a redelivery can be given
+// the same.
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, start time.Time) results.Result {
 	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
 	defer cancel()
 
@@ -164,8 +176,8 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 		code, msg := fetchStatus(err)
 		return refuse(w, code, msg)
 	}
-	job, err := o.Pipeline.Prepare(tar)
-	closeTar()
+	defer closeTar() // BuildKit reads the context from it until the job ends
+	job, err := o.Pipeline.Prepare(ctx, tar, intake)
 	if err != nil {
 		var in *build.InputError
 		switch {
@@ -218,11 +230,17 @@ func refuse(w http.ResponseWriter, code int, msg string) results.Result {
 	return results.Result{Code: code, Body: body, Transient: code >= 500}
 }
 
+// isContextRef says whether the body is a context reference, not a tar.
+func isContextRef(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == contextref.MediaType
+}
+
 // openTar returns the request's tar: the body itself, or the tar a signed
 // context reference points at.
-func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (io.Reader, func(), error) {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != contextref.MediaType {
-		return spooled.Reader(), func() {}, nil
+func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (build.Body, func(), error) {
+	if !isContextRef(r) {
+		return spooled, func() {}, nil
 	}
 	ref, err := contextref.Parse(spooled.Reader())
 	if err != nil {
@@ -250,7 +268,7 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 	if err != nil {
 		return nil, nil, err
 	}
-	return fetched.Reader(), func() { fetched.Close() }, nil
+	return fetched, func() { fetched.Close() }, nil
 }
 
 // fetchStatus maps a context reference failure to a status code.

@@ -42,9 +42,9 @@ func MakeDeployHandler(o DeployOptions) http.HandlerFunc {
 		var spooled *signature.Spooled
 		var err error
 		if o.DisableHMAC {
-			spooled, err = signature.SpoolUnverified(r.Body, o.SpoolDir, o.MaxBodyBytes)
+			spooled, err = signature.SpoolUnverified(r.Body, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
 		} else {
-			spooled, err = signature.Spool(r.Body, r.Header.Get("X-Deploy-Signature"), key, o.SpoolDir, o.MaxBodyBytes)
+			spooled, err = signature.Spool(r.Body, r.Header.Get("X-Deploy-Signature"), key, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
 		}
 		if err != nil {
 			code, msg := spoolStatus(err, "X-Deploy-Signature")

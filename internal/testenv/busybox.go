@@ -91,7 +91,7 @@ func BuildPush(t testing.TB, bk *BuildKit, contextDir, ref string, buildArgs map
 	defer cancel()
 	builder := buildkit.New(buildkit.Daemon{Address: bk.Addr}, buildkit.Registries{Insecure: []string{"*"}})
 	var log strings.Builder
-	digest, err := builder.Push(ctx, buildkit.Build{ContextDir: contextDir, Image: ref, BuildArgs: buildArgs, Push: true},
+	digest, err := builder.Push(ctx, buildkit.Build{Context: buildkit.Dir(contextDir), Image: ref, BuildArgs: buildArgs, Push: true},
 		func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
 	if err != nil {
 		out := log.String()
