@@ -65,7 +65,7 @@ func newTree(lim Limits) *Tree {
 // count charges one tar entry or implied directory.
 func (t *Tree) count(entry string) error {
 	if t.entries++; t.entries > t.lim.MaxEntries {
-		return &Error{Entry: entry, Reason: fmt.Sprintf("more than %d entries (tar entries and the directories their paths imply)", t.lim.MaxEntries), TooLarge: true}
+		return &Error{Entry: entry, Reason: fmt.Sprintf("more than %d tar entries and directories their paths imply", t.lim.MaxEntries), TooLarge: true}
 	}
 	return nil
 }
