@@ -310,19 +310,25 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 		}
 		return d
 	}
-	// In blocks: each side's incremental copy of the context and cache
-	// then hold its own previous run, as they would for one user.
+	// Interleaved, build-fn first in every other pair, so that the load of
+	// a shared machine weighs on both sides alike. build-fn's SharedKey
+	// keeps its incremental copy of the context apart from buildctl's, so
+	// each side finds its own previous run there.
 	prepare("fn", -1)
 	viaFn()
-	for i := range n {
-		prepare("fn", i)
-		fnT = append(fnT, viaFn())
-	}
 	prepare("ctl", -1)
 	viaCtl()
 	for i := range n {
-		prepare("ctl", i)
-		ctlT = append(ctlT, viaCtl())
+		sides := []func(){
+			func() { prepare("fn", i); fnT = append(fnT, viaFn()) },
+			func() { prepare("ctl", i); ctlT = append(ctlT, viaCtl()) },
+		}
+		if i%2 == 1 {
+			slices.Reverse(sides)
+		}
+		for _, run := range sides {
+			run()
+		}
 	}
 	return fnT, ctlT
 }
@@ -348,15 +354,7 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 		"function/config.json": `{"name":"bench","replicas":1}`,
 		"template.yml":         "language: sh\nfprocess: sh handler.sh\n",
 	}
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.WriteFiles(t, dir, files)
 	u, err := url.Parse(fn.url)
 	if err != nil {
 		t.Fatal(err)
@@ -712,7 +710,8 @@ const method = `- **Rebuilds.** The same build repeated on one buildkitd, pushin
   build-fn time is the client's: make the request tar from the same directory in memory, signing it as it is written,
   POST it with ` + "`Accept: application/x-ndjson`" + ` and read to the final line, so it includes everything a faas-cli user
   waits for (faas-cli writes the tar to a file and reads it again to sign it, which costs a little more). One untimed
-  run of each first, then N timed runs of one, then of the other; the table shows medians. Before every run, timed or
+  run of each first, then N timed runs of each, interleaved (build-fn first in every other pair) so that the load of a
+  shared machine weighs on both alike; the table shows medians. Before every run, timed or
   not, the directory is changed as the row says (untimed): nothing (*identical*: BuildKit re-sends nothing and every
   step is cached), a small ` + "`stamp.txt`" + ` rewritten with new bytes (*one small file changed*: BuildKit re-sends that
   file, ` + "`COPY`" + ` runs again and a new 50 MiB layer is compressed and pushed), or all 50 files rewritten with new random

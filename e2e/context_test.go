@@ -46,22 +46,9 @@ func (b *buildFn) build(t *testing.T, body []byte) {
 	}
 }
 
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func testMakeTarDockerignore(t *testing.T, s *stack, b *buildFn) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"Dockerfile":    "FROM " + s.base + "\nCOPY . /ctx\n",
 		".dockerignore": "secret.txt\n*.log\n!keep.log\n",
 		"secret.txt":    "not for the image",

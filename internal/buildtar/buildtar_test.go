@@ -42,8 +42,17 @@ type entry struct {
 	typ  byte
 	body string
 	link string
-	mode int64
-	raw  []byte // written as is, whole 512-byte blocks: for entries archive/tar cannot write
+	mode  int64
+	mtime time.Time
+	raw   []byte // written as is, whole 512-byte blocks: for entries archive/tar cannot write
+}
+
+// at gives every entry the client mtime t.
+func at(t time.Time, entries ...entry) []entry {
+	for i := range entries {
+		entries[i].mtime = t
+	}
+	return entries
 }
 
 func file(name, body string) entry  { return entry{name: name, typ: tar.TypeReg, body: body} }
@@ -74,7 +83,7 @@ func makeTar(t testing.TB, entries ...entry) []byte {
 		if mode == 0 {
 			mode = 0o644
 		}
-		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, Size: int64(len(e.body))}
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, Size: int64(len(e.body)), ModTime: e.mtime}
 		if e.typ != tar.TypeReg {
 			hdr.Size = 0
 		}
@@ -825,16 +834,7 @@ func TestIndexStopsWhenCancelled(t *testing.T) {
 // copy: the mtime served must change with the bytes and only with them.
 func TestMtimesFollowContent(t *testing.T) {
 	request := func(data string, mtime time.Time) *FS {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, e := range []entry{file("context/Dockerfile", dockerfile), file("context/data.txt", data), file(ConfigName, goodConfig)} {
-			if err := tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(e.body)), ModTime: mtime}); err != nil {
-				t.Fatal(err)
-			}
-			io.WriteString(tw, e.body)
-		}
-		tw.Close()
-		_, f, err := index(t, buf.Bytes(), Limits{})
+		_, f, err := index(t, makeTar(t, at(mtime, file("context/Dockerfile", dockerfile), file("context/data.txt", data), file(ConfigName, goodConfig))...), Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1115,22 +1115,9 @@ func transfer(t *testing.T, f *FS, dest string) []string {
 // identical one sends nothing; the copy always holds the latest bytes.
 func TestIncrementalTransferSendsChangedFilesOnly(t *testing.T) {
 	request := func(data string, mtime time.Time) *FS {
-		entries := []entry{dir("context/sub"), file("context/Dockerfile", dockerfile), file("context/sub/data.txt", data), file("context/sub/same.txt", "unchanged"),
-			symlink("context/link", "sub/data.txt"), hardlink("context/hard", "context/sub/same.txt"), file(ConfigName, goodConfig)}
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, e := range entries {
-			hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: 0o644, Size: int64(len(e.body)), ModTime: mtime}
-			if e.typ != tar.TypeReg {
-				hdr.Size = 0
-			}
-			if err := tw.WriteHeader(hdr); err != nil {
-				t.Fatal(err)
-			}
-			io.WriteString(tw, e.body)
-		}
-		tw.Close()
-		_, f, err := index(t, buf.Bytes(), Limits{})
+		body := makeTar(t, at(mtime, dir("context/sub"), file("context/Dockerfile", dockerfile), file("context/sub/data.txt", data), file("context/sub/same.txt", "unchanged"),
+			symlink("context/link", "sub/data.txt"), hardlink("context/hard", "context/sub/same.txt"), file(ConfigName, goodConfig))...)
+		_, f, err := index(t, body, Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
