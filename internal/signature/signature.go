@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -167,6 +168,11 @@ const (
 	chunks    = 4
 )
 
+var chunkPool = sync.Pool{New: func() any {
+	c := make([]byte, chunkSize)
+	return &c
+}}
+
 // Spool receives body while computing its HMAC-SHA256 with key, and returns
 // it only if the MAC equals the one in header. The header is checked before
 // any body byte is read, so unsigned requests are rejected cheaply. The MAC
@@ -211,10 +217,21 @@ func spool(body io.Reader, mac hash.Hash, o Options) (_ *Spooled, err error) {
 	}
 
 	// The MAC runs behind the store: each chunk goes to it once stored
-	// and teed, and comes back to free once hashed.
+	// and teed, and comes back to free once hashed. Chunks come from a
+	// pool, one more only while the MAC lags behind: a small body takes one.
 	free := make(chan []byte, chunks)
-	for range chunks {
-		free <- make([]byte, chunkSize)
+	taken := 0
+	next := func() []byte {
+		select {
+		case c := <-free:
+			return c
+		default:
+		}
+		if taken < chunks {
+			taken++
+			return *chunkPool.Get().(*[]byte)
+		}
+		return <-free
 	}
 	var toMAC chan []byte
 	macDone := make(chan struct{})
@@ -227,25 +244,33 @@ func spool(body io.Reader, mac hash.Hash, o Options) (_ *Spooled, err error) {
 				free <- c[:cap(c)]
 			}
 		}()
-		defer func() { close(toMAC); <-macDone }()
 	}
+	defer func() {
+		if mac != nil {
+			close(toMAC)
+			<-macDone
+		}
+		for range taken {
+			c := <-free
+			chunkPool.Put(&c)
+		}
+	}()
 
 	for {
-		buf := <-free
+		buf := next()
 		n, rerr := io.ReadFull(src, buf)
 		if n > 0 {
 			c := buf[:n]
 			if err := st.write(c); err != nil {
+				free <- buf
 				return nil, err
 			}
 			if o.Tee != nil {
 				_, _ = o.Tee.Write(c)
 			}
-			if mac != nil {
-				toMAC <- c
-			} else {
-				free <- buf
-			}
+		}
+		if mac != nil && n > 0 {
+			toMAC <- buf[:n]
 		} else {
 			free <- buf
 		}
