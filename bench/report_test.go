@@ -718,7 +718,10 @@ const method = `- **Rebuilds.** The same build repeated on one buildkitd, pushin
   bytes (*every file new*: everything is sent, copied, compressed and pushed). build-fn and buildctl never build the same
   bytes, so neither finds the other's results in the cache; build-fn's SharedKey (per image repository) keeps its
   incremental copy of the context apart from buildctl's. Small context: a Dockerfile (` + "`COPY . /src` + `RUN`" + `) and two small
-  files. 50 MiB context: 50 files of 1 MiB of random bytes (incompressible), ` + "`COPY . /ctx` + `RUN`" + `.
+  files. 50 MiB context: 50 files of 1 MiB of random bytes (incompressible), ` + "`COPY . /ctx` + `RUN`" + `. An identical
+  rebuild of a large context costs build-fn what buildctl never pays, whatever BuildKit does: the client reads and signs
+  every byte, and build-fn receives and verifies every byte (HMAC-SHA256 both times, about 30 ms per 50 MiB each at
+  this machine's 1.7 GB/s) before BuildKit is asked for anything; BuildKit then transfers nothing.
 - **No-change rebuild.** A two-stage function Dockerfile with a handful of files, unchanged between runs, sent exactly
   as faas-cli sends it: go-sdk's ` + "`builder.MakeTar`" + ` then ` + "`BuildWithStream`" + `, timed from making the tar to the last
   streamed line; buildctl builds the same directory for the baseline.
