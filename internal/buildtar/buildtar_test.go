@@ -38,10 +38,10 @@ const (
 
 // entry describes one tar entry for building test archives.
 type entry struct {
-	name string
-	typ  byte
-	body string
-	link string
+	name  string
+	typ   byte
+	body  string
+	link  string
 	mode  int64
 	mtime time.Time
 	raw   []byte // written as is, whole 512-byte blocks: for entries archive/tar cannot write
