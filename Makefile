@@ -3,6 +3,10 @@
 SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 10s
+# The real faas-cli and of-watchdog the tests run (the module proxy serves
+# neither); .ci/run sets them, and beside ../shared they are found here.
+export FAAS_CLI ?= $(wildcard $(abspath $(CURDIR)/../shared/tools/faas-cli))
+export OF_WATCHDOG ?= $(wildcard $(abspath $(CURDIR)/../shared/tools/of-watchdog))
 
 .PHONY: test lint unit e2e fuzz install build
 

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
-	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // The local stack (cmd/fnb-stack), as `make up` leaves it.
@@ -233,6 +233,13 @@ func (r *report) async(t *testing.T, _ *stack) {
 	// The same 100 builds (new tags, so nothing is cached but the base),
 	// one after another with buildctl on the stack's own buildkitd.
 	sock := "unix://" + filepath.Join(stackDir(), "buildkit", "buildkitd.sock")
+	// buildctl logs in to the stack's registry as build-fn does.
+	dockerConfig := t.TempDir()
+	if b, err := os.ReadFile(filepath.Join(stackDir(), "secrets", "registry-config")); err == nil {
+		if err := os.WriteFile(filepath.Join(dockerConfig, "config.json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var seq time.Duration
 	var seqErr error
 	for i := range asyncBuilds {
@@ -242,9 +249,10 @@ func (r *report) async(t *testing.T, _ *stack) {
 			t.Fatal(err)
 		}
 		t0 := time.Now()
-		cmd := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--addr", sock, "build",
+		cmd := exec.Command(daemon.Find("buildctl"), "--addr", sock, "build",
 			"--progress=plain", "--frontend", "dockerfile.v0", "--local", "context="+dir, "--local", "dockerfile="+dir,
 			"--output", "type=image,name="+image+",push=true,registry.insecure=true")
+		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			seqErr = fmt.Errorf("buildctl on the stack's buildkitd: %v: %s", err, tail(string(out), 500))
 			break

@@ -94,7 +94,7 @@ func BenchmarkIntake(b *testing.B) {
 			b.Fatal(err)
 		}
 		ix := buildtar.NewIndexer(context.Background(), lim)
-		sp, err := signature.Spool(f, sig, intakeKey, signature.Options{Dir: work, Limit: 2 << 30, Size: size, Tee: ix})
+		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, signature.Options{Dir: work, Limit: 2 << 30, Size: size, Tee: ix})
 		f.Close()
 		if err != nil {
 			b.Fatal(err)
@@ -120,7 +120,7 @@ func BenchmarkSpool(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sp, err := signature.Spool(f, sig, intakeKey, signature.Options{Dir: work, Limit: 2 << 30, Size: size})
+		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, signature.Options{Dir: work, Limit: 2 << 30, Size: size})
 		f.Close()
 		if err != nil {
 			b.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -86,21 +87,21 @@ func TestReport(t *testing.T) {
 	r.machine = describeMachine()
 
 	say("starting registry and rootless buildkitd")
-	s := startStack(t)
+	s := &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{})}
 	r.machine = append(r.machine, s.describe(t)...)
 	say("building cmd/fnb")
 	bin := buildFnb(t, t.TempDir())
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr})
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr})
 
 	small := contextSpec{
-		Dockerfile: "FROM " + s.base + "\nCOPY . /src\nRUN ls -l /src > /listing\n",
+		Dockerfile: "FROM " + s.Base + "\nCOPY . /src\nRUN ls -l /src > /listing\n",
 		Small: map[string]string{
 			"handler.sh": "#!/bin/sh\n" + strings.Repeat("echo hello from the handler\n", 30),
 			"README.md":  strings.Repeat("A small function.\n", 20),
 		},
 	}
 	large := contextSpec{
-		Dockerfile: "FROM " + s.base + "\nCOPY . /ctx\nRUN du -s /ctx > /size\n",
+		Dockerfile: "FROM " + s.Base + "\nCOPY . /ctx\nRUN du -s /ctx > /size\n",
 		Files:      50, FileSize: 1 << 20, Seed: 50,
 	}
 	if section("warm") {
@@ -148,6 +149,13 @@ func TestReport(t *testing.T) {
 	if section("429") {
 		r.capacity(t, s, bin)
 	}
+	if section("guide") {
+		say("the guide's warm rebuild on a TLS registry with authentication")
+		n := runs(7)
+		g := guideRebuild(t, bin, n)
+		r.add(fmt.Sprintf("Warm rebuild after changing only the handler of a two-stage function, registry over TLS with a private CA and authentication (the Function Builder guide), faas-cli publish → build-fn, median of %d", n),
+			secs(median(g.fn)), "buildctl "+secs(median(g.ctl)), ratio(median(g.fn), median(g.ctl)))
+	}
 	if section("async") {
 		say("async builds through the local stack")
 		r.async(t, s)
@@ -170,7 +178,7 @@ func TestReport(t *testing.T) {
 }
 
 // section says whether FNB_BENCH_ONLY (a comma-separated list of warm,
-// nochange, intake, rss, 429, async) selects this part; unset means all.
+// nochange, intake, rss, 429, guide, async) selects this part; unset means all.
 func section(name string) bool {
 	only := strings.TrimSpace(os.Getenv("FNB_BENCH_ONLY"))
 	return only == "" || slices.Contains(strings.Split(only, ","), name)
@@ -194,6 +202,18 @@ func (r *report) intake() {
 	r.add("… HMAC verify while receiving, no index (BenchmarkSpool)", fmt.Sprintf("%.0f MB/s", spoolMB), "", "")
 	r.add("… the index alone, from the page cache (BenchmarkIndex)", fmt.Sprintf("%.0f MB/s", indexMB), "", "")
 	r.add("HMAC-SHA256 in memory, 16 KiB blocks (BenchmarkHMAC)", fmt.Sprintf("%.0f MB/s", hmacMB), base, fmt.Sprintf("%.2f×", hmacMB/opensslMB))
+	one := mbps(testing.Benchmark(BenchmarkSpoolTenants1))
+	for _, n := range []struct {
+		keys  int
+		bench func(*testing.B)
+	}{{1, nil}, {4, BenchmarkSpoolTenants4}, {16, BenchmarkSpoolTenants16}} {
+		got := one
+		if n.bench != nil {
+			got = mbps(testing.Benchmark(n.bench))
+		}
+		r.add(fmt.Sprintf("HMAC verify while spooling with %d tenant keys, none named (BenchmarkSpoolTenants%d)", n.keys, n.keys),
+			fmt.Sprintf("%.0f MB/s", got), "1 key "+fmt.Sprintf("%.0f MB/s", one), fmt.Sprintf("%.2f×", got/one))
+	}
 }
 
 func (r *report) rss(t *testing.T, s *stack, bin string) {
@@ -212,31 +232,24 @@ func (r *report) capacity(t *testing.T, s *stack, bin string) {
 			fmt.Sprintf("p50 %s, p99 %s", ms(percentile(c.lat, 50)), ms(percentile(c.lat, 99))), "",
 			fmt.Sprintf("max %s; %d of %d were 429", ms(slices.Max(c.lat)), c.n429, len(c.lat)))
 	}
+	say("queue handoff")
+	handoff := queueHandoff(t, 200)
+	r.add(fmt.Sprintf("From a build's end to the next queued build's start (max_inflight=1, streaming clients), %d handoffs", len(handoff)),
+		fmt.Sprintf("p50 %s, p99 %s", ms(percentile(handoff, 50)), ms(percentile(handoff, 99))), "",
+		fmt.Sprintf("max %s; BuildKit replaced by a stand-in, so only build-fn's own work is timed", ms(slices.Max(handoff))))
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string
-}
-
-func startStack(t *testing.T) *stack {
-	t.Helper()
-	reg := testenv.StartRegistry(t)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
-}
+type stack struct{ *testenv.Stack }
 
 // describe names the daemon: version, mode, snapshotter.
 func (s *stack) describe(t *testing.T) []string {
-	c := s.bk.Client(t)
+	c := s.BK.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []string
 	mode := "root"
-	if s.bk.Rootless {
+	if s.BK.Rootless {
 		mode = "rootless (rootlesskit)"
 	}
 	if info, err := c.Info(ctx); err == nil {
@@ -250,7 +263,7 @@ func (s *stack) describe(t *testing.T) []string {
 	if ws, err := c.ListWorkers(ctx); err == nil && len(ws) > 0 {
 		out = append(out, "BuildKit snapshotter: "+ws[0].Labels["org.mobyproject.buildkit.worker.snapshotter"])
 	}
-	if v, err := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--version").Output(); err == nil {
+	if v, err := exec.Command(daemon.Find("buildctl"), "--version").Output(); err == nil {
 		out = append(out, "buildctl: "+strings.TrimSpace(string(v)))
 	}
 	out = append(out, "Registry: docker-registry (CNCF distribution) on loopback, plain HTTP, filesystem storage")
@@ -260,7 +273,7 @@ func (s *stack) describe(t *testing.T) []string {
 // buildctl runs one build of dir with buildctl on the same daemon.
 func (s *stack) buildctl(dir, image string) (time.Duration, error) {
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(testenv.Tools(), "buildctl"), "--addr", s.bk.Addr, "build",
+	cmd := exec.Command(daemon.Find("buildctl"), "--addr", s.BK.Addr, "build",
 		"--progress=plain", "--frontend", "dockerfile.v0",
 		"--local", "context="+dir, "--local", "dockerfile="+dir,
 		"--output", "type=image,name="+image+",push=true,registry.insecure=true")
@@ -283,8 +296,8 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 	if err := spec.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	fnImage := s.reg.Addr + "/bench-" + name + ":fn"
-	ctlImage := s.reg.Addr + "/bench-" + name + ":ctl"
+	fnImage := s.Reg.Addr + "/bench-" + name + ":fn"
+	ctlImage := s.Reg.Addr + "/bench-" + name + ":ctl"
 	prepare := func(side string, i int) {
 		if before != nil {
 			if err := before(dir, side, i); err != nil {
@@ -339,11 +352,11 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Duration) {
 	dir := t.TempDir()
 	files := map[string]string{
-		"Dockerfile": "FROM " + s.base + " AS build\n" +
+		"Dockerfile": "FROM " + s.Base + " AS build\n" +
 			"WORKDIR /src\n" +
 			"COPY . .\n" +
 			"RUN mkdir -p /out/function && cp -r function/* /out/function/ && sh build.sh > /out/manifest\n" +
-			"FROM " + s.base + "\n" +
+			"FROM " + s.Base + "\n" +
 			"COPY --from=build /out /home/app\n" +
 			"ENV fprocess=\"sh /home/app/function/handler.sh\"\n" +
 			"USER nobody\n" +
@@ -361,7 +374,7 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 	}
 	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth(string(fn.key)))
 	tarPath := filepath.Join(t.TempDir(), "req.tar")
-	image := s.reg.Addr + "/bench-function:latest"
+	image := s.Reg.Addr + "/bench-function:latest"
 	viaSDK := func() time.Duration {
 		start := time.Now()
 		if err := builder.MakeTar(tarPath, dir, &builder.BuildConfig{Image: image}); err != nil {
@@ -384,7 +397,7 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 		return time.Since(start)
 	}
 	viaCtl := func() time.Duration {
-		d, err := s.buildctl(dir, s.reg.Addr+"/bench-function:ctl")
+		d, err := s.buildctl(dir, s.Reg.Addr+"/bench-function:ctl")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -413,12 +426,13 @@ type rssResult struct {
 // reads VmHWM after each (reset before each with clear_refs).
 func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	fn := startFnb(t, bin, map[string]string{
-		"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr,
+		"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr,
 		"max_request_bytes": strconv.Itoa(3 << 30), "max_context_bytes": strconv.Itoa(2 << 30),
+		"max_unverified_bytes": strconv.Itoa(3 << 30),
 	})
 	// The build ignores the data files: what is measured is the intake.
-	dockerfile := "FROM " + s.base + "\nRUN echo ingested > /ingested\n"
-	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.reg.Addr + "/bench-rss:warmup")
+	dockerfile := "FROM " + s.Base + "\nRUN echo ingested > /ingested\n"
+	warmup := contextSpec{Dockerfile: dockerfile}.Tar(s.Reg.Addr + "/bench-rss:warmup")
 	if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(warmup), int64(len(warmup)), testenv.Sign(fn.key, warmup)); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +445,7 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 		{Dockerfile: dockerfile, Files: 16, FileSize: 4 << 20, Seed: 64},
 		{Dockerfile: dockerfile, Files: 256, FileSize: 4 << 20, Seed: 1024},
 	} {
-		image := fmt.Sprintf("%s/bench-rss:%d", s.reg.Addr, i)
+		image := fmt.Sprintf("%s/bench-rss:%d", s.Reg.Addr, i)
 		gen := func(w io.Writer) error { return spec.WriteTar(w, image, nil) }
 		sig, n, err := signStream(fn.key, gen)
 		if err != nil {
@@ -465,8 +479,10 @@ type capacityResult struct {
 // build and times 1000 requests one after another, then 1000 from 8
 // concurrent clients; each is a small signed build request.
 func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
-	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.bk.Addr, "insecure_registries": s.reg.Addr, "max_inflight": "1"})
-	slow := contextSpec{Dockerfile: "FROM " + s.base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.reg.Addr + "/bench-hold:1")
+	// No queue: the streaming clients below are refused, as every client
+	// of a full builder was before the waiting room.
+	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr, "max_inflight": "1", "max_queued": "0"})
+	slow := contextSpec{Dockerfile: "FROM " + s.Base + "\nRUN echo hold-" + strconv.FormatInt(time.Now().UnixNano(), 36) + " && sleep 600\n"}.Tar(s.Reg.Addr + "/bench-hold:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	held := make(chan struct{})
 	go func() {
@@ -489,7 +505,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	body := contextSpec{Dockerfile: "FROM " + s.base + "\n"}.Tar(s.reg.Addr + "/bench-refused:1")
+	body := contextSpec{Dockerfile: "FROM " + s.Base + "\n"}.Tar(s.Reg.Addr + "/bench-refused:1")
 	sig := testenv.Sign(fn.key, body)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	one := func() (time.Duration, int) {
@@ -504,7 +520,7 @@ func (s *stack) atCapacity(t *testing.T, bin string) []capacityResult {
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
-		return time.Since(start), res.StatusCode
+		return time.Since(start), testenv.Status(res)
 	}
 	for range 50 { // warm the connections
 		one()
@@ -739,7 +755,20 @@ const method = `- **Rebuilds.** The same build repeated on one buildkitd, pushin
   does not read the data) succeeds and pushes; what grows with the context is only the intake.
 - **429 at capacity.** build-fn with ` + "`max_inflight=1`" + `, its slot held by a build running ` + "`sleep 600`" + `. Then 1000 signed
   build requests (a few KiB each) one after another on a keep-alive connection, and 1000 more from 8 concurrent
-  clients; each is timed from sending to the end of the 429 body.
+  clients; each is timed from sending to the end of the 429 body. With ` + "`max_queued=0`" + `: these clients stream, and a
+  streaming client of a builder with a queue would wait instead; their refusal is the stream's one ` + "`failed`" + ` line
+  with ` + "`X-Fnbuilder-Status: 429`" + `.
+- **Queue handoff.** build-fn in-process over HTTP with ` + "`max_inflight=1`" + `, BuildKit replaced by a stand-in that starts
+  and ends on command: one streaming build runs, a second waits in the queue; the time from the first build's end
+  (its runner returning) to the second's start (its runner called) is one handoff. It covers the first build's final
+  line, the slot's release and the waiter's wake-up — build-fn's own share of a queued client's wait.
+- **The guide's warm rebuild.** The scenario of the Function Builder guide "Introducing Faster Function Builds With a
+  Self-Hosted Registry": a registry over HTTPS with a certificate from a private CA and htpasswd authentication
+  (buildkitd trusts the CA; build-fn pushes with a ` + "`registry-config`" + ` login), a two-stage function (one stage makes the
+  handler, the other carries it beside a watchdog stand-in), and a rebuild after changing only the handler file.
+  build-fn's time is the real faas-cli 0.18.12's ` + "`publish --remote-builder`" + `, from start to exit; buildctl builds the
+  same directory with the same change and pushes with the same login (` + "`DOCKER_CONFIG`" + `). One untimed run of each, then
+  the two alternate, each run with a new handler. The guide reports 0.88 s end to end on its own cluster.
 - **Async through the queue.** Needs the local stack up (` + "`make up`" + `, ` + "`cmd/fnb-stack`" + `); the run uses it as it is and
   does not start or stop it. 100 signed build requests (each a Dockerfile with its own ` + "`RUN`" + `, so nothing is cached
   but the base) posted to ` + "`/async-function/build-fn`" + ` with an ` + "`X-Callback-Url`" + ` on loopback: gateway → NATS → two

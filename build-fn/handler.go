@@ -5,23 +5,15 @@
 package function
 
 import (
-	"log"
 	"net/http"
 	"sync"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
 var handler = sync.OnceValue(func() http.Handler {
-	h, err := New(config.FromEnv())
-	if err != nil {
-		// A bad setting must not crash the function: every request says why.
-		log.Printf("build-fn: %v", err)
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, "build-fn is misconfigured: "+err.Error(), http.StatusInternalServerError)
-		})
-	}
-	return h
+	return handlers.Serve("build-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
 })
 
 // Handle is the golang-middleware entry point.

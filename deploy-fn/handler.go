@@ -1,9 +1,11 @@
 // Package function is deploy-fn: POST a signed deploy spec (name, image,
 // namespace, env, labels, annotations, secrets, limits) and it creates or
-// updates the function through the OpenFaaS gateway with go-sdk.
+// updates the function through the OpenFaaS gateway with go-sdk, within
+// what the signing tenant may deploy.
 package function
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"sync"
@@ -13,29 +15,43 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
-var handler = sync.OnceValue(func() http.HandlerFunc {
-	return New(config.FromEnv())
+var handler = sync.OnceValue(func() http.Handler {
+	return handlers.Serve("deploy-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
 })
 
 // Handle is the golang-middleware entry point.
 func Handle(w http.ResponseWriter, r *http.Request) {
-	handler()(w, r)
+	handler().ServeHTTP(w, r)
 }
 
-// New builds deploy-fn's handler from its settings: gateway_url, and the
-// basic-auth-user / basic-auth-password secrets of the gateway.
-func New(cfg config.Config) http.HandlerFunc {
-	disableHMAC, _ := cfg.Bool("disable_hmac", false)
-	maxBody, err := cfg.Int("max_request_bytes", 1<<20)
-	if err != nil || maxBody <= 0 {
-		maxBody = 1 << 20
+// New builds deploy-fn's handler from its settings: gateway_url, the
+// gateway's basic-auth secrets, and the tenants that sign deploys.
+func New(cfg config.Config) (http.Handler, error) {
+	disableHMAC, err := cfg.Bool("disable_hmac", false)
+	if err != nil {
+		return nil, err
 	}
-	payloadPath := cfg.PayloadSecretPath()
+	maxBody, err := cfg.Int("max_request_bytes", 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if maxBody <= 0 {
+		return nil, fmt.Errorf("setting max_request_bytes=%d: must be positive", maxBody)
+	}
+	tenants, err := cfg.Tenants()
+	if err != nil {
+		return nil, err
+	}
 	return handlers.MakeDeployHandler(handlers.DeployOptions{
-		Gateway:       func() (deploy.Gateway, error) { return deploy.NewGateway(cfg) },
-		PayloadSecret: func() ([]byte, error) { return os.ReadFile(payloadPath) },
-		DisableHMAC:   disableHMAC,
-		MaxBodyBytes:  maxBody,
-		SpoolDir:      cfg.String("work_dir", os.TempDir()),
-	})
+		Gateway:     deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
+		Tenants:     tenants,
+		DisableHMAC: disableHMAC,
+		Policy: deploy.Policy{
+			ReservedSecrets:   cfg.BuilderSecrets(tenants),
+			ReservedFunctions: cfg.BuilderFunctions(),
+			DefaultNamespace:  cfg.FunctionNamespace(),
+		},
+		MaxBodyBytes: maxBody,
+		SpoolDir:     cfg.String("work_dir", os.TempDir()),
+	}), nil
 }

@@ -3,17 +3,21 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
@@ -22,24 +26,14 @@ import (
 
 const vectors = "../../shared/vectors"
 
-// stack is one registry + buildkitd shared by the tests of this package.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string // busybox base image ref
-}
-
 // The captured faas-cli request builds FROM 127.0.0.1:5000/busybox and
 // pushes to 127.0.0.1:5000, and its signature pins those bytes, so the
 // registry must listen on that exact address.
 const vectorRegistry = "127.0.0.1:5000"
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *testenv.Stack {
 	t.Helper()
-	reg := testenv.StartRegistryAt(t, vectorRegistry)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
+	return testenv.StartStack(t, vectorRegistry, testenv.BuildKitOptions{})
 }
 
 // buildFn is build-fn served over real HTTP by the template's own server
@@ -56,14 +50,12 @@ type buildFn struct {
 // countingRunner counts solves, so refusal tests can prove nothing ran,
 // and records which context files BuildKit read for each image.
 type countingRunner struct {
-	next interface {
-		Run(context.Context, buildkit.Build, func([]string)) error
-	}
+	next   build.Runner
 	n      *atomic.Int32
 	opened *openLog
 }
 
-func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	c.n.Add(1)
 	b.Context = recordingContext{Context: b.Context, image: b.Image, log: c.opened}
 	return c.next.Run(ctx, b, logf)
@@ -94,7 +86,7 @@ func (r recordingContext) Open(p string) (io.ReadCloser, error) {
 	return r.Context.Open(p)
 }
 
-func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
+func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buildFn {
 	t.Helper()
 	secretsDir := t.TempDir()
 	copyFile(t, filepath.Join(vectors, "faas-cli-sealed-test/payload.txt"), filepath.Join(secretsDir, "payload-secret"))
@@ -102,8 +94,8 @@ func startBuilder(t *testing.T, s *stack, extra map[string]string) *buildFn {
 	workDir := t.TempDir()
 	settings := map[string]string{
 		"secret_mount_path":   secretsDir,
-		"buildkit_url":        s.bk.Addr,
-		"insecure_registries": s.reg.Addr,
+		"buildkit_url":        s.BK.Addr,
+		"insecure_registries": s.Reg.Addr,
 		"work_dir":            workDir,
 		"results_dir":         t.TempDir(),
 		"build_timeout":       "5m",
@@ -144,14 +136,83 @@ func TestBuildFn(t *testing.T) {
 	t.Run("captured faas-cli request", func(t *testing.T) { testCapturedRequest(t, s) })
 	t.Run("go-sdk BuildWithSecretsStream", func(t *testing.T) { testGoSDKStream(t, s) })
 	t.Run("go-sdk buffered build failure", func(t *testing.T) { testGoSDKFailure(t, s) })
+	t.Run("go-sdk stream shows a refusal's reason", func(t *testing.T) { testGoSDKRefusal(t, s) })
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, s) })
 	t.Run("at capacity", func(t *testing.T) { testAtCapacity(t, s) })
 	t.Run("client disconnect", func(t *testing.T) { testClientDisconnect(t, s) })
+	t.Run("log format", func(t *testing.T) { testLogFormat(t, s) })
+}
+
+// manifestDigest is the digest the registry gives repo:tag's manifest.
+func manifestDigest(t *testing.T, registry, repo, tag string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodHead, "http://"+registry+"/v2/"+repo+"/manifests/"+tag, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if d := res.Header.Get("Docker-Content-Digest"); res.StatusCode == http.StatusOK && d != "" {
+		return d
+	}
+	t.Fatalf("HEAD %s:%s: %s", repo, tag, res.Status)
+	return ""
+}
+
+// testLogFormat: by default the log takes the form of the Pro builder's
+// own announcement, "2026-03-24T11:15:13Z [stage-1 2/4] COPY --from=watchdog
+// /fwatchdog /usr/bin/fwatchdog", and a step's end adds its seconds with two
+// decimals; log_format=prefixed gives the old "v: " form.
+func testLogFormat(t *testing.T, s *testenv.Stack) {
+	const stamp = `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`
+	// Each run's handler differs, so that its steps run rather than come
+	// from the cache.
+	dockerfile := "FROM " + s.Base + " AS watchdog\nRUN echo fwatchdog > /fwatchdog\n" +
+		"FROM " + s.Base + "\nRUN echo handler > /handler && echo %s > /format\nCOPY --from=watchdog /fwatchdog /usr/bin/fwatchdog\n"
+	for format, want := range map[string][]string{
+		"": {
+			`^` + stamp + ` \[stage-1 3/4\] COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog$`,
+			`^` + stamp + ` \[stage-1 3/4\] COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog \d+\.\d\ds$`,
+			`^` + stamp + ` handler$`, // what RUN cat printed
+		},
+		"prefixed": {
+			`^v: ` + stamp + ` \[stage-1 3/4\] COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog$`,
+			`^v: ` + stamp + ` \[stage-1 3/4\] COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog \d+\.\ds$`,
+			`^l: ` + stamp + ` handler$`,
+		},
+	} {
+		b := startBuilder(t, s, map[string]string{"log_format": format})
+		image := s.Reg.Addr + "/log-format:" + map[string]string{"": "plain", "prefixed": "prefixed"}[format]
+		body := testenv.BuildTar(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", fmt.Sprintf(dockerfile, time.Now().Format(time.RFC3339Nano))+"RUN cat /handler\n"),
+			testenv.ConfigEntry(t, map[string]any{"image": image}))
+		res := testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(payloadSecret(t), body, true))
+		results := testenv.ReadNDJSON(t, res.Body)
+		log := testenv.LogText(results)
+		if final := results[len(results)-1]; final.Status != progress.Success {
+			t.Fatalf("log_format=%q: %+v\n%s", format, final, log)
+		}
+		for _, re := range want {
+			if !regexp.MustCompile(`(?m)` + re).MatchString(log) {
+				t.Errorf("log_format=%q: no line matches %s in\n%s", format, re, log)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+			prefixed := regexp.MustCompile(`^[vslw]: ` + stamp + ` `).MatchString(line)
+			plain := regexp.MustCompile(`^` + stamp + ` `).MatchString(line)
+			if format == "" && !plain || format == "prefixed" && !prefixed {
+				t.Errorf("log_format=%q: line %q", format, line)
+			}
+		}
+	}
 }
 
 // testCapturedRequest replays the exact bytes faas-cli sent and checks the
 // pushed image holds the sealed secret's value.
-func testCapturedRequest(t *testing.T, s *stack) {
+func testCapturedRequest(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, nil)
 
 	body, err := os.ReadFile(filepath.Join(vectors, "faas-cli-sealed-test/request.tar"))
@@ -190,15 +251,18 @@ func testCapturedRequest(t *testing.T, s *stack) {
 			t.Fatalf("progress line with status %q", r.Status)
 		}
 	}
-	if !strings.Contains(testenv.LogText(results), "v: ") {
-		t.Fatalf("no vertex lines in log:\n%s", testenv.LogText(results))
+	if want := manifestDigest(t, s.Reg.Addr, "sealed-test", "0.1"); final.Digest != want {
+		t.Fatalf("final line's digest %q, the registry's %q", final.Digest, want)
+	}
+	if !regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[stage-0 2/3\] RUN mkdir`).MatchString(testenv.LogText(results)) {
+		t.Fatalf("no step lines in log:\n%s", testenv.LogText(results))
 	}
 
 	const secret = "sk-live-my-secret-key"
-	if got := testenv.ImageFile(t, s.reg, "sealed-test", "0.1", "home/app/api_key.txt"); strings.TrimSpace(string(got)) != secret {
+	if got := testenv.ImageFile(t, s.Reg, "sealed-test", "0.1", "home/app/api_key.txt"); strings.TrimSpace(string(got)) != secret {
 		t.Fatalf("api_key.txt in the pushed image = %q, want %q", got, secret)
 	}
-	if got := testenv.ImageFile(t, s.reg, "sealed-test", "0.1", "home/app/greeting.txt"); strings.TrimSpace(string(got)) != "hi-there" {
+	if got := testenv.ImageFile(t, s.Reg, "sealed-test", "0.1", "home/app/greeting.txt"); strings.TrimSpace(string(got)) != "hi-there" {
 		t.Fatalf("greeting.txt = %q (build arg lost)", got)
 	}
 	if strings.Contains(testenv.LogText(results), secret) {
@@ -214,7 +278,7 @@ func testCapturedRequest(t *testing.T, s *stack) {
 	}
 	// This Dockerfile copies the secret into the image on purpose, so the
 	// only place buildkitd may hold it is that layer's snapshot.
-	for _, hit := range testenv.FindInTree(t, s.bk.Root, []byte(secret)) {
+	for _, hit := range testenv.FindInTree(t, s.BK.Root, []byte(secret)) {
 		if !strings.Contains(hit, "/snapshots/") {
 			t.Errorf("plaintext secret in buildkitd state outside the image's own layer: %s", hit)
 		}

@@ -16,11 +16,11 @@ import (
 // testRefusals sends one bad request per case and checks the status code,
 // a JSON error naming the problem, no solve started, no image pushed and
 // nothing left in the work directory.
-func testRefusals(t *testing.T, s *stack) {
+func testRefusals(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, map[string]string{"max_request_bytes": "65536", "max_context_bytes": "8192"})
-	image := s.reg.Addr + "/refused:1"
+	image := s.Reg.Addr + "/refused:1"
 	cfg := testenv.ConfigEntry(t, map[string]any{"image": image})
-	dockerfile := testenv.File("context/Dockerfile", "FROM "+s.base+"\n")
+	dockerfile := testenv.File("context/Dockerfile", "FROM "+s.Base+"\n")
 	good := testenv.BuildTar(t, testenv.Dir("context"), dockerfile, cfg)
 
 	otherKey, err := secrets.GenerateKeyPair()
@@ -61,8 +61,8 @@ func testRefusals(t *testing.T, s *stack) {
 			}
 			before := b.runs.Load()
 			res := testenv.Post(t, b.url+"/build", c.body, header)
-			if res.StatusCode != c.code {
-				t.Fatalf("status %d, want %d", res.StatusCode, c.code)
+			if testenv.Status(res) != c.code {
+				t.Fatalf("status %d, want %d", testenv.Status(res), c.code)
 			}
 			if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, c.msg) {
 				t.Fatalf("error %q does not mention %q", msg, c.msg)
@@ -75,7 +75,7 @@ func testRefusals(t *testing.T, s *stack) {
 			}
 		})
 	}
-	if testenv.TagExists(t, s.reg.Addr, "refused", "1") {
+	if testenv.TagExists(t, s.Reg, "refused", "1") {
 		t.Fatal("a refused request pushed an image")
 	}
 }
@@ -88,13 +88,14 @@ func otherKeyID(t *testing.T, pub []byte) string {
 	return id
 }
 
-// testAtCapacity: with max_inflight=1 a second build gets 429 with
-// Retry-After while the first runs, and readiness turns false.
-func testAtCapacity(t *testing.T, s *stack) {
-	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
+// testAtCapacity: with max_inflight=1 and no queue a second build gets
+// 429 with Retry-After while the first runs (a streaming client as its
+// stream's line), and readiness turns false.
+func testAtCapacity(t *testing.T, s *testenv.Stack) {
+	b := startBuilder(t, s, map[string]string{"max_inflight": "1", "max_queued": "0"})
 	slow := testenv.BuildTar(t, testenv.Dir("context"),
-		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/slow:1"}))
+		testenv.File("context/Dockerfile", "FROM "+s.Base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/slow:1"}))
 
 	first := make(chan *http.Response, 1)
 	go func() {
@@ -108,14 +109,16 @@ func testAtCapacity(t *testing.T, s *stack) {
 	}()
 	waitFor(t, func() bool { return b.runs.Load() == 1 })
 
-	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/fast:1"}))
-	res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
-	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
-		t.Fatalf("status %d Retry-After %q, want 429 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
-	}
-	if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
-		t.Fatalf("429 message %q", msg)
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/fast:1"}))
+	for _, streaming := range []bool{true, false} {
+		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, streaming))
+		if testenv.Status(res) != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+			t.Fatalf("streaming %v: status %d Retry-After %q, want 429 with Retry-After", streaming, testenv.Status(res), res.Header.Get("Retry-After"))
+		}
+		if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, "Concurrent request limit exceeded") {
+			t.Fatalf("429 message %q", msg)
+		}
 	}
 	ready, err := http.Get(b.url + "/ready")
 	if err != nil {
@@ -136,7 +139,7 @@ func testAtCapacity(t *testing.T, s *stack) {
 		t.Fatalf("first build %+v", final)
 	}
 	// The slot is free again.
-	res = testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
+	res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
 	if results := testenv.ReadNDJSON(t, res.Body); results[len(results)-1].Status != progress.Success {
 		t.Fatalf("build after capacity freed: %+v", results[len(results)-1])
 	}
@@ -144,11 +147,11 @@ func testAtCapacity(t *testing.T, s *stack) {
 
 // testClientDisconnect: a client that goes away cancels the solve and frees
 // its slot, so the next build runs.
-func testClientDisconnect(t *testing.T, s *stack) {
+func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, map[string]string{"max_inflight": "1"})
 	slow := testenv.BuildTar(t, testenv.Dir("context"),
-		testenv.File("context/Dockerfile", "FROM "+s.base+"\nRUN sleep 60\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/abandoned:1"}))
+		testenv.File("context/Dockerfile", "FROM "+s.Base+"\nRUN sleep 60\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/abandoned:1"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.url+"/build", strings.NewReader(string(slow)))
 	req.Header = testenv.SignedHeader(payloadSecret(t), slow, true)
@@ -160,8 +163,8 @@ func testClientDisconnect(t *testing.T, s *stack) {
 	cancel()
 	res.Body.Close()
 
-	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.base+"\n"),
-		testenv.ConfigEntry(t, map[string]any{"image": s.reg.Addr + "/after-disconnect:1"}))
+	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/after-disconnect:1"}))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
@@ -177,7 +180,7 @@ func testClientDisconnect(t *testing.T, s *stack) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if testenv.TagExists(t, s.reg.Addr, "abandoned", "1") {
+	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
 	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {

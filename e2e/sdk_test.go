@@ -13,6 +13,7 @@ import (
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
@@ -56,11 +57,11 @@ func sdkTar(t *testing.T, dockerfile string, cfg builder.BuildConfig) string {
 // testGoSDKStream builds through BuildWithSecretsStream with a step that
 // prints the secret: the stream must show it redacted, and no file on the
 // builder's, buildkitd's or the registry's disk may hold it.
-func testGoSDKStream(t *testing.T, s *stack) {
+func testGoSDKStream(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, nil)
 	const secret = "tok-9f8e7d6c5b4a-never-on-disk"
-	image := s.reg.Addr + "/sdk-stream:1"
-	tarPath := sdkTar(t, "FROM "+s.base+"\n"+
+	image := s.Reg.Addr + "/sdk-stream:1"
+	tarPath := sdkTar(t, "FROM "+s.Base+"\n"+
 		"ARG WHO\n"+
 		// The Dockerfile holds only the secret's hash: it must not put the
 		// plaintext on disk itself.
@@ -94,13 +95,13 @@ func testGoSDKStream(t *testing.T, s *stack) {
 	if strings.Contains(log.String(), secret) {
 		t.Fatalf("secret in streamed log:\n%s", log.String())
 	}
-	if !strings.Contains(log.String(), "token is "+progress.Mask) {
+	if !strings.Contains(log.String(), "token is "+secrets.Mask) {
 		t.Fatalf("the step's output is missing or not redacted:\n%s", log.String())
 	}
-	if got := testenv.ImageFile(t, s.reg, "sdk-stream", "1", "built"); strings.TrimSpace(string(got)) != "built by go-sdk" {
+	if got := testenv.ImageFile(t, s.Reg, "sdk-stream", "1", "built"); strings.TrimSpace(string(got)) != "built by go-sdk" {
 		t.Fatalf("/built = %q", got)
 	}
-	for _, root := range []string{b.workDir, s.bk.Root, s.reg.Root} {
+	for _, root := range []string{b.workDir, s.BK.Root, s.Reg.Root} {
 		if hits := testenv.FindInTree(t, root, []byte(secret)); len(hits) > 0 {
 			t.Fatalf("plaintext secret on disk: %v", hits)
 		}
@@ -109,10 +110,10 @@ func testGoSDKStream(t *testing.T, s *stack) {
 
 // testGoSDKFailure: a failing RUN gives a 500 with a "failed" JSON body to a
 // buffered client, and go-sdk reports the status code.
-func testGoSDKFailure(t *testing.T, s *stack) {
+func testGoSDKFailure(t *testing.T, s *testenv.Stack) {
 	b := startBuilder(t, s, nil)
-	image := s.reg.Addr + "/sdk-fail:1"
-	tarPath := sdkTar(t, "FROM "+s.base+"\nRUN echo about to fail && exit 3\n", builder.BuildConfig{Image: image})
+	image := s.Reg.Addr + "/sdk-fail:1"
+	tarPath := sdkTar(t, "FROM "+s.Base+"\nRUN echo about to fail && exit 3\n", builder.BuildConfig{Image: image})
 	_, err := sdkBuilder(t, b).Build(tarPath)
 	if err == nil || !strings.Contains(err.Error(), "status code 500") {
 		t.Fatalf("go-sdk Build error = %v, want status code 500", err)
@@ -125,7 +126,36 @@ func testGoSDKFailure(t *testing.T, s *stack) {
 	if final.Status != progress.Failed || !strings.Contains(final.Error, "exit code: 3") {
 		t.Fatalf("final %+v, want failed with the exit code", final)
 	}
-	if testenv.TagExists(t, s.reg.Addr, "sdk-fail", "1") {
+	if testenv.TagExists(t, s.Reg, "sdk-fail", "1") {
 		t.Fatal("a failed build pushed an image")
+	}
+}
+
+// testGoSDKRefusal: go-sdk's BuildWithStream shows why a build was
+// refused (here, a wrong payload secret) instead of a bare status code.
+func testGoSDKRefusal(t *testing.T, s *testenv.Stack) {
+	b := startBuilder(t, s, nil)
+	u, err := url.Parse(b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := builder.NewFunctionBuilder(u, http.DefaultClient, builder.WithHmacAuth("not-the-payload-secret"))
+	tarPath := sdkTar(t, "FROM "+s.Base+"\n", builder.BuildConfig{Image: s.Reg.Addr + "/sdk-refused:1"})
+	stream, err := client.BuildWithStream(tarPath)
+	if err != nil {
+		t.Fatalf("BuildWithStream: %v (the refusal should arrive in the stream)", err)
+	}
+	var last builder.BuildResult
+	for r, err := range stream.Results() {
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		last = r
+	}
+	if last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
+		t.Fatalf("last result %+v, want failed with the reason", last)
+	}
+	if n := b.runs.Load(); n != 0 {
+		t.Fatalf("%d builds ran", n)
 	}
 }

@@ -124,6 +124,11 @@ fi
 bash "$(dirname "$0")/install-helm.sh"
 bash "$(dirname "$0")/install-provider.sh"
 bash "$(dirname "$0")/install-openfaas.sh"
+# The single-node Kubernetes (make cluster, e2e/cluster): only when wanted,
+# it takes minutes on a fresh machine.
+if [ "${FNB_CLUSTER:-0}" = 1 ]; then
+	bash "$(dirname "$0")/install-cluster.sh"
+fi
 
 # --- summary -------------------------------------------------------------------
 where() { command -v "$1" 2>/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "$1" 2>/dev/null || echo "MISSING"; }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -27,23 +28,36 @@ const (
 	releaseName = "buildkit"
 	namespace   = "openfaas"
 	// A helm built with `go install` assumes Kubernetes 1.20; the chart
-	// needs the pod appArmorProfile field (1.30).
-	kubeVersion = "1.30.0"
+	// needs the pod appArmorProfile field (1.30), its default securityMode
+	// (userns) user namespaces and procMount (on by default from 1.33).
+	kubeVersion = "1.33.0"
 
-	cacheDir      = "/home/user/.local/share/buildkit"
 	registryCADir = "/etc/buildkit/registry-ca"
+)
+
+// The securityMode values (values.yaml, README "Security modes").
+const (
+	modeUserns     = "userns"
+	modePrivileged = "privileged"
+	modeUnsafe     = "unsafe-shared-pid"
+)
+
+// What each image runs as and where: the rootless image's rootlesskit user
+// and paths, and the rootful image's.
+const (
+	rootlessSocket   = "unix:///run/user/1000/buildkit/buildkitd.sock"
+	rootlessCacheDir = "/home/user/.local/share/buildkit"
+	rootfulSocket    = "unix:///run/buildkit/buildkitd.sock"
+	rootfulCacheDir  = "/var/lib/buildkit"
+	sandboxOffFlag   = "--oci-worker-no-process-sandbox"
 )
 
 // chartValues is the part of the chart's values the assertions compare
 // the rendered objects with.
 type chartValues struct {
 	Replicas int32 `yaml:"replicas"`
-	Image    struct {
-		Repository string `yaml:"repository"`
-		Tag        string `yaml:"tag"`
-	} `yaml:"image"`
-	Port int32 `yaml:"port"`
-	TLS  struct {
+	Port     int32 `yaml:"port"`
+	TLS      struct {
 		Enabled    bool   `yaml:"enabled"`
 		SecretName string `yaml:"secretName"`
 	} `yaml:"tls"`
@@ -72,7 +86,11 @@ type chartValues struct {
 // here, not derived, so that a wrong values file fails too.
 type chartCase struct {
 	name        string
-	valuesFile  string // relative to the chart; "" for the defaults only
+	valuesFile  string   // relative to the chart; "" for the defaults only
+	set         []string // helm --set arguments
+	kubeVersion string   // "" for kubeVersion
+	mode        string
+	image       string
 	replicas    int32
 	tls         bool
 	persistence bool
@@ -81,15 +99,75 @@ type chartCase struct {
 }
 
 var chartCases = []chartCase{
-	{name: "defaults", replicas: 2},
+	{name: "defaults", mode: modeUserns, image: "moby/buildkit:v0.33.1-rootless", replicas: 2},
 	{
 		name:             "multi-tls",
 		valuesFile:       "values-multi-tls.yaml",
+		mode:             modeUserns,
+		image:            "moby/buildkit:v0.33.1-rootless",
 		replicas:         3,
 		tls:              true,
 		persistence:      true,
 		insecureRegistry: "registry.openfaas.svc.cluster.local:5000",
 	},
+	{
+		// The guide's self-hosted registry: TLS from a private CA.
+		name:       "private-registry",
+		valuesFile: "values-private-registry.yaml",
+		mode:       modeUserns,
+		image:      "moby/buildkit:v0.33.1-rootless",
+		replicas:   2,
+		tls:        true,
+	},
+	{
+		// For clusters older than 1.33: the rootful image, privileged.
+		name:        "privileged",
+		set:         []string{"securityMode=privileged", "tls.enabled=true"},
+		kubeVersion: "1.30.0",
+		mode:        modePrivileged,
+		image:       "moby/buildkit:v0.33.1",
+		replicas:    2,
+		tls:         true,
+	},
+	{
+		name:     "unsafe-shared-pid",
+		set:      []string{"securityMode=unsafe-shared-pid", "image.tag=v0.33.1-rootless"},
+		mode:     modeUnsafe,
+		image:    "moby/buildkit:v0.33.1-rootless",
+		replicas: 2,
+	},
+	{
+		// An own build of the image: image.tag is used as it is.
+		name:     "userns-own-image",
+		set:      []string{"image.repository=registry.local:5000/buildkit", "image.tag=0.33.1-local"},
+		mode:     modeUserns,
+		image:    "registry.local:5000/buildkit:0.33.1-local",
+		replicas: 2,
+	},
+}
+
+func (c chartCase) kube() string {
+	if c.kubeVersion != "" {
+		return c.kubeVersion
+	}
+	return kubeVersion
+}
+
+// rootless reports whether the mode runs the rootless image.
+func (c chartCase) rootless() bool { return c.mode != modePrivileged }
+
+func (c chartCase) socket() string {
+	if c.rootless() {
+		return rootlessSocket
+	}
+	return rootfulSocket
+}
+
+func (c chartCase) cacheDir() string {
+	if c.rootless() {
+		return rootlessCacheDir
+	}
+	return rootfulCacheDir
 }
 
 // helm finds the helm binary: the tools dir first, then PATH. A missing helm
@@ -118,10 +196,14 @@ func helmEnv(t *testing.T) []string {
 }
 
 func (c chartCase) valuesArgs(root string) []string {
-	if c.valuesFile == "" {
-		return nil
+	var args []string
+	if c.valuesFile != "" {
+		args = append(args, "-f", filepath.Join(root, chartDir, c.valuesFile))
 	}
-	return []string{"-f", filepath.Join(root, chartDir, c.valuesFile)}
+	for _, s := range c.set {
+		args = append(args, "--set", s)
+	}
+	return append(args, "--kube-version", c.kube())
 }
 
 // values merges the chart's values.yaml with the case's values file.
@@ -162,7 +244,8 @@ func TestChartLint(t *testing.T) {
 func TestChartSchemaRejectsUnknownValues(t *testing.T) {
 	root := repoRoot(t)
 	bin := helm(t)
-	for _, set := range []string{"replica=3", "tls.enable=true", "config.gc.keepstorage=1GB", "podAntiAffinity=always"} {
+	for _, set := range []string{"replica=3", "tls.enable=true", "config.gc.keepstorage=1GB", "podAntiAffinity=always",
+		"securityMode=rootless", "securityMode=unsafe"} {
 		out, stderr, err := runResult(root, helmEnv(t), bin, "template", releaseName, filepath.Join(root, chartDir),
 			"--kube-version", kubeVersion, "--set", set)
 		if err == nil {
@@ -232,13 +315,69 @@ func TestChartRender(t *testing.T) {
 	for _, c := range chartCases {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"template", releaseName, filepath.Join(root, chartDir),
-				"--namespace", namespace, "--kube-version", kubeVersion}, c.valuesArgs(root)...)
+				"--namespace", namespace}, c.valuesArgs(root)...)
 			manifest := run(t, root, helmEnv(t), bin, args...)
 			r := decodeStrict(t, manifest)
 			if t.Failed() {
 				return
 			}
 			checkRendered(t, c, c.values(t, root), r)
+		})
+	}
+}
+
+// securityMode userns needs user namespaces and procMount (Kubernetes 1.33):
+// an older cluster gets an error naming the way out, not a pod that never
+// starts.
+func TestChartUsernsNeedsKube133(t *testing.T) {
+	root := repoRoot(t)
+	out, stderr, err := runResult(root, helmEnv(t), helm(t), "template", releaseName, filepath.Join(root, chartDir),
+		"--kube-version", "1.32.0")
+	if err == nil {
+		t.Fatalf("securityMode userns rendered for Kubernetes 1.32; want an error\n%s", out)
+	}
+	if !strings.Contains(stderr, "securityMode userns needs Kubernetes >= 1.33") || !strings.Contains(stderr, "privileged") {
+		t.Errorf("error does not say what userns needs and what to use instead:\n%s", stderr)
+	}
+}
+
+// The install notes warn loudly about unsafe-shared-pid, and only about it.
+// helm template leaves NOTES.txt out, so a copy of the chart renders it into
+// a ConfigMap through a named template.
+func TestChartNotesWarnAboutUnsafeMode(t *testing.T) {
+	root := repoRoot(t)
+	chart := t.TempDir()
+	run(t, root, nil, "cp", "-a", filepath.Join(root, chartDir)+"/.", chart)
+	notes, err := os.ReadFile(filepath.Join(chart, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"_notes_under_test.tpl": `{{- define "test.notes" -}}` + string(notes) + `{{- end -}}`,
+		"notes-under-test.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include \"test.notes\" . | toJson }}\n",
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(chart, "templates", name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range chartCases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"template", releaseName, chart, "--namespace", namespace,
+				"--show-only", "templates/notes-under-test.yaml"}, c.valuesArgs(root)...)
+			r := decodeStrict(t, run(t, root, helmEnv(t), helm(t), args...))
+			if len(r.configMaps) != 1 {
+				t.Fatalf("rendered %d notes ConfigMaps, want 1", len(r.configMaps))
+			}
+			text := r.configMaps[0].Data["notes"]
+			warned := strings.Contains(text, "WARNING: securityMode=unsafe-shared-pid") &&
+				strings.Contains(text, sandboxOffFlag) && strings.Contains(text, "secrets")
+			if want := c.mode == modeUnsafe; warned != want {
+				t.Errorf("securityMode %s: notes warn about the shared PID namespace: %v, want %v\n%s", c.mode, warned, want, text)
+			}
+			if !strings.Contains(text, "securityMode "+c.mode) || !strings.Contains(text, c.image) {
+				t.Errorf("notes do not name the mode %s and the image %s:\n%s", c.mode, c.image, text)
+			}
 		})
 	}
 }
@@ -260,28 +399,26 @@ func checkRendered(t *testing.T, c chartCase, v chartValues, r rendered) {
 	}
 
 	checkServices(t, c, v, sts, r.services)
-	checkPodSecurity(t, pod)
 
 	if len(pod.Containers) != 1 {
 		t.Fatalf("%d containers, want 1 (buildkitd)", len(pod.Containers))
 	}
 	ctr := pod.Containers[0]
-	if want := v.Image.Repository + ":" + v.Image.Tag; ctr.Image != want || !strings.HasSuffix(v.Image.Tag, "-rootless") {
-		t.Errorf("image %q, want the rootless %q", ctr.Image, want)
+	if ctr.Image != c.image {
+		t.Errorf("image %q, want %q", ctr.Image, c.image)
 	}
-	if !slices.Contains(ctr.Args, "--oci-worker-no-process-sandbox") {
-		t.Errorf("args %q lack --oci-worker-no-process-sandbox", ctr.Args)
-	}
+	checkSandbox(t, c, pod, ctr)
 	if addr := fmt.Sprintf("tcp://0.0.0.0:%d", v.Port); !hasFlag(ctr.Args, "--addr", addr) {
 		t.Errorf("args %q do not listen on %s", ctr.Args, addr)
 	}
-	// The probes' buildctl uses the image's BUILDKIT_HOST, this socket.
-	if !hasFlag(ctr.Args, "--addr", "unix:///run/user/1000/buildkit/buildkitd.sock") {
-		t.Errorf("args %q do not keep the rootless unix socket the probes use", ctr.Args)
+	// The probes' buildctl dials the image's own unix socket.
+	if !hasFlag(ctr.Args, "--addr", c.socket()) {
+		t.Errorf("args %q do not listen on %s, the socket the probes use", ctr.Args, c.socket())
 	}
+	probe := []string{"buildctl", "--addr", c.socket(), "debug", "workers"}
 	for name, p := range map[string]*corev1.Probe{"readiness": ctr.ReadinessProbe, "liveness": ctr.LivenessProbe} {
-		if p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, []string{"buildctl", "debug", "workers"}) {
-			t.Errorf("%s probe %+v, want exec buildctl debug workers", name, p)
+		if p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, probe) {
+			t.Errorf("%s probe %+v, want exec %q", name, p, probe)
 		}
 	}
 	if ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
@@ -352,10 +489,59 @@ func checkServices(t *testing.T, c chartCase, v chartValues, sts *appsv1.Statefu
 	}
 }
 
-func checkPodSecurity(t *testing.T, pod corev1.PodSpec) {
+// checkSandbox asserts the securityMode's pod: BuildKit's process sandbox
+// everywhere but in unsafe-shared-pid, and what each mode needs for it.
+func checkSandbox(t *testing.T, c chartCase, pod corev1.PodSpec, ctr corev1.Container) {
 	sc := pod.SecurityContext
 	if sc == nil {
 		t.Fatal("no pod securityContext")
+	}
+	if got := slices.Contains(ctr.Args, sandboxOffFlag); got != (c.mode == modeUnsafe) {
+		t.Errorf("securityMode %s: %s in args = %v, want %v (args %q)", c.mode, sandboxOffFlag, got, c.mode == modeUnsafe, ctr.Args)
+	}
+	if pod.HostPID || pod.HostNetwork || pod.HostIPC {
+		t.Error("pod shares a host namespace")
+	}
+	// rootlesskit and runc unshare and mount: no seccomp or AppArmor filter.
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined {
+		t.Errorf("pod seccompProfile %+v, want Unconfined", sc.SeccompProfile)
+	}
+	if sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("pod appArmorProfile %+v, want Unconfined", sc.AppArmorProfile)
+	}
+	hostUsers := pod.HostUsers == nil || *pod.HostUsers
+	if want := c.mode != modeUserns; hostUsers != want {
+		t.Errorf("securityMode %s: pod hostUsers %v, want %v", c.mode, hostUsers, want)
+	}
+	csc := ctr.SecurityContext
+	if csc == nil {
+		csc = &corev1.SecurityContext{}
+	}
+	procMount := corev1.DefaultProcMount
+	if csc.ProcMount != nil {
+		procMount = *csc.ProcMount
+	}
+	if want := c.mode == modeUserns; (procMount == corev1.UnmaskedProcMount) != want {
+		t.Errorf("securityMode %s: container procMount %s, want Unmasked: %v", c.mode, procMount, want)
+	}
+	privileged := csc.Privileged != nil && *csc.Privileged
+	if want := c.mode == modePrivileged; privileged != want {
+		t.Errorf("securityMode %s: container privileged %v, want %v", c.mode, privileged, want)
+	}
+	if csc.Capabilities != nil && len(csc.Capabilities.Add) > 0 {
+		t.Errorf("container adds capabilities %v", csc.Capabilities.Add)
+	}
+	if csc.RunAsUser != nil || csc.RunAsGroup != nil {
+		t.Errorf("container overrides the pod's user: %v/%v", csc.RunAsUser, csc.RunAsGroup)
+	}
+	if len(pod.InitContainers) != 0 {
+		t.Errorf("init containers %d, want none", len(pod.InitContainers))
+	}
+	if !c.rootless() {
+		if sc.RunAsUser == nil || *sc.RunAsUser != 0 || (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) {
+			t.Errorf("privileged: pod runAsUser %v runAsNonRoot %v, want root", sc.RunAsUser, sc.RunAsNonRoot)
+		}
+		return
 	}
 	if sc.RunAsUser == nil || *sc.RunAsUser != 1000 || sc.RunAsGroup == nil || *sc.RunAsGroup != 1000 {
 		t.Errorf("pod runAsUser/runAsGroup %v/%v, want 1000/1000 (the rootless image's user)", sc.RunAsUser, sc.RunAsGroup)
@@ -363,33 +549,9 @@ func checkPodSecurity(t *testing.T, pod corev1.PodSpec) {
 	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 		t.Error("pod runAsNonRoot is not true")
 	}
-	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined {
-		t.Errorf("pod seccompProfile %+v, want Unconfined", sc.SeccompProfile)
-	}
-	if sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
-		t.Errorf("pod appArmorProfile %+v, want Unconfined", sc.AppArmorProfile)
-	}
-	if pod.HostPID || pod.HostNetwork || pod.HostIPC {
-		t.Error("pod shares a host namespace")
-	}
-	for _, ctr := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
-		csc := ctr.SecurityContext
-		if csc == nil {
-			continue
-		}
-		if csc.Privileged != nil && *csc.Privileged {
-			t.Errorf("container %s is privileged", ctr.Name)
-		}
-		if csc.Capabilities != nil && len(csc.Capabilities.Add) > 0 {
-			t.Errorf("container %s adds capabilities %v", ctr.Name, csc.Capabilities.Add)
-		}
-		// newuidmap/newgidmap are setuid: no_new_privs breaks rootlesskit.
-		if csc.AllowPrivilegeEscalation != nil && !*csc.AllowPrivilegeEscalation {
-			t.Errorf("container %s sets allowPrivilegeEscalation=false, which breaks newuidmap", ctr.Name)
-		}
-		if csc.RunAsUser != nil && *csc.RunAsUser != 1000 {
-			t.Errorf("container %s runs as %d", ctr.Name, *csc.RunAsUser)
-		}
+	// newuidmap/newgidmap are setuid: no_new_privs breaks rootlesskit.
+	if csc.AllowPrivilegeEscalation != nil && !*csc.AllowPrivilegeEscalation {
+		t.Error("container sets allowPrivilegeEscalation=false, which breaks newuidmap")
 	}
 }
 
@@ -448,15 +610,16 @@ func checkTLS(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec, ctr 
 	if mode := vol.Secret.DefaultMode; mode == nil || *mode&0o040 == 0 || *mode&0o004 != 0 {
 		t.Errorf("TLS Secret defaultMode %v: want group-readable (fsGroup 1000), not world-readable", mode)
 	}
-	if sc := pod.SecurityContext; sc.FSGroup == nil || *sc.FSGroup != 1000 {
-		t.Errorf("pod fsGroup %v, want 1000 so buildkitd can read the key", sc.FSGroup)
+	if sc := pod.SecurityContext; c.rootless() && (sc.FSGroup == nil || *sc.FSGroup != 1000) {
+		t.Errorf("pod fsGroup %v, want 1000 so the rootless buildkitd can read the key", sc.FSGroup)
 	}
 }
 
 func checkCache(t *testing.T, c chartCase, v chartValues, sts *appsv1.StatefulSet, ctr corev1.Container) {
+	cacheDir := c.cacheDir()
 	m := mountAt(ctr, cacheDir)
 	if m == nil {
-		t.Fatalf("nothing mounted at %s, the rootless cache", cacheDir)
+		t.Fatalf("nothing mounted at %s, the image's cache", cacheDir)
 	}
 	vol := volumeNamed(sts.Spec.Template.Spec, m.Name)
 	var claims []string
@@ -524,6 +687,8 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 		t.Errorf("--config %s is not the ConfigMap %s's buildkitd.toml", configPath, cms[0].Name)
 	}
 
+	checkSubIDs(t, c, pod, ctr, cms[0])
+
 	cfg := decodeBuildkitdTOML(t, text)
 	if c.insecureRegistry != "" {
 		r, ok := cfg.Registries[c.insecureRegistry]
@@ -548,8 +713,19 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 			}
 			if v.Config.RegistryCASecret == "" {
 				t.Errorf("registry %q: ca %s without config.registryCASecret", host, ca)
-			} else if mountAt(ctr, registryCADir) == nil {
+				continue
+			}
+			m := mountAt(ctr, registryCADir)
+			if m == nil {
 				t.Errorf("registry %q: ca %s, but nothing is mounted at %s", host, ca, registryCADir)
+				continue
+			}
+			// The daemon reads it as its own uid (1000 when rootless).
+			vol := volumeNamed(pod, m.Name)
+			if vol == nil || vol.Secret == nil || vol.Secret.SecretName != v.Config.RegistryCASecret {
+				t.Errorf("registry %q: %s is not the Secret %s", host, registryCADir, v.Config.RegistryCASecret)
+			} else if mode := vol.Secret.DefaultMode; mode != nil && *mode&0o004 == 0 && (*mode&0o040 == 0 || pod.SecurityContext == nil || pod.SecurityContext.FSGroup == nil) {
+				t.Errorf("registry %q: the CA Secret's mode %o is not readable by buildkitd", host, *mode)
 			}
 		}
 	}
@@ -565,6 +741,55 @@ func checkConfigMap(t *testing.T, c chartCase, v chartValues, pod corev1.PodSpec
 		got, want := pair[0].(bkconfig.DiskSpace), pair[1].(string)
 		if (want == "") != (got == bkconfig.DiskSpace{}) {
 			t.Errorf("[worker.oci] %s = %+v, values %q", name, got, want)
+		}
+	}
+}
+
+// checkSubIDs: in securityMode userns the pod's user namespace holds only
+// uids 0..65535, so rootlesskit's newuidmap must get its ranges from there
+// (the image's 100000:65536 is refused). The ConfigMap's subuid and subgid
+// must be mounted over the image's and give every id of the pod but root
+// and buildkitd's own 1000 to the image's user.
+func checkSubIDs(t *testing.T, c chartCase, pod corev1.PodSpec, ctr corev1.Container, cm *corev1.ConfigMap) {
+	for _, name := range []string{"subuid", "subgid"} {
+		m := mountAt(ctr, "/etc/"+name)
+		text, inConfigMap := cm.Data[name]
+		if c.mode != modeUserns {
+			if m != nil || inConfigMap {
+				t.Errorf("securityMode %s: /etc/%s is replaced (mount %v, ConfigMap key %v); only userns needs it", c.mode, name, m != nil, inConfigMap)
+			}
+			continue
+		}
+		if m == nil || m.SubPath != name || !inConfigMap {
+			t.Errorf("userns: /etc/%s is not the ConfigMap's %s (mount %+v)", name, name, m)
+			continue
+		}
+		if vol := volumeNamed(pod, m.Name); vol == nil || vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
+			t.Errorf("userns: /etc/%s is mounted from %+v, not the ConfigMap %s", name, vol, cm.Name)
+		}
+		used := map[int]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			var user string
+			var start, count int
+			f := strings.Split(line, ":")
+			if len(f) == 3 {
+				user = f[0]
+				start, _ = strconv.Atoi(f[1])
+				count, _ = strconv.Atoi(f[2])
+			}
+			if user != "user" || count <= 0 {
+				t.Errorf("userns: %s line %q, want user:START:COUNT for the image's user", name, line)
+				continue
+			}
+			for id := start; id < start+count; id++ {
+				if id <= 0 || id >= 65536 || id == 1000 || used[id] {
+					t.Fatalf("userns: %s range %q holds id %d: outside 1..65535, buildkitd's own 1000, or twice", name, line, id)
+				}
+				used[id] = true
+			}
+		}
+		if len(used) != 65534 {
+			t.Errorf("userns: %s gives %d ids, want the pod's 65534 besides 0 and 1000", name, len(used))
 		}
 	}
 }

@@ -9,13 +9,20 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
-var handler = sync.OnceValue(func() http.HandlerFunc {
-	return handlers.MakePublicKeyHandler(config.FromEnv().KeyRing)
+var handler = sync.OnceValue(func() http.Handler {
+	return handlers.Serve("publickey-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
 })
 
 // Handle is the golang-middleware entry point.
 func Handle(w http.ResponseWriter, r *http.Request) {
-	handler()(w, r)
+	handler().ServeHTTP(w, r)
+}
+
+// New builds publickey-fn's handler; its only settings are where the
+// private keys are.
+func New(cfg config.Config) (http.Handler, error) {
+	return handlers.MakePublicKeyHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...)), nil
 }

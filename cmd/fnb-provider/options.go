@@ -62,6 +62,8 @@ func parseOptions(cmd string, args []string) (options, error) {
 	fs.StringVar(&o.cfg.ContainerdSocket, "containerd-socket", env(d.ContainerdSocket, "FNB_CONTAINERD_SOCKET"), "containerd socket (env FNB_CONTAINERD_SOCKET)")
 	fs.StringVar(&o.cfg.ContainerdNamespace, "containerd-namespace", env(d.ContainerdNamespace, "FNB_CONTAINERD_NAMESPACE"), "containerd namespace (env FNB_CONTAINERD_NAMESPACE)")
 	fs.StringVar(&insecure, "insecure-registries", env(strings.Join(d.InsecureRegistries, ","), "FNB_INSECURE_REGISTRIES"), "comma-separated registry hosts pulled from over plain HTTP (env FNB_INSECURE_REGISTRIES)")
+	fs.StringVar(&o.cfg.RegistryCA, "registry-ca", env("", "FNB_REGISTRY_CA"), "PEM file of CA certificates trusted, beside the system's, when pulling over HTTPS (env FNB_REGISTRY_CA)")
+	fs.StringVar(&o.cfg.RegistryAuth, "registry-auth", env("", "FNB_REGISTRY_AUTH"), "Docker config.json with pull credentials (env FNB_REGISTRY_AUTH)")
 	fs.StringVar(&o.cfg.CNIBinDir, "cni-bin-dir", env(d.CNIBinDir, "FNB_CNI_BIN_DIR"), "CNI plugin directory (env FNB_CNI_BIN_DIR)")
 	fs.StringVar(&o.cfg.Bridge, "bridge", env(d.Bridge, "FNB_BRIDGE"), "bridge name (env FNB_BRIDGE)")
 	fs.StringVar(&subnet, "subnet", env(d.Subnet.String(), "FNB_SUBNET"), "functions' IPv4 subnet (env FNB_SUBNET)")

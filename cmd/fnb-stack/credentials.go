@@ -1,21 +1,14 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"path/filepath"
-	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
@@ -33,6 +26,7 @@ var functionSecrets = []string{
 	"buildkit-tls-ca",
 	"buildkit-tls-cert",
 	"buildkit-tls-key",
+	"registry-config",
 }
 
 // ensureCredentials creates what is missing: the payload secret, the
@@ -57,7 +51,7 @@ func (s *Stack) ensureCredentials() error {
 		}
 		created = true
 		// Base64 text with no newline, as `faas-cli secret generate` writes.
-		return writeFileAtomic(s.secretPath(name), []byte(base64.StdEncoding.EncodeToString(b)), 0o600)
+		return daemon.WriteFileAtomic(s.secretPath(name), []byte(base64.StdEncoding.EncodeToString(b)), 0o600)
 	}
 	if err := random("payload-secret", 32); err != nil {
 		return err
@@ -66,7 +60,7 @@ func (s *Stack) ensureCredentials() error {
 		return err
 	}
 	if _, err := os.Stat(s.secretPath("basic-auth-user")); err != nil {
-		if err := writeFileAtomic(s.secretPath("basic-auth-user"), []byte(adminUser), 0o600); err != nil {
+		if err := daemon.WriteFileAtomic(s.secretPath("basic-auth-user"), []byte(adminUser), 0o600); err != nil {
 			return err
 		}
 	}
@@ -80,129 +74,39 @@ func (s *Stack) ensureCredentials() error {
 		}
 		created = true
 	}
-	if err := s.ensureTLS(); err != nil {
+	ca, err := s.ensureTLS()
+	if err != nil {
 		return fmt.Errorf("buildkitd TLS: %w", err)
 	}
+	users, err := s.ensureRegistryUsers(ca)
+	if err != nil {
+		return fmt.Errorf("registry certificate and users: %w", err)
+	}
+	created = created || users
 	if created {
 		s.logf("credentials      created in %s", s.secretsDir())
 	}
 	return nil
 }
 
-// ensureTLS makes a CA, a server certificate for buildkitd (IP SAN: the
-// bridge address functions dial) and a client certificate for build-fn.
-// The CA key stays in tls/ (root only); buildkitd gets its copies in
-// buildkit/tls/ when it starts.
-func (s *Stack) ensureTLS() error {
-	dir := s.path("tls")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	caCert, caKeyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-	serverCert, serverKey := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	clientCert, clientKey := s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key")
-	all := []string{caCert, caKeyPath, serverCert, serverKey, clientCert, clientKey, s.secretPath("buildkit-tls-ca")}
-	complete := true
-	for _, p := range all {
-		if _, err := os.Stat(p); err != nil {
-			complete = false
-		}
-	}
-	if complete {
-		return nil
-	}
-
-	now := time.Now().Add(-time.Hour)
-	until := now.Add(10 * 365 * 24 * time.Hour)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// ensureTLS makes what is missing of the stack's TLS: a CA, kept in tls/
+// (root only) and reused by every later up; a server certificate for
+// buildkitd (IP SAN: the bridge address functions dial); and build-fn's
+// client certificate — each issued again when the CA did not issue it.
+// buildkitd gets its copies in buildkit/tls/ when it starts.
+func (s *Stack) ensureTLS() (*daemon.CA, error) {
+	ca, err := daemon.LoadOrCreateCA(s.path("tls", "ca.pem"), s.path("tls", "ca-key.pem"), "fnbuilder local stack CA")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "fnbuilder local stack CA"},
-		NotBefore:             now,
-		NotAfter:              until,
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	if err := daemon.WriteFileAtomic(s.secretPath("buildkit-tls-ca"), ca.CertPEM, 0o600); err != nil {
+		return nil, err
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
+	if _, err := ca.IssueFiles(s.path("tls", "server.pem"), s.path("tls", "server-key.pem"), "buildkitd", x509.ExtKeyUsageServerAuth, bridgeIP, "127.0.0.1", "buildkitd"); err != nil {
+		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	issue := func(cn string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) ([]byte, []byte, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now,
-			NotAfter:     until,
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-			DNSNames:     dns,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, nil, err
-		}
-		return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", keyDER), nil
-	}
-	sCert, sKey, err := issue("buildkitd", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP(bridgeIP), net.ParseIP("127.0.0.1")}, []string{"buildkitd"})
-	if err != nil {
-		return err
-	}
-	cCert, cKey, err := issue("build-fn", x509.ExtKeyUsageClientAuth, nil, nil)
-	if err != nil {
-		return err
-	}
-	caKeyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
-	if err != nil {
-		return err
-	}
-	caPEM := pemBlock("CERTIFICATE", caDER)
-	files := []struct {
-		path string
-		data []byte
-	}{
-		{caKeyPath, pemBlock("PRIVATE KEY", caKeyDER)},
-		{caCert, caPEM},
-		{serverCert, sCert},
-		{serverKey, sKey},
-		{clientCert, cCert},
-		{clientKey, cKey},
-		{s.secretPath("buildkit-tls-ca"), caPEM},
-	}
-	for _, f := range files {
-		if err := writeFileAtomic(f.path, f.data, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return big.NewInt(time.Now().UnixNano())
-	}
-	return n
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	_, err = ca.IssueFiles(s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key"), "build-fn", x509.ExtKeyUsageClientAuth)
+	return ca, err
 }
 
 // readSecret reads one of the stack's secret files.

@@ -7,101 +7,60 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	bkclient "github.com/moby/buildkit/client"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
-// baseEnv is the environment every daemon starts from: no proxies, no
-// stray OpenFaaS settings from the caller's shell.
-func (s *Stack) baseEnv(extra ...string) []string {
-	return append([]string{
-		"PATH=" + s.childPath(),
-		"HOME=/root",
-		"LANG=C.UTF-8",
-	}, extra...)
+func (s *Stack) registryDaemon() component {
+	c := component{Spec: s.registry().Spec(), What: "the image registry (docker-registry)", Listens: []string{registryAddr}}
+	c.Settings = "registry=" + s.registryMode()
+	return c
 }
 
-func (s *Stack) registryDaemon() daemon {
-	dir := s.path("registry")
-	cfgPath := filepath.Join(dir, "config.yml")
-	return daemon{
-		Name:    "registry",
-		What:    "the image registry (docker-registry)",
-		Args:    []string{s.tool("docker-registry"), "serve", cfgPath},
-		Env:     s.baseEnv("OTEL_TRACES_EXPORTER=none"),
-		Listens: []string{registryAddr},
-		Prepare: func() error {
-			if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o755); err != nil {
-				return err
-			}
-			cfg := fmt.Sprintf(`# written by fnb-stack
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(dir, "storage"), registryAddr)
-			return writeFileAtomic(cfgPath, []byte(cfg), 0o644)
-		},
-		Ready: func(ctx context.Context, _ int64) error {
-			return httpOK(ctx, "http://"+registryAddr+"/v2/", "", "")
-		},
-	}
-}
-
-func (s *Stack) natsDaemon() daemon {
+func (s *Stack) natsDaemon() component {
 	addr := net.JoinHostPort(natsHost, natsPort)
-	return daemon{
-		Name: "nats",
-		What: "NATS Streaming, the async queue",
-		Args: []string{s.tool("nats-streaming-server"), "-a", natsHost, "-p", natsPort,
-			"--cluster_id", natsCluster, "--store", "memory"},
-		Env:     s.baseEnv(),
-		Listens: []string{addr},
-		Ready: func(ctx context.Context, from int64) error {
-			if err := tcpOpen(ctx, addr); err != nil {
-				return err
-			}
-			if from > 0 && !strings.Contains(logSince(s.logPath("nats"), from), "Streaming Server is ready") {
-				return errors.New("streaming server not ready yet")
-			}
-			return nil
+	return component{
+		Spec: daemon.Spec{
+			Name: "nats",
+			Args: []string{daemon.Find("nats-streaming-server"), "-a", natsHost, "-p", natsPort,
+				"--cluster_id", natsCluster, "--store", "memory"},
+			Env: daemon.BaseEnv(),
+			Ready: func(ctx context.Context, from int64) error {
+				if err := tcpOpen(ctx, addr); err != nil {
+					return err
+				}
+				if from > 0 && !strings.Contains(daemon.Since(s.logPath("nats"), from), "Streaming Server is ready") {
+					return errors.New("streaming server not ready yet")
+				}
+				return nil
+			},
 		},
+		What:    "NATS Streaming, the async queue",
+		Listens: []string{addr},
 	}
 }
 
-func (s *Stack) prometheusDaemon() daemon {
+func (s *Stack) prometheusDaemon() component {
 	dir := s.path("prometheus")
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	return daemon{
-		Name: "prometheus",
-		What: "Prometheus (the gateway needs it to list functions)",
-		Args: []string{s.tool("prometheus"),
-			"--config.file=" + cfgPath,
-			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-			"--storage.tsdb.retention.time=2d",
-			"--web.listen-address=" + prometheusAddr},
-		Env:     s.baseEnv(),
-		Dir:     dir,
-		Listens: []string{prometheusAddr},
-		Prepare: func() error {
-			if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
-				return err
-			}
-			cfg := fmt.Sprintf(`# written by fnb-stack: scrapes the gateway's metrics
+	return component{
+		Spec: daemon.Spec{
+			Name: "prometheus",
+			Args: []string{daemon.Find("prometheus"), "--config.file=" + cfgPath,
+				"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--storage.tsdb.retention.time=2d",
+				"--web.listen-address=" + prometheusAddr},
+			Env: daemon.BaseEnv(),
+			Dir: dir,
+			Prepare: func() error {
+				if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+					return err
+				}
+				cfg := fmt.Sprintf(`# written by fnb-stack: scrapes the gateway's metrics
 global:
   scrape_interval: 15s
   evaluation_interval: 15s
@@ -110,11 +69,12 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:%s"]
 `, gatewayMetrics)
-			return writeFileAtomic(cfgPath, []byte(cfg), 0o644)
+				return daemon.WriteFileAtomic(cfgPath, []byte(cfg), 0o644)
+			},
+			Ready: daemon.HTTPReady("http://" + prometheusAddr + "/-/ready"),
 		},
-		Ready: func(ctx context.Context, _ int64) error {
-			return httpOK(ctx, "http://"+prometheusAddr+"/-/ready", "", "")
-		},
+		What:    "Prometheus (the gateway needs it to list functions)",
+		Listens: []string{prometheusAddr},
 	}
 }
 
@@ -134,244 +94,147 @@ func (s *Stack) providerFlags() []string {
 	}
 }
 
-func (s *Stack) containerdDaemon() daemon {
-	sock := s.containerdSocket()
-	return daemon{
-		Name: "containerd",
+func (s *Stack) containerdDaemon() component {
+	return component{
+		Spec: daemon.Spec{
+			Name: "containerd",
+			Args: append([]string{filepath.Join(s.binDir(), "fnb-provider"), "containerd",
+				"-containerd-bin", daemon.Find("containerd")}, s.providerFlags()...),
+			Env: daemon.BaseEnv(),
+			Ready: func(ctx context.Context, _ int64) error {
+				var d net.Dialer
+				c, err := d.DialContext(ctx, "unix", s.containerdSocket())
+				if err != nil {
+					return err
+				}
+				return c.Close()
+			},
+		},
 		What: "containerd, the provider's private container runtime",
-		Args: append([]string{filepath.Join(s.binDir(), "fnb-provider"), "containerd",
-			"-containerd-bin", s.tool("containerd")}, s.providerFlags()...),
-		Env: s.baseEnv(),
-		Ready: func(ctx context.Context, _ int64) error {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", sock)
-			if err != nil {
-				return err
-			}
-			return c.Close()
-		},
 	}
 }
 
-func (s *Stack) providerDaemon() daemon {
+func (s *Stack) providerDaemon() component {
 	args := append([]string{filepath.Join(s.binDir(), "fnb-provider"), "serve"}, s.providerFlags()...)
-	args = append(args,
-		"-port", strings.TrimPrefix(providerAddr, "127.0.0.1:"),
-		"-listen", "127.0.0.1",
-		"-insecure-registries", registryAddr,
-		"-upstream-timeout", "15m")
-	return daemon{
-		Name:         "provider",
-		What:         "fnb-provider, the faas-provider running functions on containerd",
-		Args:         args,
-		Env:          s.baseEnv(),
-		Listens:      []string{providerAddr},
-		ReadyTimeout: 3 * time.Minute, // at start it brings recorded functions back
-		Ready: func(ctx context.Context, _ int64) error {
-			return httpOK(ctx, "http://"+providerAddr+"/healthz", "", "")
+	if s.plainHTTPRegistry() {
+		args = append(args, "-insecure-registries", registryAddr)
+	} else {
+		args = append(args, "-insecure-registries", "", "-registry-ca", s.registry().CA, "-registry-auth", s.registry().UserConfig(pullUser))
+	}
+	return component{
+		Spec: daemon.Spec{
+			Name:         "provider",
+			Args:         append(args, "-port", strings.TrimPrefix(providerAddr, "127.0.0.1:"), "-listen", "127.0.0.1", "-upstream-timeout", "15m"),
+			Settings:     "registry=" + s.registryMode(),
+			Env:          daemon.BaseEnv(),
+			ReadyTimeout: 3 * time.Minute, // at start it brings recorded functions back
+			Ready:        daemon.HTTPReady("http://" + providerAddr + "/healthz"),
 		},
+		What:    "fnb-provider, the faas-provider running functions on containerd",
+		Listens: []string{providerAddr},
 	}
 }
 
-func (s *Stack) gatewayDaemon() daemon {
-	d := daemon{
-		Name: "gateway",
-		What: "the OpenFaaS CE gateway",
-		Args: []string{s.tool("gateway")},
-		Env: s.baseEnv(
-			"functions_provider_url=http://"+providerAddr+"/",
-			"direct_functions=false",
-			"faas_nats_address="+natsHost,
-			"faas_nats_port="+natsPort,
-			"faas_nats_cluster_name="+natsCluster,
-			"basic_auth=true",
-			"secret_mount_path="+s.secretsDir(),
-			"read_timeout=15m",
-			"write_timeout=15m",
-			"upstream_timeout=15m",
-			"faas_prometheus_host=127.0.0.1",
-			"faas_prometheus_port="+strings.TrimPrefix(prometheusAddr, "127.0.0.1:"),
-		),
-		Listens: []string{":" + gatewayPort, ":" + gatewayMetrics},
-		Ready: func(ctx context.Context, _ int64) error {
-			return httpOK(ctx, gatewayURL+"/healthz", "", "")
+func (s *Stack) gatewayDaemon() component {
+	c := component{
+		Spec: daemon.Spec{
+			Name: "gateway",
+			Args: []string{daemon.Find("gateway")},
+			Env: daemon.BaseEnv(
+				"functions_provider_url=http://"+providerAddr+"/",
+				"direct_functions=false",
+				"faas_nats_address="+natsHost,
+				"faas_nats_port="+natsPort,
+				"faas_nats_cluster_name="+natsCluster,
+				"basic_auth=true",
+				"secret_mount_path="+s.secretsDir(),
+				"read_timeout=15m",
+				"write_timeout=15m",
+				"upstream_timeout=15m",
+				"faas_prometheus_host=127.0.0.1",
+				"faas_prometheus_port="+strings.TrimPrefix(prometheusAddr, "127.0.0.1:"),
+			),
+			Ready: daemon.HTTPReady(gatewayURL + "/healthz"),
 		},
+		What:    "the OpenFaaS CE gateway",
+		Listens: []string{":" + gatewayPort, ":" + gatewayMetrics},
 	}
 	// The UI is served from ./assets of the gateway's source.
-	if src := filepath.Join(filepath.Dir(s.Tools), "src", "gateway"); dirExists(filepath.Join(src, "assets")) {
-		d.Dir = src
+	if src := filepath.Join(filepath.Dir(daemon.ToolsDir()), "src", "gateway"); dirExists(filepath.Join(src, "assets")) {
+		c.Dir = src
 	}
-	return d
+	return c
 }
 
-func (s *Stack) queueWorkerDaemon(n int) daemon {
+func (s *Stack) queueWorkerDaemon(n int) component {
 	name := fmt.Sprintf("queue-worker-%d", n)
-	host := fmt.Sprintf("fnb-qw-%d", n)
-	return daemon{
-		Name: name,
+	return component{
+		Spec: daemon.Spec{
+			Name: name,
+			// Its NATS client id is faas-worker-<hostname>: each replica gets
+			// its own hostname in its own UTS namespace.
+			Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "uts-exec", fmt.Sprintf("fnb-qw-%d", n), daemon.Find("queue-worker")},
+			Env: daemon.BaseEnv(
+				"faas_nats_address="+natsHost,
+				"faas_nats_port="+natsPort,
+				"faas_nats_cluster_name="+natsCluster,
+				"faas_gateway_address=127.0.0.1",
+				"faas_gateway_port="+gatewayPort,
+				// By default longer than the gateway's upstream_timeout: a build
+				// is never delivered twice because it outlived its ack.
+				"ack_wait="+s.AckWait.String(),
+				"faas_print_body=false",
+			),
+			Settings:   "ack_wait=" + s.AckWait.String(),
+			Cloneflags: syscall.CLONE_NEWUTS,
+			Ready: func(ctx context.Context, from int64) error {
+				if strings.Contains(daemon.Since(s.logPath(name), from), "Listening on [") {
+					return nil
+				}
+				return errors.New("not subscribed to NATS yet")
+			},
+		},
 		What: "an OpenFaaS queue-worker (runs async invocations)",
-		// Its NATS client id is faas-worker-<hostname>: each replica gets
-		// its own hostname in its own UTS namespace.
-		Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "uts-exec", host, s.tool("queue-worker")},
-		Env: s.baseEnv(
-			"faas_nats_address="+natsHost,
-			"faas_nats_port="+natsPort,
-			"faas_nats_cluster_name="+natsCluster,
-			"faas_gateway_address=127.0.0.1",
-			"faas_gateway_port="+gatewayPort,
-			// By default longer than the gateway's upstream_timeout: a build
-			// is never delivered twice because it outlived its ack.
-			"ack_wait="+s.AckWait.String(),
-			"faas_print_body=false",
-		),
-		Settings:   "ack_wait=" + s.AckWait.String(),
-		Cloneflags: syscall.CLONE_NEWUTS,
-		Ready: func(ctx context.Context, from int64) error {
-			if strings.Contains(logSince(s.logPath(name), from), "Listening on [") {
-				return nil
-			}
-			return errors.New("not subscribed to NATS yet")
-		},
 	}
 }
 
-// buildkitdDaemon is rootless buildkitd under rootlesskit as the
-// fnbuilder user, on a unix socket (for fnb-stack) and on the bridge
-// address with mutual TLS (for build-fn).
-func (s *Stack) buildkitdDaemon() daemon {
-	var cred *syscall.Credential
-	if u, err := user.Lookup(rootlessUser); err == nil {
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
-	}
-	dir := s.buildkitDir()
-	root, home, run, tlsDir := filepath.Join(dir, "root"), filepath.Join(dir, "home"), filepath.Join(dir, "run"), filepath.Join(dir, "tls")
-	cfgPath := filepath.Join(dir, "buildkitd.toml")
-	prepare := func() error {
-		if cred == nil {
-			return fmt.Errorf("user %s does not exist: run hack/install.sh", rootlessUser)
-		}
-		// Everything the daemon writes belongs to the rootless user.
-		for _, d := range []string{dir, root, home, run, tlsDir} {
-			if err := os.MkdirAll(d, 0o700); err != nil {
-				return err
-			}
-			if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
-				return err
-			}
-		}
-		// rootlesskit refuses a state dir left by a killed instance.
-		os.RemoveAll(filepath.Join(run, "rootlesskit"))
-		os.Remove(s.buildkitSocket())
-		for src, dst := range map[string]string{"ca.pem": "ca.pem", "server.pem": "cert.pem", "server-key.pem": "key.pem"} {
-			b, err := os.ReadFile(s.path("tls", src))
-			if err != nil {
-				return err
-			}
-			p := filepath.Join(tlsDir, dst)
-			if err := writeFileAtomic(p, b, 0o600); err != nil {
-				return err
-			}
-			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
-				return err
-			}
-		}
-		cfg := fmt.Sprintf(`# written by fnb-stack
-[worker.oci]
-  enabled = true
-  gc = true
-
-[worker.containerd]
-  enabled = false
-
-[registry.%q]
-  http = true
-  insecure = true
-`, registryAddr)
-		return writeFileAtomic(cfgPath, []byte(cfg), 0o644)
-	}
-	args := []string{s.tool("rootlesskit"),
-		"--net=host", "--copy-up=/etc", "--copy-up=/run", "--disable-host-loopback",
-		// Its own PID namespace: stopping rootlesskit ends every build
-		// process with it.
-		"--pidns",
-		"--state-dir=" + filepath.Join(run, "rootlesskit"),
-		filepath.Join(s.binDir(), "buildkitd"),
-		"--oci-worker-no-process-sandbox",
-		"--root", root,
-		"--config", cfgPath,
-		"--addr", s.buildkitAddr(),
-		"--addr", "tcp://" + buildkitTCPAddr,
-		"--tlscacert", filepath.Join(tlsDir, "ca.pem"),
-		"--tlscert", filepath.Join(tlsDir, "cert.pem"),
-		"--tlskey", filepath.Join(tlsDir, "key.pem"),
-	}
-	return daemon{
-		Name: "buildkitd",
-		What: "rootless buildkitd (rootlesskit, user " + rootlessUser + ")",
-		Args: args,
-		Env: []string{
-			"PATH=" + s.childPath(),
-			"HOME=" + home,
-			"USER=" + rootlessUser,
-			"LOGNAME=" + rootlessUser,
-			"XDG_RUNTIME_DIR=" + run,
-			"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
-			"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
-			"XDG_CACHE_HOME=" + filepath.Join(home, ".cache"),
-		},
-		Dir:     dir,
-		Cred:    cred,
-		Listens: []string{buildkitTCPAddr},
-		Prepare: prepare,
-		Ready: func(ctx context.Context, _ int64) error {
-			if err := pingBuildkit(ctx, s.buildkitAddr(), nil); err != nil {
-				return fmt.Errorf("unix socket: %w", err)
-			}
-			if err := pingBuildkit(ctx, "tcp://"+buildkitTCPAddr, s.buildkitTLSOpts()); err != nil {
-				return fmt.Errorf("tcp://%s with mutual TLS: %w", buildkitTCPAddr, err)
-			}
-			return nil
-		},
-	}
-}
-
-// buildkitTLSOpts are build-fn's client credentials.
-func (s *Stack) buildkitTLSOpts() []bkclient.ClientOpt {
-	return []bkclient.ClientOpt{
-		bkclient.WithServerConfig(bridgeIP, s.secretPath("buildkit-tls-ca")),
-		bkclient.WithCredentials(s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key")),
-	}
-}
-
-func pingBuildkit(ctx context.Context, addr string, opts []bkclient.ClientOpt) error {
-	c, err := bkclient.New(ctx, addr, opts...)
+// buildkitdDaemon is rootless buildkitd under rootlesskit as the fnbuilder
+// user, on a unix socket (for fnb-stack) and on the bridge address with
+// mutual TLS (for build-fn), keeping BuildKit's process sandbox.
+func (s *Stack) buildkitdDaemon() component {
+	spec, err := daemon.BuildKitd{
+		Dir:        s.path("buildkit"),
+		Rootless:   true,
+		TCP:        buildkitTCPAddr,
+		ServerTLS:  &daemon.TLSFiles{CA: s.path("tls", "ca.pem"), Cert: s.path("tls", "server.pem"), Key: s.path("tls", "server-key.pem")},
+		Registries: []daemon.RegistryAccess{s.registryAccess()},
+		GC:         true,
+		Probe:      []buildkit.Daemon{s.buildkitTCP()},
+	}.Spec()
 	if err != nil {
-		return err
+		spec = daemon.Spec{Name: "buildkitd", Args: []string{"buildkitd"}, Prepare: func() error { return err }}
 	}
-	defer c.Close()
-	ws, err := c.ListWorkers(ctx)
-	if err != nil {
-		return err
-	}
-	if len(ws) == 0 {
-		return errors.New("no workers")
-	}
-	return nil
+	spec.Settings = "registry=" + s.registryMode()
+	return component{Spec: spec, What: "rootless buildkitd (rootlesskit, user " + daemon.RootlessUser + ")", Listens: []string{buildkitTCPAddr}}
 }
 
-func (s *Stack) forwardDaemon() daemon {
-	return daemon{
-		Name: "builder-forward",
-		What: "the loopback forwarder to build-fn's root (faas-cli --remote-builder)",
-		Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "forward", "--dir", s.Dir,
-			"--listen", builderAddr, "--function", "build-fn"},
-		Env:     s.baseEnv(),
+// buildkitTCP is buildkitd as build-fn reaches it, with its client certificate.
+func (s *Stack) buildkitTCP() buildkit.Daemon {
+	return buildkit.Daemon{Address: "tcp://" + buildkitTCPAddr, TLS: &buildkit.TLS{
+		CA: s.secretPath("buildkit-tls-ca"), Cert: s.secretPath("buildkit-tls-cert"), Key: s.secretPath("buildkit-tls-key"), ServerName: bridgeIP}}
+}
+
+func (s *Stack) forwardDaemon() component {
+	return component{
+		Spec: daemon.Spec{
+			Name: "builder-forward",
+			Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "forward", "--dir", s.Dir,
+				"--listen", builderAddr, "--function", "build-fn"},
+			Env:   daemon.BaseEnv(),
+			Ready: daemon.HTTPReady("http://" + builderAddr + "/healthz"),
+		},
+		What:    "the loopback forwarder to build-fn's root (faas-cli --remote-builder)",
 		Listens: []string{builderAddr},
-		Ready: func(ctx context.Context, _ int64) error {
-			return tcpOpen(ctx, builderAddr)
-		},
 	}
 }
 
@@ -379,26 +242,6 @@ func (s *Stack) forwardDaemon() daemon {
 var httpClient = &http.Client{
 	Timeout:   30 * time.Second,
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
-}
-
-// httpOK GETs url (with basic auth when user is set) and wants a 200.
-func httpOK(ctx context.Context, url, user, pass string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 func tcpOpen(ctx context.Context, addr string) error {

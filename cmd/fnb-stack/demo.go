@@ -1,26 +1,27 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
 	"github.com/openfaas/go-sdk/builder"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildtar"
+	"github.com/fnbuilder/fnbuilder/internal/callback"
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
@@ -40,25 +41,11 @@ type demoOptions struct {
 	timeout    time.Duration
 }
 
-func demoCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	var o demoOptions
-	fs := newFlagSet("demo", stderr, &c, true)
+func (o *demoOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.example, "example", "", "function source with a Dockerfile (default REPO/examples/hello-secret)")
 	fs.StringVar(&o.name, "name", "hello-secret", "function name to deploy")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file whose bytes are the build secret "+demoSecretName+" (default: random for this run)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest wait for the build's callback")
-	if err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, c.repo, stdout)
-	if err != nil {
-		return err
-	}
-	if o.example == "" {
-		o.example = filepath.Join(s.Repo, "examples", "hello-secret")
-	}
-	return s.Demo(o)
 }
 
 // Demo is the main job, through the gateway as a platform would do it:
@@ -85,7 +72,7 @@ func (s *Stack) Demo(o demoOptions) error {
 	}
 
 	// 1. The builder's public key, from publickey-fn.
-	code, body, _, err := g.do(ctx, http.MethodGet, "/function/publickey-fn", nil, nil)
+	code, body, _, err := invoke(ctx, http.MethodGet, "/function/publickey-fn", nil, nil)
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("publickey-fn (GET %s/function/publickey-fn): %d %s %v\n  its log: %s", gatewayURL, code, strings.TrimSpace(string(body)), err, s.functionLog("publickey-fn"))
 	}
@@ -104,7 +91,10 @@ func (s *Stack) Demo(o demoOptions) error {
 	fingerprint := secretFingerprint(secret)
 	buildID := time.Now().UTC().Format("20060102-150405") + "-" + randomHex(3)
 	image := fmt.Sprintf("%s/examples/%s:%s", registryAddr, o.name, buildID)
-	work, err := os.MkdirTemp(ensureDir(s.path("demo")), "build-")
+	if err := os.MkdirAll(s.path("demo"), 0o700); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(s.path("demo"), "build-")
 	if err != nil {
 		return err
 	}
@@ -126,7 +116,7 @@ func (s *Stack) Demo(o demoOptions) error {
 	if err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	if tarBytes, err = appendToTar(tarBytes, builder.BuildSecretsFileName, sealed); err != nil {
+	if tarBytes, err = buildtar.AppendSecrets(tarBytes, sealed); err != nil {
 		return err
 	}
 	// The gateway queues the body base64-encoded in one NATS message, whose
@@ -143,17 +133,18 @@ func (s *Stack) Demo(o demoOptions) error {
 
 	// 3. Submitted asynchronously, with a callback receiver on loopback
 	// (the queue-workers run on this host).
-	cb, err := startCallbackReceiver()
+	cb, err := callback.Listen()
 	if err != nil {
 		return err
 	}
-	defer cb.close()
+	defer cb.Close()
+	submitted := time.Now()
 	qwOffsets := s.logOffsets("queue-worker-1", "queue-worker-2")
 	hdr := http.Header{}
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("X-Build-Signature", signature.Sign(tarBytes, key))
-	hdr.Set("X-Callback-Url", cb.url)
-	code, body, respHdr, err := g.do(ctx, http.MethodPost, "/async-function/build-fn", tarBytes, hdr)
+	hdr.Set("X-Callback-Url", cb.URL)
+	code, body, respHdr, err := invoke(ctx, http.MethodPost, "/async-function/build-fn", tarBytes, hdr)
 	if err != nil {
 		return fmt.Errorf("gateway: POST /async-function/build-fn: %v\n  gateway log: %s", err, s.logPath("gateway"))
 	}
@@ -161,7 +152,7 @@ func (s *Stack) Demo(o demoOptions) error {
 		return fmt.Errorf("gateway: POST /async-function/build-fn answered %d (want 202): %s\n  gateway log: %s\n  nats log: %s", code, strings.TrimSpace(string(body)), s.logPath("gateway"), s.logPath("nats"))
 	}
 	callID := respHdr.Get("X-Call-Id")
-	s.step(3, "POST %s/async-function/build-fn → 202 Accepted, X-Call-Id %s\n      callback: %s", gatewayURL, callID, cb.url)
+	s.step(3, "POST %s/async-function/build-fn → 202 Accepted, X-Call-Id %s\n      callback: %s", gatewayURL, callID, cb.URL)
 
 	// 4. Waiting, with what each piece is doing.
 	res, err := s.waitCallback(ctx, cb, callID, key, qwOffsets, o.timeout)
@@ -169,16 +160,16 @@ func (s *Stack) Demo(o demoOptions) error {
 		return err
 	}
 	var result builder.BuildResult
-	if err := json.Unmarshal(res.body, &result); err != nil {
-		return fmt.Errorf("build-fn: the callback body is not a build result (X-Function-Status %s): %v\n%s", res.status, err, truncate(string(res.body), 2000))
+	if err := json.Unmarshal(res.Body, &result); err != nil {
+		return fmt.Errorf("build-fn: the callback body is not a build result (X-Function-Status %s): %v\n%.2000s", res.Status(), err, res.Body)
 	}
-	s.step(4, "callback after %.1fs: X-Function-Status %s, status %s, image %s; build log:", res.after.Seconds(), res.status, result.Status, result.Image)
+	s.step(4, "callback after %.1fs: X-Function-Status %s, status %s, image %s; build log:", res.At.Sub(submitted).Seconds(), res.Status(), result.Status, result.Image)
 	for _, l := range result.Log {
 		fmt.Fprintf(s.out, "        %s\n", l)
 	}
 	if result.Status != builder.BuildSuccess {
 		return fmt.Errorf("build-fn: the build failed (X-Function-Status %s, status %q): %s\n  build-fn log: %s\n  buildkitd log: %s",
-			res.status, result.Status, result.Error, s.functionLog("build-fn"), s.logPath("buildkitd"))
+			res.Status(), result.Status, result.Error, s.functionLog("build-fn"), s.logPath("buildkitd"))
 	}
 
 	// 5. Deployed by deploy-fn, with a signed spec.
@@ -187,22 +178,29 @@ func (s *Stack) Demo(o demoOptions) error {
 	hdr = http.Header{}
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("X-Deploy-Signature", signature.Sign(specBody, key))
-	code, body, _, err = g.do(ctx, http.MethodPost, "/function/deploy-fn", specBody, hdr)
+	code, body, _, err = invoke(ctx, http.MethodPost, "/function/deploy-fn", specBody, hdr)
 	if err != nil || code != http.StatusOK {
-		return fmt.Errorf("deploy-fn (POST %s/function/deploy-fn): %d %s %v\n  deploy-fn log: %s\n  provider log: %s", gatewayURL, code, strings.TrimSpace(string(body)), err, s.functionLog("deploy-fn"), s.logPath("provider"))
+		hint := ""
+		if strings.Contains(string(body), "does not belong to tenant") {
+			// Deployed before fnbuilder had tenants, so it carries no owner.
+			hint = fmt.Sprintf("\n  %s has no owner (deployed by an older fnbuilder?): remove it (faas-cli remove %s -g %s) or pass --name", o.name, o.name, gatewayURL)
+		}
+		return fmt.Errorf("deploy-fn (POST %s/function/deploy-fn): %d %s %v%s\n  deploy-fn log: %s\n  provider log: %s", gatewayURL, code, strings.TrimSpace(string(body)), err, hint, s.functionLog("deploy-fn"), s.logPath("provider"))
 	}
 	var dres deploy.Result
 	_ = json.Unmarshal(body, &dres)
 	t5 := time.Now()
-	if err := g.waitReady(ctx, o.name, 2*time.Minute); err != nil {
+	if err := waitReady(ctx, g, o.name, 2*time.Minute); err != nil {
 		return fmt.Errorf("provider: %s was deployed but is not ready: %v\n  its log: %s\n  provider log: %s", o.name, err, s.functionLog(o.name), s.logPath("provider"))
 	}
 	s.step(5, "deploy-fn %s %s; ready after %.1fs", dres.Action, o.name, time.Since(t5).Seconds())
 
 	// 6. Invoked through the gateway.
 	var answer []byte
-	err = retryUntil(withTimeout(ctx, 30*time.Second), func() error {
-		code, body, _, err := g.do(ctx, http.MethodGet, "/function/"+o.name, nil, nil)
+	invokeCtx, cancelInvoke := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelInvoke()
+	err = retryUntil(invokeCtx, func() error {
+		code, body, _, err := invoke(ctx, http.MethodGet, "/function/"+o.name, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -240,20 +238,20 @@ func (s *Stack) functionLog(fn string) string {
 }
 
 // preflight checks each component, then the functions the demo uses.
-func (s *Stack) preflight(ctx context.Context) (*gatewayClient, error) {
+func (s *Stack) preflight(ctx context.Context) (*sdk.Client, error) {
 	var ok []string
-	for _, c := range s.components() {
+	for _, c := range append(s.daemons(), s.forwardDaemon()) {
 		if err := s.check(ctx, c); err != nil {
-			return nil, fmt.Errorf("component %s: %v\n  log: %s\n  `make up` starts what is missing", c.name, err, s.logPath(c.name))
+			return nil, fmt.Errorf("component %s: %v\n  log: %s\n  `make up` starts what is missing", c.Name, err, s.logPath(c.Name))
 		}
-		ok = append(ok, c.name)
+		ok = append(ok, c.Name)
 	}
 	g, err := s.gateway()
 	if err != nil {
 		return nil, err
 	}
 	for _, fn := range []string{"publickey-fn", "build-fn", "deploy-fn"} {
-		st, found, err := g.function(ctx, fn)
+		st, found, err := function(ctx, g, fn)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("gateway: %v", err)
@@ -290,68 +288,9 @@ func secretFingerprint(secret []byte) string {
 	return hex.EncodeToString(h[:])[:16]
 }
 
-// appendToTar adds one entry before the end-of-archive blocks, as go-sdk's
-// BuildWithSecrets does with com.openfaas.secrets.
-func appendToTar(tarBytes []byte, name string, data []byte) ([]byte, error) {
-	trimmed := tarBytes
-	for len(trimmed) >= 512 && bytes.Equal(trimmed[len(trimmed)-512:], make([]byte, 512)) {
-		trimmed = trimmed[:len(trimmed)-512]
-	}
-	var buf bytes.Buffer
-	buf.Write(trimmed)
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(data))}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// callbackReceiver takes the queue-worker's POST of the build result.
-type callbackReceiver struct {
-	url  string
-	srv  *http.Server
-	got  chan callback
-	errs chan error
-}
-
-type callback struct {
-	callID, status string
-	body           []byte
-	after          time.Duration
-}
-
-func startCallbackReceiver() (*callbackReceiver, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	cb := &callbackReceiver{
-		url: "http://" + l.Addr().String() + "/callback",
-		got: make(chan callback, 4),
-	}
-	t0 := time.Now()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/callback", func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<20))
-		cb.got <- callback{callID: r.Header.Get("X-Call-Id"), status: r.Header.Get("X-Function-Status"), body: body, after: time.Since(t0)}
-		w.WriteHeader(http.StatusOK)
-	})
-	cb.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go cb.srv.Serve(l)
-	return cb, nil
-}
-
-func (cb *callbackReceiver) close() { cb.srv.Close() }
-
 // waitCallback waits for the callback of callID, printing what the
 // queue-workers and build-fn are doing meanwhile.
-func (s *Stack) waitCallback(ctx context.Context, cb *callbackReceiver, callID string, key []byte, qwOffsets map[string]int64, timeout time.Duration) (callback, error) {
+func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID string, key []byte, qwOffsets map[string]int64, timeout time.Duration) (callback.Callback, error) {
 	t0 := time.Now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -377,19 +316,19 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callbackReceiver, callID s
 		}
 		lastState = state
 		select {
-		case c := <-cb.got:
-			if callID != "" && c.callID != "" && c.callID != callID {
+		case c := <-cb.C:
+			if callID != "" && c.CallID() != "" && c.CallID() != callID {
 				continue // not ours
 			}
 			clearLine()
 			return c, nil
 		case <-deadline.C:
 			clearLine()
-			return callback{}, fmt.Errorf("no callback within %s; last state: %s\n  queue-worker logs: %s, %s\n  build-fn log: %s\n  gateway log: %s",
+			return callback.Callback{}, fmt.Errorf("no callback within %s; last state: %s\n  queue-worker logs: %s, %s\n  build-fn log: %s\n  gateway log: %s",
 				timeout, lastState, s.logPath("queue-worker-1"), s.logPath("queue-worker-2"), s.functionLog("build-fn"), s.logPath("gateway"))
 		case <-ctx.Done():
 			clearLine()
-			return callback{}, ctx.Err()
+			return callback.Callback{}, ctx.Err()
 		case <-tick.C:
 		}
 	}
@@ -401,17 +340,16 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callbackReceiver, callID s
 func (s *Stack) asyncState(ctx context.Context, callID string, key []byte, qwOffsets map[string]int64) string {
 	worker := ""
 	for name, off := range qwOffsets {
-		if callID != "" && strings.Contains(logSince(s.logPath(name), off), callID) {
+		if callID != "" && strings.Contains(daemon.Since(s.logPath(name), off), callID) {
 			worker = "fnb-qw-" + strings.TrimPrefix(name, "queue-worker-")
 		}
 	}
 	build := ""
 	if callID != "" {
-		g := &gatewayClient{base: gatewayURL}
 		hdr := http.Header{}
 		hdr.Set("X-Build-Signature", signature.Sign([]byte(callID), key))
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		code, _, _, err := g.do(cctx, http.MethodGet, "/function/build-fn/results/"+callID, nil, hdr)
+		code, _, _, err := invoke(cctx, http.MethodGet, "/function/build-fn/results/"+callID, nil, hdr)
 		cancel()
 		switch {
 		case err != nil:
@@ -441,9 +379,7 @@ func (s *Stack) asyncState(ctx context.Context, callID string, key []byte, qwOff
 func (s *Stack) logOffsets(names ...string) map[string]int64 {
 	out := map[string]int64{}
 	for _, n := range names {
-		if fi, err := os.Stat(s.logPath(n)); err == nil {
-			out[n] = fi.Size()
-		}
+		out[n] = daemon.Size(s.logPath(n))
 	}
 	return out
 }
@@ -461,42 +397,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func ensureDir(p string) string {
-	os.MkdirAll(p, 0o700)
-	return p
-}
-
-func withTimeout(ctx context.Context, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(ctx, d)
-	go func() { <-c.Done(); cancel() }()
-	return c
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
-// summariseFunctions turns GET /system/functions into one line per function.
-func summariseFunctions(body []byte) string {
-	var fns []types.FunctionStatus
-	if err := json.Unmarshal(body, &fns); err != nil {
-		return string(body)
-	}
-	var b strings.Builder
-	for _, f := range fns {
-		state := "ready"
-		if f.AvailableReplicas < 1 {
-			state = "NOT READY"
-		}
-		fmt.Fprintf(&b, "\n  %-16s %-9s %s", f.Name, state, f.Image)
-	}
-	if len(fns) == 0 {
-		return " none"
-	}
-	return b.String()
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 // Down stops every daemon by its PID file (process group, SIGTERM then
@@ -68,9 +70,8 @@ func (s *Stack) Down() error {
 		problems = append(problems, fmt.Sprintf("process %d outlived its daemon, killed: %s", p.pid, p.cmdline))
 		syscall.Kill(p.pid, syscall.SIGKILL)
 	}
-	for _, m := range mountsUnder(s.Dir) {
+	for _, m := range daemon.Unmount(s.Dir) {
 		problems = append(problems, "mount left, unmounted: "+m)
-		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 
 	time.Sleep(200 * time.Millisecond)
@@ -106,7 +107,7 @@ func (s *Stack) teardownProvider() []string {
 		}
 	}
 	cmd := exec.Command(provider, append([]string{"teardown"}, s.providerFlags()...)...)
-	cmd.Env = s.baseEnv()
+	cmd.Env = daemon.BaseEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return append(problems, fmt.Sprintf("fnb-provider teardown: %v\n%s", err, out))
 	}
@@ -126,7 +127,7 @@ func (s *Stack) livePIDs() map[string]int {
 		if !ok {
 			continue
 		}
-		if r, ok := s.readPID(name); ok && r.ours() {
+		if r, ok := daemon.ReadRecord(s.pidPath(name)); ok && r.Ours() {
 			out[name] = r.PID
 		}
 	}
@@ -143,7 +144,7 @@ type proc struct {
 func (s *Stack) strayProcesses() []proc {
 	var out []proc
 	self := os.Getpid()
-	for _, pid := range allPIDs() {
+	for _, pid := range daemon.PIDs() {
 		if pid == self {
 			continue
 		}
@@ -151,7 +152,7 @@ func (s *Stack) strayProcesses() []proc {
 		if err != nil || len(b) == 0 {
 			continue
 		}
-		if _, state, _, err := procStat(pid); err != nil || state == "Z" || state == "X" {
+		if st, err := daemon.Stat(pid); err != nil || st.State == "Z" || st.State == "X" {
 			continue
 		}
 		cmd := strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
@@ -213,7 +214,7 @@ func (s *Stack) leftovers() []string {
 			}
 		}
 	}
-	for _, m := range mountsUnder(s.Dir) {
+	for _, m := range daemon.MountsUnder(s.Dir) {
 		left = append(left, "mount "+m)
 	}
 	if _, err := os.Stat(filepath.Join("/run/containerd/runc", ctrdNamespace)); err == nil {
@@ -223,47 +224,6 @@ func (s *Stack) leftovers() []string {
 	}
 	sort.Strings(left)
 	return left
-}
-
-// mountsUnder lists mount points at or below dir (or with a source there),
-// deepest first.
-func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp, root := unescapeMount(f[4]), unescapeMount(f[3])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") || strings.HasPrefix(root, dir+"/") || strings.Contains(line, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out
-}
-
-// unescapeMount undoes the octal escapes (\040 etc.) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func fileExists(p string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,7 +19,7 @@ const specAnnotation = "fnbuilder.dev/stack-spec"
 const secretsMount = "/var/openfaas/secrets/"
 
 // functionDeployment is how the stack runs each fnbuilder function.
-func functionDeployment(fn string) types.FunctionDeployment {
+func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 	env := map[string]string{
 		// fnb serve drains for healthcheck_interval on SIGTERM; keep
 		// `make down` quick.
@@ -37,7 +38,6 @@ func functionDeployment(fn string) types.FunctionDeployment {
 			"buildkit_tls_cert":        secretsMount + "buildkit-tls-cert",
 			"buildkit_tls_key":         secretsMount + "buildkit-tls-key",
 			"buildkit_tls_server_name": bridgeIP,
-			"insecure_registries":      registryAddr,
 			"build_timeout":            "10m",
 			"read_timeout":             "15m",
 			"write_timeout":            "15m",
@@ -50,6 +50,11 @@ func functionDeployment(fn string) types.FunctionDeployment {
 			"retry_backoff": "2s",
 		} {
 			env[k] = v
+		}
+		if s.plainHTTPRegistry() {
+			env["insecure_registries"] = registryAddr
+		} else {
+			secrets = append(secrets, "registry-config") // push credentials; TLS is buildkitd's
 		}
 	case "deploy-fn":
 		secrets = []string{"payload-secret", "basic-auth-user", "basic-auth-password"}
@@ -77,7 +82,7 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		if err != nil {
 			return err
 		}
-		if err := g.putSecret(ctx, name, b); err != nil {
+		if err := putSecret(ctx, g, name, b); err != nil {
 			return err
 		}
 	}
@@ -85,22 +90,29 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 
 	for _, fn := range functionNames {
 		t1 := time.Now()
-		d := functionDeployment(fn)
+		d := s.functionDeployment(fn)
 		spec, _ := json.Marshal(d)
 		hash := sha256Hex(string(spec) + "\n" + digests[fn])
 		d.Annotations = &map[string]string{specAnnotation: hash}
 
-		st, found, err := g.function(ctx, fn)
+		st, found, err := function(ctx, g, fn)
 		if err != nil {
 			return err
 		}
 		action := "unchanged"
 		if !found || st.Annotations == nil || (*st.Annotations)[specAnnotation] != hash {
-			if action, err = g.apply(ctx, d); err != nil {
-				return fmt.Errorf("%w\n  provider log: %s", err, s.logPath("provider"))
+			// The builder's own functions: not a tenant's deploy (internal/deploy).
+			action = "updated"
+			code, err := g.Update(ctx, d)
+			if code == http.StatusNotFound {
+				action = "created"
+				_, err = g.Deploy(ctx, d)
+			}
+			if err != nil {
+				return fmt.Errorf("gateway: deploy %s: %w\n  provider log: %s", fn, err, s.logPath("provider"))
 			}
 		}
-		if err := g.waitReady(ctx, fn, 2*time.Minute); err != nil {
+		if err := waitReady(ctx, g, fn, 2*time.Minute); err != nil {
 			return fmt.Errorf("function %s not ready: %v\n  its log: %s\n  provider log: %s", fn, err,
 				filepath.Join(s.providerState(), "logs", fn+".log"), s.logPath("provider"))
 		}

@@ -3,22 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
 )
 
-// gatewayClient calls the gateway's REST API with the admin credentials.
-type gatewayClient struct {
-	base, user, pass string
-}
-
-func (s *Stack) gateway() (*gatewayClient, error) {
+// gateway is go-sdk's client of the gateway's /system API, with the admin
+// credentials.
+func (s *Stack) gateway() (*sdk.Client, error) {
 	user, err := s.readSecret("basic-auth-user")
 	if err != nil {
 		return nil, err
@@ -27,35 +25,22 @@ func (s *Stack) gateway() (*gatewayClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gatewayClient{base: gatewayURL, user: strings.TrimSpace(string(user)), pass: strings.TrimSpace(string(pass))}, nil
+	u, err := url.Parse(gatewayURL)
+	if err != nil {
+		return nil, err
+	}
+	auth := &sdk.BasicAuth{Username: strings.TrimSpace(string(user)), Password: strings.TrimSpace(string(pass))}
+	return sdk.NewClient(u, auth, httpClient), nil
 }
 
-// do sends body (JSON unless it is []byte) and returns status and body.
-func (g *gatewayClient) do(ctx context.Context, method, path string, body any, header http.Header) (int, []byte, http.Header, error) {
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		r = bytes.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			return 0, nil, nil, err
-		}
-		r = bytes.NewReader(j)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, g.base+path, r)
+// invoke calls a function through the gateway (/function/..., /async-function/...).
+func invoke(ctx context.Context, method, path string, body []byte, header http.Header) (int, []byte, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, method, gatewayURL+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
-	}
-	if body != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if strings.HasPrefix(path, "/system/") {
-		req.SetBasicAuth(g.user, g.pass)
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -66,82 +51,63 @@ func (g *gatewayClient) do(ctx context.Context, method, path string, body any, h
 	return resp.StatusCode, out, resp.Header, err
 }
 
-// putSecret creates or updates a function secret (PUT, then POST on 404).
-func (g *gatewayClient) putSecret(ctx context.Context, name string, value []byte) error {
+// putSecret creates or updates a function secret.
+func putSecret(ctx context.Context, g *sdk.Client, name string, value []byte) error {
 	sec := types.Secret{Name: name, RawValue: value}
-	code, body, _, err := g.do(ctx, http.MethodPut, "/system/secrets", sec, nil)
-	if err != nil {
-		return err
-	}
+	code, err := g.UpdateSecret(ctx, sec)
 	if code == http.StatusNotFound {
-		code, body, _, err = g.do(ctx, http.MethodPost, "/system/secrets", sec, nil)
-		if err != nil {
-			return err
-		}
+		_, err = g.CreateSecret(ctx, sec)
 	}
-	if code/100 != 2 {
-		return fmt.Errorf("gateway: secret %s: %d %s", name, code, strings.TrimSpace(string(body)))
+	if err != nil {
+		return fmt.Errorf("gateway: secret %s: %w", name, err)
 	}
 	return nil
 }
 
-// function returns a function's status; found is false on 404.
-func (g *gatewayClient) function(ctx context.Context, name string) (st types.FunctionStatus, found bool, err error) {
-	code, body, _, err := g.do(ctx, http.MethodGet, "/system/function/"+name, nil, nil)
+// function returns a function's status; found is false when it does not exist.
+func function(ctx context.Context, g *sdk.Client, name string) (types.FunctionStatus, bool, error) {
+	fns, err := g.GetFunctions(ctx, "")
 	if err != nil {
-		return st, false, err
+		return types.FunctionStatus{}, false, fmt.Errorf("gateway: GET /system/functions: %w", err)
 	}
-	switch code {
-	case http.StatusOK:
-		return st, true, json.Unmarshal(body, &st)
-	case http.StatusNotFound:
-		return st, false, nil
-	default:
-		return st, false, fmt.Errorf("gateway: GET /system/function/%s: %d %s", name, code, strings.TrimSpace(string(body)))
-	}
-}
-
-// apply creates or updates a function (PUT, then POST on 404).
-func (g *gatewayClient) apply(ctx context.Context, d types.FunctionDeployment) (string, error) {
-	code, body, _, err := g.do(ctx, http.MethodPut, "/system/functions", d, nil)
-	if err != nil {
-		return "", err
-	}
-	action := "updated"
-	if code == http.StatusNotFound {
-		action = "created"
-		code, body, _, err = g.do(ctx, http.MethodPost, "/system/functions", d, nil)
-		if err != nil {
-			return "", err
+	for _, f := range fns {
+		if f.Name == name {
+			return f, true, nil
 		}
 	}
-	if code/100 != 2 {
-		return "", fmt.Errorf("gateway: deploy %s: %d %s", d.Service, code, strings.TrimSpace(string(body)))
-	}
-	return action, nil
+	return types.FunctionStatus{}, false, nil
 }
 
 // waitReady polls until the provider reports an available replica.
-func (g *gatewayClient) waitReady(ctx context.Context, name string, timeout time.Duration) error {
+func waitReady(ctx context.Context, g *sdk.Client, name string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error
-	for {
-		st, found, err := g.function(ctx, name)
+	return retryUntil(ctx, func() error {
+		st, found, err := function(ctx, g, name)
 		switch {
 		case err != nil:
-			last = err
+			return err
 		case !found:
-			last = fmt.Errorf("function %s does not exist", name)
-		case st.AvailableReplicas >= 1:
-			return nil
-		default:
-			last = fmt.Errorf("function %s has no available replica yet", name)
+			return fmt.Errorf("function %s does not exist", name)
+		case st.AvailableReplicas < 1:
+			return fmt.Errorf("function %s has no available replica yet", name)
 		}
-		select {
-		case <-ctx.Done():
-			return last
-		case <-time.After(250 * time.Millisecond):
-		}
+		return nil
+	})
+}
+
+// summariseFunctions is one line per function.
+func summariseFunctions(fns []types.FunctionStatus) string {
+	if len(fns) == 0 {
+		return " none"
 	}
+	var b strings.Builder
+	for _, f := range fns {
+		state := "ready"
+		if f.AvailableReplicas < 1 {
+			state = "NOT READY"
+		}
+		fmt.Fprintf(&b, "\n  %-16s %-9s %s", f.Name, state, f.Image)
+	}
+	return b.String()
 }

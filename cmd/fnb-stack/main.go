@@ -25,14 +25,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 const usage = `fnb-stack - fnbuilder's local OpenFaaS stack (see cmd/fnb-stack/README.md)
 
 Usage:
-  fnb-stack up      [--dir DIR] [--repo DIR] [--ack-wait 20m]
+  fnb-stack up      [--dir DIR] [--repo DIR] [--ack-wait 20m] [--plain-http-registry]
   fnb-stack restart [--dir DIR] [--ack-wait 20m] DAEMON...   (e.g. buildkitd; builds and deploys nothing)
   fnb-stack demo    [--dir DIR] [--repo DIR] [--example DIR] [--secret-file FILE] [--timeout 10m]
   fnb-stack status  [--dir DIR]
@@ -42,19 +45,45 @@ Usage:
 DIR defaults to $FNB_STACK_DIR, then /var/lib/fnbuilder-stack. Tools come
 from $FNB_TOOLS/bin (default ~/.cache/fnbuilder/bin): run hack/install.sh.
 --ack-wait (default $FNB_STACK_ACK_WAIT, then 20m) is the queue-workers'
-ack_wait; up restarts them when it changes.
+ack_wait; up restarts them when it changes. The registry serves HTTPS from
+the stack's CA with generated users, or plain HTTP with --plain-http-registry
+(env FNB_STACK_PLAIN_HTTP_REGISTRY=1); the other commands follow up's choice.
 `
 
-type command func(args []string, stdout, stderr io.Writer) error
+// stackCommand is a command on one stack directory: --dir, and --repo,
+// --ack-wait, its own flags or daemon names when it takes them.
+type stackCommand struct {
+	repo, ackWait, names bool
+	registryMode         bool // --plain-http-registry
+	flags                func(fs *flag.FlagSet)
+	run                  func(s *Stack, names []string) error
+}
 
-var commands = map[string]command{
-	"up":      upCmd,
-	"restart": restartCmd,
-	"down":    downCmd,
-	"demo":    demoCmd,
-	"status":  statusCmd,
-	"check":   checkCmd,
-	// Internal: the daemons fnb-stack runs from its own binary.
+func stackCommands() map[string]stackCommand {
+	var demo demoOptions
+	return map[string]stackCommand{
+		"up":      {repo: true, ackWait: true, registryMode: true, run: func(s *Stack, _ []string) error { return s.Up() }},
+		"restart": {ackWait: true, names: true, run: (*Stack).Restart},
+		"down":    {run: func(s *Stack, _ []string) error { return s.Down() }},
+		"status":  {run: func(s *Stack, _ []string) error { return s.Status() }},
+		"check": {run: func(s *Stack, _ []string) error {
+			if err := s.checkTools(); err != nil {
+				return err
+			}
+			fmt.Fprintf(s.out, "every tool fnb-stack up runs is installed (%s, $PATH, Debian packages)\n", daemon.ToolsDir())
+			return nil
+		}},
+		"demo": {repo: true, flags: demo.flags, run: func(s *Stack, _ []string) error {
+			if demo.example == "" {
+				demo.example = filepath.Join(s.Repo, "examples", "hello-secret")
+			}
+			return s.Demo(demo)
+		}},
+	}
+}
+
+// Internal: the daemons fnb-stack runs from its own binary.
+var daemonCommands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"forward":  forwardCmd,
 	"uts-exec": utsExecCmd,
 }
@@ -68,95 +97,67 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
+	var err error
+	if c, ok := stackCommands()[args[0]]; ok {
+		err = c.exec(args[0], args[1:], stdout, stderr)
+	} else if d, ok := daemonCommands[args[0]]; ok {
+		err = d(args[1:], stdout, stderr)
+	} else {
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	if err := cmd(args[1:], stdout, stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 2
-		}
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "\nfnb-stack %s FAILED: %v\n", args[0], err)
 		return 1
 	}
 	return 0
 }
 
-// commonFlags are the flags every command shares.
-type commonFlags struct {
-	dir  string
-	repo string
-}
-
-func newFlagSet(name string, stderr io.Writer, c *commonFlags, withRepo bool) *flag.FlagSet {
+func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fnb-stack "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.dir, "dir", defaultDir(), "stack directory (env FNB_STACK_DIR)")
-	if withRepo {
-		fs.StringVar(&c.repo, "repo", "", "fnbuilder checkout (default: found from the working directory)")
+	dir := fs.String("dir", defaultDir(), "stack directory (env FNB_STACK_DIR)")
+	repo := "-"
+	if c.repo {
+		fs.StringVar(&repo, "repo", "", "fnbuilder checkout (default: found from the working directory)")
 	}
-	return fs
+	ackWait := envOr("FNB_STACK_ACK_WAIT", defaultAckWait.String())
+	if c.ackWait {
+		fs.StringVar(&ackWait, "ack-wait", ackWait, "queue-workers' ack_wait: a message still unacknowledged after it is delivered again (env FNB_STACK_ACK_WAIT)")
+	}
+	plainHTTP := envOr("FNB_STACK_PLAIN_HTTP_REGISTRY", "") == "1"
+	if c.registryMode {
+		fs.BoolVar(&plainHTTP, "plain-http-registry", plainHTTP, "serve the registry over plain HTTP without users, instead of HTTPS from the stack's CA with htpasswd users (env FNB_STACK_PLAIN_HTTP_REGISTRY=1)")
+	}
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 && !c.names {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	s, err := openStack(*dir, repo, stdout)
+	if err != nil {
+		return err
+	}
+	if c.ackWait {
+		if s.AckWait, err = parseAckWait(ackWait); err != nil {
+			return err
+		}
+	}
+	if c.registryMode {
+		s.setRegistryMode = map[bool]string{true: "http", false: "https"}[plainHTTP]
+	}
+	return c.run(s, fs.Args())
 }
 
 func defaultDir() string {
-	if d := strings.TrimSpace(os.Getenv("FNB_STACK_DIR")); d != "" {
-		return d
-	}
-	return "/var/lib/fnbuilder-stack"
-}
-
-func parseArgs(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return nil
-}
-
-func upCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("up", stderr, &c, true)
-	ackWait := ackWaitFlag(fs)
-	if err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	d, err := parseAckWait(*ackWait)
-	if err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, c.repo, stdout)
-	if err != nil {
-		return err
-	}
-	s.AckWait = d
-	return s.Up()
-}
-
-func restartCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("restart", stderr, &c, false)
-	ackWait := ackWaitFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := parseAckWait(*ackWait)
-	if err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, "-", stdout)
-	if err != nil {
-		return err
-	}
-	s.AckWait = d
-	return s.Restart(fs.Args())
-}
-
-func ackWaitFlag(fs *flag.FlagSet) *string {
-	return fs.String("ack-wait", envOr("FNB_STACK_ACK_WAIT", defaultAckWait.String()),
-		"queue-workers' ack_wait: a message still unacknowledged after it is delivered again (env FNB_STACK_ACK_WAIT)")
+	return envOr("FNB_STACK_DIR", "/var/lib/fnbuilder-stack")
 }
 
 // defaultAckWait is longer than the gateway's upstream_timeout (15m), so a
@@ -181,47 +182,4 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-func downCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("down", stderr, &c, false)
-	if err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, "-", stdout)
-	if err != nil {
-		return err
-	}
-	return s.Down()
-}
-
-func statusCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("status", stderr, &c, false)
-	if err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, "-", stdout)
-	if err != nil {
-		return err
-	}
-	return s.Status()
-}
-
-func checkCmd(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("check", stderr, &c, false)
-	if err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	s, err := openStack(c.dir, "-", stdout)
-	if err != nil {
-		return err
-	}
-	if err := s.checkTools(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "every tool fnb-stack up runs is installed (%s, $PATH, Debian packages)\n", s.Tools)
-	return nil
 }

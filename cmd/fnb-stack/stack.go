@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 // Addresses. The gateway's :8080 and :8082 are hard-coded upstream; the
@@ -35,7 +36,6 @@ const (
 	chainPrefix     = "FNB"
 	ctrdNamespace   = "fnbuilder"
 	buildkitTCPAddr = bridgeIP + ":1234"
-	rootlessUser    = "fnbuilder"
 	// Functions reach the host (gateway, buildkitd) at the bridge address.
 	gatewayFromFunctions = "http://" + bridgeIP + ":" + gatewayPort
 	// activeMarker names the stack directory that is up: the ports and the
@@ -46,13 +46,14 @@ const (
 // Stack is one local stack: a directory holding its state, logs, PID files
 // and credentials, and the checkout its images are built from.
 type Stack struct {
-	Dir   string
-	Repo  string // "" when the command needs no checkout
-	Tools string // $FNB_TOOLS/bin
+	Dir  string
+	Repo string // "" when the command needs no checkout
 	// AckWait is the queue-workers' ack_wait (`up --ack-wait`).
 	AckWait time.Duration
-	out     io.Writer
-	t0      time.Time
+	// setRegistryMode, when set, is what up records as registryMode.
+	setRegistryMode string
+	out             io.Writer
+	t0              time.Time
 }
 
 func openStack(dir, repo string, out io.Writer) (*Stack, error) {
@@ -63,7 +64,7 @@ func openStack(dir, repo string, out io.Writer) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{Dir: filepath.Clean(abs), Tools: toolsDir(), AckWait: defaultAckWait, out: out, t0: time.Now()}
+	s := &Stack{Dir: filepath.Clean(abs), AckWait: defaultAckWait, out: out, t0: time.Now()}
 	if repo != "-" {
 		if repo == "" {
 			if s.Repo, err = findRepo(); err != nil {
@@ -74,19 +75,6 @@ func openStack(dir, repo string, out io.Writer) (*Stack, error) {
 		}
 	}
 	return s, nil
-}
-
-// toolsDir is $FNB_TOOLS/bin, where hack/install.sh puts what it builds.
-func toolsDir() string {
-	base := os.Getenv("FNB_TOOLS")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			home = "/root"
-		}
-		base = filepath.Join(home, ".cache", "fnbuilder")
-	}
-	return filepath.Join(base, "bin")
 }
 
 // findRepo walks up from the working directory to fnbuilder's go.mod.
@@ -121,9 +109,7 @@ func (s *Stack) providerState() string { return s.path("provider") }
 func (s *Stack) containerdSocket() string {
 	return s.path("run", "containerd", "containerd.sock")
 }
-func (s *Stack) buildkitDir() string    { return s.path("buildkit") }
-func (s *Stack) buildkitSocket() string { return filepath.Join(s.buildkitDir(), "buildkitd.sock") }
-func (s *Stack) buildkitAddr() string   { return "unix://" + s.buildkitSocket() }
+func (s *Stack) buildkitAddr() string { return "unix://" + s.path("buildkit", "buildkitd.sock") }
 
 // logf prints one progress line with the time since the command started.
 func (s *Stack) logf(format string, args ...any) {
@@ -135,23 +121,6 @@ type errMissing struct{ what []string }
 
 func (e errMissing) Error() string {
 	return "missing: " + strings.Join(e.what, "; ") + "\n  install them with: bash hack/install.sh (make up runs it)"
-}
-
-// tool finds a binary in $FNB_TOOLS/bin, $PATH or the sbin directories.
-func (s *Stack) tool(name string) string {
-	candidates := []string{filepath.Join(s.Tools, name)}
-	if p, err := exec.LookPath(name); err == nil {
-		candidates = append(candidates, p)
-	}
-	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		candidates = append(candidates, filepath.Join(d, name))
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-			return c
-		}
-	}
-	return ""
 }
 
 // requiredTools lists every binary `up` runs, with the package or script
@@ -176,7 +145,7 @@ var requiredTools = []struct{ name, from string }{
 func (s *Stack) checkTools() error {
 	var missing []string
 	for _, t := range requiredTools {
-		if s.tool(t.name) == "" {
+		if daemon.Find(t.name) == "" {
 			missing = append(missing, fmt.Sprintf("%s (from %s)", t.name, t.from))
 		}
 	}
@@ -185,8 +154,8 @@ func (s *Stack) checkTools() error {
 			missing = append(missing, p+" (from Debian containernetworking-plugins)")
 		}
 	}
-	if _, err := user.Lookup(rootlessUser); err != nil {
-		missing = append(missing, "user "+rootlessUser+" with /etc/subuid and /etc/subgid ranges (for rootless buildkitd)")
+	if _, err := user.Lookup(daemon.RootlessUser); err != nil {
+		missing = append(missing, "user "+daemon.RootlessUser+" with /etc/subuid and /etc/subgid ranges (for rootless buildkitd)")
 	}
 	if goBin() == "" {
 		missing = append(missing, "go (to build fnb and fnb-provider from this checkout)")
@@ -208,11 +177,6 @@ func goBin() string {
 	return ""
 }
 
-// childPath is PATH for the daemons: runc is in /usr/sbin on Debian.
-func (s *Stack) childPath() string {
-	return strings.Join([]string{s.binDir(), s.Tools, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, ":")
-}
-
 // lock serialises up and down on one stack directory.
 func (s *Stack) lock() (func(), error) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
@@ -222,18 +186,14 @@ func (s *Stack) lock() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if time.Now().After(deadline) {
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		s.logf("waiting for another fnb-stack up/down (it holds %s)", s.path(".lock"))
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("another fnb-stack up/down holds %s", s.path(".lock"))
+			return nil, err
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	return func() { f.Close() }, nil
 }
 
 // activeStack returns the stack directory recorded as up, if any.
@@ -243,16 +203,4 @@ func activeStack() string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
 }

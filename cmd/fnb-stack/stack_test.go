@@ -4,9 +4,6 @@ package main
 // stack for real.
 
 import (
-	"archive/tar"
-	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,45 +12,6 @@ import (
 	"time"
 )
 
-func TestAppendToTar(t *testing.T) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, name := range []string{"context/Dockerfile", "com.openfaas.docker.config"} {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 3}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte("abc"))
-	}
-	tw.Close()
-
-	out, err := appendToTar(buf.Bytes(), "com.openfaas.secrets", []byte("sealed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(bytes.NewReader(out))
-	var names []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("the appended archive does not read back: %v", err)
-		}
-		names = append(names, h.Name)
-		if h.Name == "com.openfaas.secrets" {
-			b, _ := io.ReadAll(tr)
-			if string(b) != "sealed" || h.Mode != 0o600 {
-				t.Errorf("secrets entry = %q mode %o", b, h.Mode)
-			}
-		}
-	}
-	want := []string{"context/Dockerfile", "com.openfaas.docker.config", "com.openfaas.secrets"}
-	if !slices.Equal(names, want) {
-		t.Errorf("entries %v, want %v", names, want)
-	}
-}
-
 func TestSecretFingerprint(t *testing.T) {
 	// printf 'hello' | sha256sum | cut -c1-16
 	if got := secretFingerprint([]byte("hello")); got != "2cf24dba5fb0a30e" {
@@ -61,24 +19,13 @@ func TestSecretFingerprint(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{
-		`/var/lib/a`:          "/var/lib/a",
-		`/tmp/with\040space`:  "/tmp/with space",
-		`/tmp/tab\011x\134y`:  "/tmp/tab\tx\\y",
-		`/tmp/not\08escape\0`: `/tmp/not\08escape\0`,
-	} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-// Every secret a function mounts is one the stack creates, and build-fn's
-// TLS settings point at mounted secrets.
+// Every secret a function mounts is one the stack creates, build-fn's TLS
+// settings point at mounted secrets, and build-fn pushes with the registry
+// credentials (HTTPS, the default) or over plain HTTP (--plain-http-registry).
 func TestFunctionDeployments(t *testing.T) {
+	s := &Stack{Dir: t.TempDir()}
 	for _, fn := range functionNames {
-		d := functionDeployment(fn)
+		d := s.functionDeployment(fn)
 		if d.Service != fn || d.Image != functionImage(fn) {
 			t.Errorf("%s: deployment %s %s", fn, d.Service, d.Image)
 		}
@@ -93,11 +40,20 @@ func TestFunctionDeployments(t *testing.T) {
 			}
 		}
 	}
-	b := functionDeployment("build-fn")
-	for _, k := range []string{"buildkit_url", "buildkit_tls_ca", "buildkit_tls_cert", "buildkit_tls_key", "insecure_registries", "gateway_url"} {
+	b := s.functionDeployment("build-fn")
+	for _, k := range []string{"buildkit_url", "buildkit_tls_ca", "buildkit_tls_cert", "buildkit_tls_key", "gateway_url"} {
 		if b.EnvVars[k] == "" {
 			t.Errorf("build-fn has no %s", k)
 		}
+	}
+	if !slices.Contains(b.Secrets, "registry-config") || b.EnvVars["insecure_registries"] != "" {
+		t.Errorf("build-fn with the HTTPS registry: secrets %v, insecure_registries %q", b.Secrets, b.EnvVars["insecure_registries"])
+	}
+	if err := os.WriteFile(s.path("registry-mode"), []byte("http\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.functionDeployment("build-fn"); slices.Contains(b.Secrets, "registry-config") || b.EnvVars["insecure_registries"] != registryAddr {
+		t.Errorf("build-fn with the plain-HTTP registry: secrets %v, insecure_registries %q", b.Secrets, b.EnvVars["insecure_registries"])
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 // Up starts whatever is not running, in dependency order, then builds the
@@ -27,8 +29,7 @@ func (s *Stack) Up() error {
 		return fmt.Errorf("stack directory %s is too long: %s would not fit a unix socket path; choose a shorter FNB_STACK_DIR", s.Dir, p)
 	}
 	if other := activeStack(); other != "" && other != s.Dir {
-		o := &Stack{Dir: other}
-		if len(o.livePIDs()) > 0 {
+		if len((&Stack{Dir: other}).livePIDs()) > 0 {
 			return fmt.Errorf("another stack is up from %s (the gateway's ports and the %s bridge are per machine): stop it first with `fnb-stack down --dir %s`", other, bridgeName, other)
 		}
 	}
@@ -44,6 +45,11 @@ func (s *Stack) Up() error {
 	}
 	if err := os.WriteFile(activeMarker, []byte(s.Dir+"\n"), 0o644); err != nil {
 		return err
+	}
+	if s.setRegistryMode != "" {
+		if err := os.WriteFile(s.path("registry-mode"), []byte(s.setRegistryMode+"\n"), 0o644); err != nil {
+			return err
+		}
 	}
 	if err := s.ensureCredentials(); err != nil {
 		return err
@@ -68,15 +74,9 @@ func (s *Stack) Up() error {
 	if err := s.deployFunctions(ctx, digests); err != nil {
 		return err
 	}
+	// build-fn at the root of its own origin, as faas-cli wants it.
 	if err := s.start(ctx, s.forwardDaemon()); err != nil {
 		return err
-	}
-	// build-fn at the root of its own origin, as faas-cli wants it.
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = retryUntil(cctx, func() error { return httpOK(cctx, "http://"+builderAddr+"/healthz", "", "") })
-	cancel()
-	if err != nil {
-		return fmt.Errorf("build-fn's root address http://%s (builder-forward → build-fn): %v\n  log: %s", builderAddr, err, s.logPath("builder-forward"))
 	}
 	s.printSummary()
 	return nil
@@ -85,8 +85,8 @@ func (s *Stack) Up() error {
 // daemons are the stack's daemons in dependency order (the provider
 // creates the fnb0 bridge that buildkitd listens on); builder-forward
 // starts after the functions are deployed.
-func (s *Stack) daemons() []daemon {
-	return []daemon{
+func (s *Stack) daemons() []component {
+	return []component{
 		s.registryDaemon(),
 		s.natsDaemon(),
 		s.prometheusDaemon(),
@@ -113,16 +113,15 @@ func (s *Stack) Restart(names []string) error {
 		return fmt.Errorf("the stack in %s is not up (%s names %q): use `fnb-stack up`", s.Dir, activeMarker, active)
 	}
 	all := append(s.daemons(), s.forwardDaemon())
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
 	var known []string
 	for _, d := range all {
 		known = append(known, d.Name)
-		delete(want, d.Name)
 	}
-	if len(want) > 0 || len(names) == 0 {
+	unknown := len(names) == 0
+	for _, n := range names {
+		unknown = unknown || !slices.Contains(known, n)
+	}
+	if unknown {
 		return fmt.Errorf("restart which daemon? one or more of: %s", strings.Join(known, ", "))
 	}
 	for _, d := range all {
@@ -151,7 +150,8 @@ from other interfaces than lo and %s; buildkitd also listens on %s (mutual TLS, 
                      %s/async-function/build-fn  (async, X-Callback-Url)
   build-fn's root    http://%s   (faas-cli publish --remote-builder http://%s --payload-secret %s)
   Payload secret     %s
-  Registry           http://%s   (plain HTTP; images %s/fnbuilder/*:dev)
+  Registry           %s   (images %s/fnbuilder/*:dev)
+                     %s
   NATS Streaming     nats://%s:%s (cluster %s)
   Prometheus         http://%s
   Provider           http://%s
@@ -168,10 +168,10 @@ Next: make demo    (build, deploy and invoke examples/hello-secret)
 		gatewayURL, gatewayURL,
 		builderAddr, builderAddr, s.secretPath("payload-secret"),
 		s.secretPath("payload-secret"),
-		registryAddr, registryAddr,
+		s.registry().URL(), registryAddr, s.registryNote(),
 		natsHost, natsPort, natsCluster,
 		prometheusAddr,
 		providerAddr,
-		s.buildkitAddr(), rootlessUser, buildkitTCPAddr,
+		s.buildkitAddr(), daemon.RootlessUser, buildkitTCPAddr,
 		s.path("logs"), s.path("pids"))
 }

@@ -110,15 +110,15 @@ func TestAttacks(t *testing.T) {
 			before := listTree(t, b.parent)
 			runs := b.runs.Load()
 			res := b.send(t, c)
-			if res.StatusCode != c.code {
+			if testenv.Status(res) != c.code {
 				body, _ := io.ReadAll(res.Body)
-				t.Fatalf("status %d, want %d: %s", res.StatusCode, c.code, body)
+				t.Fatalf("status %d, want %d: %s", testenv.Status(res), c.code, body)
 			}
 			msg := errorBody(t, res)
 			if !strings.Contains(msg, c.msg) {
 				t.Fatalf("error %q does not name %q", msg, c.msg)
 			}
-			t.Logf("%d %s", res.StatusCode, msg)
+			t.Logf("%d %s", testenv.Status(res), msg)
 			if b.runs.Load() != runs {
 				t.Fatal("a refused request reached BuildKit")
 			}

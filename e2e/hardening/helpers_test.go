@@ -17,6 +17,7 @@ import (
 	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
@@ -60,12 +61,6 @@ func randHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// runner is build.Runner, restated so the wrapper needs no import of the
-// package under change.
-type runner interface {
-	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
-}
-
 // runEnd is how one solve ended: its error and its context's.
 type runEnd struct {
 	err    error
@@ -75,19 +70,19 @@ type runEnd struct {
 // countingRunner counts solves (refusals must start none) and reports
 // how each one ended.
 type countingRunner struct {
-	next runner
+	next build.Runner
 	runs *atomic.Int32
 	ends chan runEnd
 }
 
-func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	c.runs.Add(1)
-	err := c.next.Run(ctx, b, logf)
+	digest, err := c.next.Run(ctx, b, logf)
 	select {
 	case c.ends <- runEnd{err: err, ctxErr: ctx.Err()}:
 	default:
 	}
-	return err
+	return digest, err
 }
 
 // builder is build-fn served in-process by the template's own server.
@@ -179,26 +174,19 @@ func (b *builder) ready(t *testing.T) int {
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
-type stack struct {
-	reg  *testenv.Registry
-	bk   *testenv.BuildKit
-	base string
-}
+type stack struct{ *testenv.Stack }
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	reg := testenv.StartRegistry(t)
-	bk := testenv.StartBuildKit(t, testenv.BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
-	base := testenv.PushBusybox(t, bk, reg)
-	return &stack{reg: reg, bk: bk, base: base}
+	return &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{})}
 }
 
 // builderOn starts build-fn wired to the stack's daemons.
 func (s *stack) builderOn(t *testing.T, extra map[string]string) *builder {
 	t.Helper()
 	settings := map[string]string{
-		"buildkit_url":        s.bk.Addr,
-		"insecure_registries": s.reg.Addr,
+		"buildkit_url":        s.BK.Addr,
+		"insecure_registries": s.Reg.Addr,
 	}
 	for k, v := range extra {
 		settings[k] = v
@@ -238,8 +226,12 @@ func final(t *testing.T, res *http.Response) (progress.Result, string) {
 // it is JSON.
 func errorBody(t *testing.T, res *http.Response) string {
 	t.Helper()
-	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("refusal Content-Type %q, want application/json", ct)
+	want := "application/json"
+	if res.Header.Get("X-Fnbuilder-Status") != "" {
+		want = "application/x-ndjson" // a streaming client's refusal: its stream's one line
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, want) {
+		t.Errorf("refusal Content-Type %q, want %s", ct, want)
 	}
 	return testenv.ErrorBody(t, res)
 }

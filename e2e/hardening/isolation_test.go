@@ -30,7 +30,7 @@ func TestContextIsolation(t *testing.T) {
 	s := startStack(t)
 	b := s.builderOn(t, nil)
 	mtime := time.Unix(1700000000, 0)
-	dockerfile := "FROM " + s.base + "\nCOPY data.txt /data.txt\n"
+	dockerfile := "FROM " + s.Base + "\nCOPY data.txt /data.txt\n"
 	request := func(image, content string) []byte {
 		df := testenv.File("context/Dockerfile", dockerfile)
 		df.Header.ModTime = mtime
@@ -46,13 +46,13 @@ func TestContextIsolation(t *testing.T) {
 		t.Fatal("the two contents must have the same size")
 	}
 	for _, c := range []struct{ repo, content string }{{"tenant-a", first}, {"tenant-b", second}} {
-		body := request(s.reg.Addr+"/"+c.repo+":1", c.content)
+		body := request(s.Reg.Addr+"/"+c.repo+":1", c.content)
 		fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 		if fin.Status != progress.Success {
 			t.Fatalf("%s: %+v\n%s", c.repo, fin, logs)
 		}
 	}
-	got := string(testenv.ImageFile(t, s.reg, "tenant-b", "1", "data.txt"))
+	got := string(testenv.ImageFile(t, s.Reg, "tenant-b", "1", "data.txt"))
 	if got != second {
 		leaked := ""
 		if got == first {
@@ -76,7 +76,7 @@ func TestConcurrentContextIsolation(t *testing.T) {
 	s := startStack(t)
 	b := s.builderOn(t, nil)
 	mtime := time.Unix(1700000000, 0)
-	dockerfile := "FROM " + s.base + "\nCOPY data.txt /data.txt\n"
+	dockerfile := "FROM " + s.Base + "\nCOPY data.txt /data.txt\n"
 	var contents []string // every request's, in the order sent
 	for round := range rounds {
 		bodies := make([][]byte, n)
@@ -88,7 +88,7 @@ func TestConcurrentContextIsolation(t *testing.T) {
 			data.Header.ModTime = mtime
 			d := testenv.Dir("context/")
 			d.Header.ModTime = mtime
-			image := fmt.Sprintf("%s/shared:%d-%d", s.reg.Addr, round, i)
+			image := fmt.Sprintf("%s/shared:%d-%d", s.Reg.Addr, round, i)
 			bodies[i] = testenv.BuildTar(t, d, df, data, testenv.ConfigEntry(t, map[string]any{"image": image}))
 		}
 		start := make(chan struct{})
@@ -108,7 +108,7 @@ func TestConcurrentContextIsolation(t *testing.T) {
 	}
 	for k, want := range contents {
 		tag := fmt.Sprintf("%d-%d", k/n, k%n)
-		if got := string(testenv.ImageFile(t, s.reg, "shared", tag, "data.txt")); got != want {
+		if got := string(testenv.ImageFile(t, s.Reg, "shared", tag, "data.txt")); got != want {
 			t.Errorf("image %s holds %q, want its own %q (it is request %d's)", tag, got, want, slices.Index(contents, got))
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/openfaas/go-sdk/builder"
 )
 
@@ -47,43 +48,15 @@ const (
 )
 
 func TestLocalStack(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatalf("the local stack needs root (containerd, network namespaces, iptables); CI runs as root. Run: sudo go test ./e2e/stack/")
-	}
-	repo, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lockMachine(t)
-	bin := buildStackCLI(t, repo)
-	// Before touching any stack: every tool is there, or the test fails naming them.
-	run(t, bin, repo, time.Minute, "check")
-
-	// A stack that is already up holds the ports: stop it now, bring it back after.
-	if other := activeStack(); strings.HasPrefix(other, filepath.Join(os.TempDir(), tmpPrefix)) || strings.HasPrefix(other, "/tmp/"+tmpPrefix) {
-		t.Logf("!!! a stack left by an earlier, interrupted run of this test is up from %s: stopping and removing it", other)
-		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
-		os.RemoveAll(other)
-	} else if other != "" {
-		t.Logf("!!! a local stack is up from %s: stopping it for this test; it is brought back afterwards", other)
-		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
-		t.Cleanup(func() {
-			t.Logf("bringing the stack in %s back up", other)
-			if out, err := runErr(bin, repo, 15*time.Minute, "up", "--dir", other); err != nil {
-				t.Errorf("could not bring %s back up: %v\n%s", other, err, out)
-			}
-		})
-	}
-
-	// A fresh stack directory: certificates, keys, images, all made anew.
-	dir := freshStackDir(t, bin, repo)
+	bin, repo, dir := prepareStack(t)
 
 	// 1. up, from nothing.
 	t0 := time.Now()
 	out := run(t, bin, repo, 20*time.Minute, "up", "--dir", dir)
 	firstUp := time.Since(t0)
 	t.Logf("first up: %s", firstUp.Round(100*time.Millisecond))
-	for _, want := range []string{"http://127.0.0.1:8080", builderRoot, filepath.Join(dir, "secrets", "basic-auth-password")} {
+	for _, want := range []string{"http://127.0.0.1:8080", builderRoot, filepath.Join(dir, "secrets", "basic-auth-password"),
+		"https://127.0.0.1:5001", filepath.Join(dir, "tls", "ca.pem"), filepath.Join(dir, "registry", "users", "fnb-push.json")} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up's summary does not mention %s:\n%s", want, out)
 		}
@@ -123,10 +96,18 @@ func TestLocalStack(t *testing.T) {
 	t.Run("remote-builder root", func(t *testing.T) {
 		checkRemoteBuilder(t, repo, dir)
 	})
+	// 4. Concurrent builds cannot see or kill each other's processes.
+	t.Run("process sandbox", func(t *testing.T) {
+		checkProcessSandbox(t, dir)
+	})
+	// 5. The registry: HTTPS from the stack's CA and users only, and clear
+	// failures when it presents another CA, refuses the password or is down.
+	t.Run("registry over HTTPS with users", func(t *testing.T) { checkRegistryShape(t, dir) })
+	t.Run("registry refusals", func(t *testing.T) { checkRegistryRefusals(t, bin, repo, dir) })
 
 	run(t, bin, repo, time.Minute, "status", "--dir", dir)
 
-	// 4. down leaves nothing behind.
+	// 6. down leaves nothing behind.
 	pids := pidRecords(t, dir)
 	if len(pids) < 10 {
 		t.Errorf("only %d PID files before down, want every daemon's: %v", len(pids), pids)
@@ -139,7 +120,7 @@ func TestLocalStack(t *testing.T) {
 	t.Logf("down: %s", time.Since(t2).Round(100*time.Millisecond))
 	assertClean(t, dir, pids)
 
-	// 5. A second up is fast (measured, not asserted), and down is clean again.
+	// 7. A second up is fast (measured, not asserted), and down is clean again.
 	t3 := time.Now()
 	run(t, bin, repo, 10*time.Minute, "up", "--dir", dir)
 	secondUp := time.Since(t3)
@@ -151,6 +132,8 @@ func TestLocalStack(t *testing.T) {
 	if body := waitGet(t, builderRoot+"/publickey", 30*time.Second); !strings.Contains(body, `"public_key"`) {
 		t.Errorf("after down and up, %s/publickey = %q", builderRoot, body)
 	}
+	// 8. The plain-HTTP registry is there for whoever wants it.
+	t.Run("plain-HTTP registry", func(t *testing.T) { checkPlainHTTP(t, bin, repo, dir) })
 	pids = pidRecords(t, dir)
 	if out := run(t, bin, repo, 5*time.Minute, "down", "--dir", dir); strings.Contains(out, "had to clean up") {
 		t.Errorf("second down had to clean up after a component:\n%s", out)
@@ -205,21 +188,21 @@ func checkRemoteBuilder(t *testing.T, repo, dir string) {
 }
 
 // assertClean checks what `make down` promises.
-func assertClean(t *testing.T, dir string, pids map[string]pidRecord) {
+func assertClean(t *testing.T, dir string, pids map[string]daemon.Record) {
 	t.Helper()
 	for name, r := range pids {
-		if r.alive() {
+		if r.Alive() {
 			t.Errorf("after down: %s (PID %d) still runs", name, r.PID)
 		}
 		// Its process group too (children of rootlesskit, containerd...).
-		if members := groupMembers(r.PID); len(members) > 0 {
+		if members := daemon.GroupMembers(r.PID); len(members) > 0 {
 			t.Errorf("after down: process group of %s (%d) still has %v", name, r.PID, members)
 		}
 	}
-	for _, pid := range allPIDs() {
+	for _, pid := range daemon.PIDs() {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err == nil && bytes.Contains(b, []byte(dir+"/")) && pid != os.Getpid() {
-			if _, state, _, err := procStat(pid); err == nil && state != "Z" {
+			if st, err := daemon.Stat(pid); err == nil && st.State != "Z" {
 				t.Errorf("after down: process %d still refers to the stack: %s", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 			}
 		}
@@ -259,76 +242,19 @@ func assertClean(t *testing.T, dir string, pids map[string]pidRecord) {
 	}
 }
 
-type pidRecord struct {
-	PID   int    `json:"pid"`
-	Start uint64 `json:"start"`
-}
-
-func (r pidRecord) alive() bool {
-	start, state, _, err := procStat(r.PID)
-	return err == nil && start == r.Start && state != "Z" && state != "X"
-}
-
-func pidRecords(t *testing.T, dir string) map[string]pidRecord {
+func pidRecords(t *testing.T, dir string) map[string]daemon.Record {
 	t.Helper()
-	out := map[string]pidRecord{}
-	ents, err := os.ReadDir(filepath.Join(dir, "pids"))
-	if err != nil {
-		t.Fatalf("pids: %v", err)
+	out := map[string]daemon.Record{}
+	files, err := filepath.Glob(filepath.Join(dir, "pids", "*.pid"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no PID files in %s: %v", filepath.Join(dir, "pids"), err)
 	}
-	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".pid")
+	for _, f := range files {
+		r, ok := daemon.ReadRecord(f)
 		if !ok {
-			continue
+			t.Fatalf("%s: not a PID record", f)
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "pids", e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r pidRecord
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		out[name] = r
-	}
-	return out
-}
-
-func procStat(pid int) (start uint64, state string, pgrp int, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, "", 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, "", 0, fmt.Errorf("bad stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, "", 0, fmt.Errorf("bad stat")
-	}
-	pgrp, _ = strconv.Atoi(f[2])
-	start, _ = strconv.ParseUint(f[19], 10, 64)
-	return start, f[0], pgrp, nil
-}
-
-func allPIDs() []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-func groupMembers(pgid int) []int {
-	var out []int
-	for _, pid := range allPIDs() {
-		if _, state, pgrp, err := procStat(pid); err == nil && pgrp == pgid && state != "Z" {
-			out = append(out, pid)
-		}
+		out[strings.TrimSuffix(filepath.Base(f), ".pid")] = r
 	}
 	return out
 }
@@ -357,11 +283,9 @@ func activeStack() string {
 	}
 	dir := strings.TrimSpace(string(b))
 	// Only if one of its daemons still runs.
-	ents, _ := os.ReadDir(filepath.Join(dir, "pids"))
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, "pids", e.Name()))
-		var r pidRecord
-		if err == nil && json.Unmarshal(b, &r) == nil && r.alive() {
+	files, _ := filepath.Glob(filepath.Join(dir, "pids", "*.pid"))
+	for _, f := range files {
+		if r, ok := daemon.ReadRecord(f); ok && r.Alive() {
 			return dir
 		}
 	}
@@ -470,6 +394,48 @@ func dumpLogs(t *testing.T, dir string) {
 			b = b[len(b)-3000:]
 		}
 		t.Logf("--- %s (tail) ---\n%s", p, b)
+	}
+}
+
+// prepareStack is where every test of this package starts: root, the
+// machine-wide lock, fnb-stack built from the checkout, every tool there
+// (or the test fails naming them), room for a stack (one that is up is
+// stopped and brought back afterwards) and a fresh stack directory.
+func prepareStack(t *testing.T) (bin, repo, dir string) {
+	if os.Geteuid() != 0 {
+		t.Fatalf("the local stack needs root (containerd, network namespaces, iptables); CI runs as root. Run: sudo go test ./e2e/stack/")
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockMachine(t)
+	bin = buildStackCLI(t, repo)
+	run(t, bin, repo, time.Minute, "check")
+	makeRoomForStack(t, bin, repo)
+	return bin, repo, freshStackDir(t, bin, repo)
+}
+
+// makeRoomForStack stops a stack that is up (the gateway's ports and the
+// bridge are per machine) and brings it back after the test; one left by
+// an interrupted run of these tests is removed.
+func makeRoomForStack(t *testing.T, bin, repo string) {
+	other := activeStack()
+	switch {
+	case other == "":
+	case strings.HasPrefix(other, "/tmp/"+tmpPrefix) || strings.HasPrefix(other, filepath.Join(os.TempDir(), tmpPrefix)):
+		t.Logf("!!! a stack left by an earlier, interrupted test run is up from %s: stopping and removing it", other)
+		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
+		os.RemoveAll(other)
+	default:
+		t.Logf("!!! a local stack is up from %s: stopping it for this test; it is brought back afterwards", other)
+		run(t, bin, repo, 5*time.Minute, "down", "--dir", other)
+		t.Cleanup(func() {
+			t.Logf("bringing the stack in %s back up", other)
+			if out, err := runErr(bin, repo, 15*time.Minute, "up", "--dir", other); err != nil {
+				t.Errorf("could not bring %s back up: %v\n%s", other, err, out)
+			}
+		})
 	}
 }
 

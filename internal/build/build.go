@@ -12,17 +12,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
-	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // Runner runs one build on BuildKit; *buildkit.Builder is the real one.
 type Runner interface {
-	Run(ctx context.Context, b buildkit.Build, logf func([]string)) error
+	// Run builds and returns the pushed manifest's digest.
+	Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error)
 }
 
 // Pipeline holds what every build needs.
@@ -36,6 +38,9 @@ type Pipeline struct {
 	Gateway func() (deploy.Gateway, error)
 	// DeployBackoff retries a deploy the gateway failed for a moment.
 	DeployBackoff Backoff
+	// Deploy is the deploy policy every tenant shares (reserved names,
+	// default namespace); each job fills in its tenant.
+	Deploy deploy.Policy
 }
 
 // InputError is a refusal caused by the request itself (HTTP 4xx).
@@ -49,12 +54,15 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 // Job is one indexed, ready-to-run build. Close it.
 type Job struct {
+	tenant   tenant.Tenant
 	req      *buildtar.Request
 	context  *buildtar.FS
+	digest   string
 	secrets  map[string][]byte
-	redactor *progress.Redactor
+	redactor *secrets.Redactor
 	runner   Runner
 	deploy   *deploy.Spec
+	policy   deploy.Policy
 	gateway  func() (deploy.Gateway, error)
 	backoff  Backoff
 }
@@ -86,12 +94,13 @@ func (in *Intake) Abandon() {
 	}
 }
 
-// Prepare indexes a verified tar and opens its secrets. When intake is
-// the Intake the body was received through, its index is used and the
-// body is not read again; nil indexes body here. The job reads the
-// context from body while it runs: body must stay open until the job is
-// closed. Nothing is written anywhere.
-func (p *Pipeline) Prepare(ctx context.Context, body Body, intake *Intake) (*Job, error) {
+// Prepare indexes a verified tar of tenant t, checks what it asks for
+// against what t may do, and opens its secrets. When intake is the Intake
+// the body was received through, its index is used and the body is not
+// read again; nil indexes body here. The job reads the context from body
+// while it runs: body must stay open until the job is closed. Nothing is
+// written anywhere.
+func (p *Pipeline) Prepare(ctx context.Context, body Body, intake *Intake, t tenant.Tenant) (*Job, error) {
 	var req *buildtar.Request
 	var err error
 	if intake != nil {
@@ -106,64 +115,92 @@ func (p *Pipeline) Prepare(ctx context.Context, body Body, intake *Intake) (*Job
 		}
 		return nil, fmt.Errorf("read build context: %w", err)
 	}
-	job := &Job{req: req, context: req.Context.Serve(body), runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff}
-	if err := job.prepare(p); err != nil {
+	policy := p.Deploy
+	policy.Tenant = t
+	job := &Job{tenant: t, req: req, context: req.Context.Serve(body), runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff, policy: policy}
+	if err := job.prepare(ctx, p); err != nil {
 		job.Close()
 		return nil, err
 	}
 	return job, nil
 }
 
-func (j *Job) prepare(p *Pipeline) error {
-	if err := j.readDeploySpec(); err != nil {
+func (j *Job) prepare(ctx context.Context, p *Pipeline) error {
+	req := j.req
+	if err := checkRequest(req.Config, j.tenant); err != nil {
 		return &InputError{Err: err}
 	}
-	if j.req.SealedSecrets == nil {
+	if err := j.readDeploySpec(ctx); err != nil {
+		return err
+	}
+	if req.SealedSecrets == nil {
 		return nil
 	}
 	ring, err := p.Keys()
 	if err != nil {
 		return &InputError{Err: fmt.Errorf("the request carries build secrets, but this builder has no usable private key: %w", err)}
 	}
-	values, err := ring.Unseal(j.req.SealedSecrets)
+	values, err := ring.Unseal(req.SealedSecrets)
 	if err != nil {
 		return &InputError{Err: fmt.Errorf("build secrets: %w", err)}
 	}
 	j.secrets = values
-	j.redactor = progress.NewRedactor(values)
+	j.redactor = secrets.NewRedactor(values)
 	return nil
 }
 
 // readDeploySpec checks the optional deploy spec before anything is built,
-// so a bad spec costs no build.
-func (j *Job) readDeploySpec() error {
+// so a bad or forbidden spec costs no build.
+func (j *Job) readDeploySpec(ctx context.Context) error {
 	raw := j.req.Config.Deploy
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil
 	}
 	if j.gateway == nil {
-		return errors.New("the build config asks for a deploy, but this builder has no gateway configured")
+		return &InputError{Err: errors.New("the build config asks for a deploy, but this builder has no gateway configured")}
 	}
+	spec, err := j.parseDeploySpec(raw)
+	if err != nil {
+		return &InputError{Err: err}
+	}
+	if err := j.policy.Check(spec); err != nil {
+		return &InputError{Err: err}
+	}
+	gw, err := j.gateway()
+	if err != nil {
+		return fmt.Errorf("gateway client: %w", err)
+	}
+	if err := j.policy.CheckOwner(ctx, gw, spec); err != nil {
+		var pe *deploy.PolicyError
+		if errors.As(err, &pe) {
+			return &InputError{Err: err}
+		}
+		return err
+	}
+	j.deploy = &spec
+	return nil
+}
+
+func (j *Job) parseDeploySpec(raw []byte) (deploy.Spec, error) {
 	var spec deploy.Spec
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
-		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+		return spec, fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
 	}
 	switch {
 	case spec.Image == "":
 		spec.Image = j.req.Config.Image
 	case spec.Image != j.req.Config.Image:
-		return fmt.Errorf("%s: deploy.image %q differs from the image being built %q", buildtar.ConfigName, spec.Image, j.req.Config.Image)
+		return spec, fmt.Errorf("%s: deploy.image %q differs from the image being built %q", buildtar.ConfigName, spec.Image, j.req.Config.Image)
 	}
 	if j.req.Config.SkipPush {
-		return fmt.Errorf("%s: deploy needs the image pushed, but skipPush is set", buildtar.ConfigName)
+		return spec, fmt.Errorf("%s: deploy needs the image pushed, but skipPush is set", buildtar.ConfigName)
 	}
 	if err := spec.Validate(); err != nil {
-		return fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
+		return spec, fmt.Errorf("%s: deploy: %w", buildtar.ConfigName, err)
 	}
-	j.deploy = &spec
-	return nil
+	return spec, nil
 }
 
 // Image is the reference the request asked for.
@@ -173,7 +210,7 @@ func (j *Job) Image() string { return j.req.Config.Image }
 // given to logf, and the returned error's text, is redacted.
 func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 	cfg := j.req.Config
-	err := j.runner.Run(ctx, buildkit.Build{
+	digest, err := j.runner.Run(ctx, buildkit.Build{
 		Context:    j.context,
 		Dockerfile: cfg.Dockerfile,
 		Image:      cfg.Image,
@@ -183,15 +220,20 @@ func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 		Target:     cfg.Target,
 		Push:       !cfg.SkipPush,
 		Secrets:    j.secrets,
-		// Until tenants exist, the image repository alone keeps requests'
-		// incremental copies of their contexts apart.
-		SharedKey: buildkit.SharedKey("", cfg.Image),
+		Tenant:     j.tenant.Name,
+		Pulls:      j.tenant.Pullable(),
 	}, func(lines []string) { logf(j.redactor.Clean(lines)) })
 	if err != nil {
 		return errors.New(j.redactor.String(err.Error()))
 	}
+	if !cfg.SkipPush {
+		j.digest = digest
+	}
 	return nil
 }
+
+// Digest is the pushed manifest's digest, once Run has pushed it.
+func (j *Job) Digest() string { return j.digest }
 
 // DeployError says the image was built and pushed but not deployed.
 type DeployError struct{ Err error }
@@ -211,6 +253,12 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	if err != nil {
 		return nil, &DeployError{Err: err}
 	}
+	// By digest: a tag that moves between this build's push and the
+	// deploy cannot make the function run something else.
+	spec := *j.deploy
+	if j.digest != "" && !strings.Contains(spec.Image, "@") {
+		spec.Image += "@" + j.digest
+	}
 	var res deploy.Result
 	transient := func(err error) bool {
 		var gwErr *deploy.GatewayError
@@ -218,7 +266,7 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	}
 	err = j.backoff.Do(ctx, "deploy", transient, logf, func() error {
 		var err error
-		res, err = deploy.Apply(ctx, gw, *j.deploy)
+		res, err = deploy.Apply(ctx, gw, j.policy, spec)
 		return err
 	})
 	if err != nil {

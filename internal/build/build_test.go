@@ -6,25 +6,26 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/openfaas/faas-provider/types"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 const image = "registry.example:5000/team/hello:1.0"
+
+// anyone is the implicit tenant of a builder without a tenants file.
+var anyone = tenant.Implicit("payload-secret")
 
 // buildTar is a valid build tar whose config is cfg.
 func buildTar(t *testing.T, cfg map[string]any) []byte {
@@ -60,54 +61,6 @@ func buildTar(t *testing.T, cfg map[string]any) []byte {
 	return buf.Bytes()
 }
 
-// fakeGateway answers Update and Deploy from queues of status codes (the
-// last one repeats) the way go-sdk does: an error for any non-2xx.
-type fakeGateway struct {
-	mu      sync.Mutex
-	update  []int
-	deploy  []int
-	updates []types.FunctionDeployment
-	deploys []types.FunctionDeployment
-}
-
-func next(codes *[]int) int {
-	if len(*codes) == 0 {
-		return http.StatusOK
-	}
-	code := (*codes)[0]
-	if len(*codes) > 1 {
-		*codes = (*codes)[1:]
-	}
-	return code
-}
-
-func answer(code int) (int, error) {
-	if code >= 200 && code < 300 {
-		return code, nil
-	}
-	return code, fmt.Errorf("unexpected status code: %d, message: %q", code, http.StatusText(code))
-}
-
-func (g *fakeGateway) Update(_ context.Context, spec types.FunctionDeployment) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.updates = append(g.updates, spec)
-	return answer(next(&g.update))
-}
-
-func (g *fakeGateway) Deploy(_ context.Context, spec types.FunctionDeployment) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.deploys = append(g.deploys, spec)
-	return answer(next(&g.deploy))
-}
-
-func (g *fakeGateway) counts() (updates, deploys int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.updates), len(g.deploys)
-}
-
 func pipeline(t *testing.T, gw deploy.Gateway) *build.Pipeline {
 	t.Helper()
 	p := &build.Pipeline{
@@ -140,12 +93,12 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 		{"no gateway", map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}}, true, "no gateway"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gw := &fakeGateway{}
+			gw := &deploytest.Gateway{}
 			p := pipeline(t, gw)
 			if tc.noGW {
 				p.Gateway = nil
 			}
-			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), nil)
+			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), nil, anyone)
 			var in *build.InputError
 			if !errors.As(err, &in) || job != nil {
 				t.Fatalf("Prepare = %v, %v; want *InputError", job, err)
@@ -156,7 +109,7 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("error %q does not mention %q", err, tc.message)
 			}
-			if u, d := gw.counts(); u+d != 0 {
+			if u, d := gw.Calls(); u+d != 0 {
 				t.Fatalf("gateway called %d+%d times", u, d)
 			}
 		})
@@ -166,13 +119,13 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 // runFunc is a Runner.
 type runFunc func(context.Context, buildkit.Build, func([]string)) error
 
-func (f runFunc) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
-	return f(ctx, b, logf)
+func (f runFunc) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
+	return "", f(ctx, b, logf)
 }
 
 // A body indexed while it is received (Intake) builds exactly like one
 // indexed afterwards: BuildKit is given the context served from the body,
-// and a SharedKey of the image's repository.
+// and the request's tenant.
 func TestPrepareFromIntake(t *testing.T) {
 	body := buildTar(t, map[string]any{"image": image})
 	var got buildkit.Build
@@ -196,7 +149,7 @@ func TestPrepareFromIntake(t *testing.T) {
 				intake.Write(chunk)
 			}
 		}
-		job, err := p.Prepare(context.Background(), bytes.NewReader(body), intake)
+		job, err := p.Prepare(context.Background(), bytes.NewReader(body), intake, anyone)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +157,7 @@ func TestPrepareFromIntake(t *testing.T) {
 			t.Fatal(err)
 		}
 		job.Close()
-		if string(dockerfile) != "FROM scratch\n" || got.Image != image || got.SharedKey != buildkit.SharedKey("", image) {
+		if string(dockerfile) != "FROM scratch\n" || got.Image != image || got.Tenant != anyone.Name {
 			t.Fatalf("intake %v: Dockerfile %q, build %+v", viaIntake, dockerfile, got)
 		}
 	}
@@ -215,7 +168,7 @@ func TestPrepareFromIntake(t *testing.T) {
 	intake.Write(bad)
 	intake.Write(bytes.Repeat([]byte("more bytes after a bad tar do not block"), 1000))
 	var in *build.InputError
-	if _, err := p.Prepare(context.Background(), bytes.NewReader(bad), intake); !errors.As(err, &in) {
+	if _, err := p.Prepare(context.Background(), bytes.NewReader(bad), intake, anyone); !errors.As(err, &in) {
 		t.Fatalf("a bad tar: %v, want *InputError", err)
 	}
 	abandoned := p.Intake(context.Background())
@@ -225,7 +178,7 @@ func TestPrepareFromIntake(t *testing.T) {
 
 func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
 	t.Helper()
-	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, cfg)), nil)
+	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, cfg)), nil, anyone)
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
@@ -234,7 +187,7 @@ func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
 }
 
 func TestDeployCreatesOnUpdate404(t *testing.T) {
-	gw := &fakeGateway{update: []int{http.StatusNotFound}, deploy: []int{http.StatusAccepted}}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
 	p := pipeline(t, gw)
 	job := prepare(t, p, map[string]any{"image": image, "deploy": map[string]any{
 		"name": "hello", "namespace": "openfaas-fn", "labels": map[string]string{"team": "a"},
@@ -249,15 +202,16 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := deploy.Result{Name: "hello", Namespace: "openfaas-fn", Image: image, Action: "created"}
+	// Deployed by digest: the tag may move.
+	want := deploy.Result{Name: "hello", Namespace: "openfaas-fn", Image: image + "@" + builtDigest, Action: "created"}
 	if res == nil || *res != want {
 		t.Fatalf("Deploy = %+v, want %+v", res, want)
 	}
-	if u, d := gw.counts(); u != 1 || d != 1 {
+	if u, d := gw.Calls(); u != 1 || d != 1 {
 		t.Fatalf("gateway: %d updates, %d deploys; want 1, 1", u, d)
 	}
-	sent := gw.deploys[0]
-	if sent.Service != "hello" || sent.Image != image || sent.Namespace != "openfaas-fn" ||
+	sent := gw.Deploys()[0]
+	if sent.Service != "hello" || sent.Image != image+"@"+builtDigest || sent.Namespace != "openfaas-fn" ||
 		sent.Labels == nil || (*sent.Labels)["team"] != "a" {
 		t.Fatalf("deployment sent: %+v", sent)
 	}
@@ -265,7 +219,7 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 }
 
 func TestDeployUpdates(t *testing.T) {
-	gw := &fakeGateway{update: []int{http.StatusOK}}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "image": image}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
 	if err != nil {
@@ -274,13 +228,13 @@ func TestDeployUpdates(t *testing.T) {
 	if res == nil || res.Action != "updated" || res.Image != image || res.Name != "hello" {
 		t.Fatalf("Deploy = %+v", res)
 	}
-	if u, d := gw.counts(); u != 1 || d != 0 {
+	if u, d := gw.Calls(); u != 1 || d != 0 {
 		t.Fatalf("gateway: %d updates, %d deploys; want 1, 0", u, d)
 	}
 }
 
 func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
-	gw := &fakeGateway{update: []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusAccepted}}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusAccepted}}
 	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	var lines []string
 	res, err := job.Deploy(context.Background(), func(l []string) { lines = append(lines, l...) })
@@ -290,7 +244,7 @@ func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
 	if res.Action != "updated" {
 		t.Fatalf("action %q", res.Action)
 	}
-	if u, _ := gw.counts(); u != 3 {
+	if u, _ := gw.Calls(); u != 3 {
 		t.Fatalf("%d updates, want 3", u)
 	}
 	if len(lines) != 2 || !strings.Contains(lines[0], "deploy: transient error, retrying") || !strings.Contains(lines[0], "503") {
@@ -299,7 +253,7 @@ func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
 }
 
 func TestDeployGivesUpAfterAttempts(t *testing.T) {
-	gw := &fakeGateway{update: []int{http.StatusBadGateway}}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadGateway}}
 	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
 	var de *build.DeployError
@@ -310,13 +264,13 @@ func TestDeployGivesUpAfterAttempts(t *testing.T) {
 	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusBadGateway {
 		t.Fatalf("error %v does not carry the gateway's 502", err)
 	}
-	if u, _ := gw.counts(); u != 3 {
+	if u, _ := gw.Calls(); u != 3 {
 		t.Fatalf("%d updates, want 3 (Attempts)", u)
 	}
 }
 
 func TestDeployPermanentGatewayError(t *testing.T) {
-	gw := &fakeGateway{update: []int{http.StatusBadRequest}}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadRequest}}
 	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
 	var de *build.DeployError
@@ -326,19 +280,21 @@ func TestDeployPermanentGatewayError(t *testing.T) {
 	if !strings.Contains(err.Error(), "deploy failed") || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("error %q", err)
 	}
-	if u, d := gw.counts(); u != 1 || d != 0 {
+	if u, d := gw.Calls(); u != 1 || d != 0 {
 		t.Fatalf("gateway: %d updates, %d deploys; want 1, 0 (no retry)", u, d)
 	}
 }
 
+// The gateway is asked who owns the function before the build: a
+// gateway client that cannot be made fails the request then, as the
+// server's fault, and builds nothing.
 func TestDeployGatewayClientError(t *testing.T) {
 	p := pipeline(t, nil)
 	p.Gateway = func() (deploy.Gateway, error) { return nil, errors.New("bad gateway_url") }
-	job := prepare(t, p, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
-	_, err := job.Deploy(context.Background(), func([]string) {})
-	var de *build.DeployError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "bad gateway_url") {
-		t.Fatalf("error %v, want a *DeployError naming the cause", err)
+	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})), nil, anyone)
+	var in *build.InputError
+	if job != nil || err == nil || errors.As(err, &in) || !strings.Contains(err.Error(), "bad gateway_url") {
+		t.Fatalf("Prepare = %v, %v; want a server-side error naming the cause", job, err)
 	}
 }
 
@@ -348,13 +304,13 @@ func TestNoDeploySpec(t *testing.T) {
 		{"image": image, "deploy": nil},
 		{"image": image, "skipPush": true},
 	} {
-		gw := &fakeGateway{}
+		gw := &deploytest.Gateway{}
 		job := prepare(t, pipeline(t, gw), cfg)
 		res, err := job.Deploy(context.Background(), func([]string) {})
 		if res != nil || err != nil {
 			t.Fatalf("config %v: Deploy = %+v, %v; want nil, nil", cfg, res, err)
 		}
-		if u, d := gw.counts(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatalf("config %v: gateway called", cfg)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 )
 
 // Backoff is a bounded exponential retry schedule.
@@ -29,8 +30,8 @@ func (b Backoff) Do(ctx context.Context, what string, transient func(error) bool
 		if err == nil || attempt >= b.Attempts || !transient(err) || ctx.Err() != nil {
 			return err
 		}
-		logf([]string{fmt.Sprintf("s: %s %s: transient error, retrying in %s (attempt %d of %d): %v",
-			time.Now().UTC().Format(time.RFC3339), what, wait, attempt+1, b.Attempts, err)})
+		logf([]string{buildlog.From(ctx).Status(time.Now(), fmt.Sprintf("%s: transient error, retrying in %s (attempt %d of %d): %v",
+			what, wait, attempt+1, b.Attempts, err))})
 		select {
 		case <-ctx.Done():
 			return err
@@ -53,14 +54,33 @@ type Retrying struct {
 }
 
 // Run implements Runner.
-func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
-	return r.Backoff.Do(ctx, "build", Transient, logf, func() error { return r.Next.Run(ctx, b, logf) })
+func (r Retrying) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (digest string, err error) {
+	// A registry that does not answer may be restarting: one more try, a
+	// moment later. Longer would keep the user waiting on a registry that
+	// is simply down, with nothing to say.
+	registryDown := 0
+	transient := func(err error) bool {
+		if registryUnreachable.MatchString(err.Error()) {
+			registryDown++
+			return registryDown == 1
+		}
+		return Transient(err)
+	}
+	err = r.Backoff.Do(ctx, "build", transient, logf, func() error {
+		digest, err = r.Next.Run(ctx, b, logf)
+		return err
+	})
+	return digest, err
 }
 
 // registry5xx matches how BuildKit reports a registry's server error on
 // pull or push ("unexpected status from PUT request to ...: 503 Service
 // Unavailable", "... 502 Bad Gateway").
 var registry5xx = regexp.MustCompile(`\b50[0-4] [A-Z][A-Za-z ]+`)
+
+// registryUnreachable matches a registry that refused BuildKit's
+// connection (a pull's or a push's request).
+var registryUnreachable = regexp.MustCompile(`failed to do request: .*connect: connection refused`)
 
 // unreachable matches a daemon or registry that is not listening (yet).
 var unreachable = regexp.MustCompile(`connection refused|connection reset by peer|\.sock: connect: no such file or directory|no such file or directory.*\.sock|error reading from server: EOF|transport is closing`)

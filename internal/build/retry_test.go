@@ -61,7 +61,7 @@ func TestBackoffStopsAtAttempts(t *testing.T) {
 	}
 	for i, line := range lines {
 		const want = "thing: transient error, retrying in "
-		if !strings.HasPrefix(line, "s: ") || !strings.Contains(line, want) ||
+		if !strings.Contains(line, "Z "+want) || !strings.Contains(line, want) ||
 			!strings.Contains(line, fmt.Sprintf("(attempt %d of 3)", i+2)) ||
 			!strings.Contains(line, fmt.Sprintf("try %d", i+1)) {
 			t.Errorf("retry line %d: %q", i, line)
@@ -205,16 +205,21 @@ func TestTransient(t *testing.T) {
 type flakyRunner struct {
 	errs  []error
 	calls int
+	last  buildkit.Build
 }
 
-func (f *flakyRunner) Run(_ context.Context, b buildkit.Build, logf func([]string)) error {
+func (f *flakyRunner) Run(_ context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	f.calls++
+	f.last = b
 	if f.calls <= len(f.errs) {
-		return f.errs[f.calls-1]
+		return "", f.errs[f.calls-1]
 	}
 	logf([]string{"v: built " + b.Image})
-	return nil
+	return builtDigest, nil
 }
+
+// builtDigest is the digest every successful fake build pushes.
+const builtDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func TestRetryingRunner(t *testing.T) {
 	backoff := build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond}
@@ -222,7 +227,7 @@ func TestRetryingRunner(t *testing.T) {
 		unavailable := status.Error(codes.Unavailable, "buildkitd restarting")
 		next := &flakyRunner{errs: []error{unavailable, errors.New("connect: connection refused")}}
 		var log lineLog
-		err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{Image: "r/x:1"}, log.logf)
+		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{Image: "r/x:1"}, log.logf)
 		if err != nil || next.calls != 3 {
 			t.Fatalf("err %v after %d calls, want success after 3", err, next.calls)
 		}
@@ -234,7 +239,7 @@ func TestRetryingRunner(t *testing.T) {
 	t.Run("permanent", func(t *testing.T) {
 		permanent := errors.New(`process "/bin/sh -c exit 3" did not complete successfully: exit code: 3`)
 		next := &flakyRunner{errs: []error{permanent, permanent}}
-		err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
+		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
 		if !errors.Is(err, permanent) || next.calls != 1 {
 			t.Fatalf("err %v after %d calls, want the build error after 1", err, next.calls)
 		}
@@ -242,9 +247,27 @@ func TestRetryingRunner(t *testing.T) {
 	t.Run("transient every time", func(t *testing.T) {
 		unavailable := status.Error(codes.Unavailable, "down")
 		next := &flakyRunner{errs: []error{unavailable, unavailable, unavailable, unavailable}}
-		err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
+		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
 		if status.Code(err) != codes.Unavailable || next.calls != 3 {
 			t.Fatalf("err %v after %d calls, want Unavailable after 3", err, next.calls)
 		}
 	})
+}
+
+// A registry that refuses connections is tried once more, not build_retries
+// times: it may be restarting, but a registry that is down should fail the
+// build within seconds.
+func TestRetryingRegistryDown(t *testing.T) {
+	down := errors.New(`failed to solve: failed to push r:5000/x:1: failed to do request: Head "https://r:5000/v2/x/blobs/sha256:ab": dial tcp 10.0.0.1:5000: connect: connection refused`)
+	next := &flakyRunner{errs: []error{down, down, down, down}}
+	backoff := build.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
+	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); !errors.Is(err, down) || next.calls != 2 {
+		t.Fatalf("err %v after %d calls, want the registry error after 2", err, next.calls)
+	}
+	// buildkitd itself not answering keeps its full schedule.
+	gone := errors.New("connect to buildkitd at unix:///run/buildkit/buildkitd.sock: connection refused")
+	next = &flakyRunner{errs: []error{gone, gone, gone}}
+	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); err != nil || next.calls != 4 {
+		t.Fatalf("err %v after %d calls, want success after 4", err, next.calls)
+	}
 }

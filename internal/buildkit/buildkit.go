@@ -22,6 +22,9 @@ import (
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
+	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
 // TLS names the client certificate files for a tcp:// daemon.
@@ -47,6 +50,14 @@ type Registries struct {
 	// where each image repository's build cache is exported and imported
 	// from, so a replica that never built an image still starts warm.
 	CacheRepo string
+	// Guarded registries (host[:port]) serve a build only the images its
+	// Pulls allow: the registries the builder holds credentials for or
+	// serves tenants from.
+	Guarded []string
+	// Frontends are the images a Dockerfile's "# syntax=" line may name,
+	// in full form (docker.io/docker/dockerfile:1.x); any other line is
+	// ignored and the built-in frontend builds.
+	Frontends []string
 }
 
 // Build is one image build.
@@ -62,10 +73,12 @@ type Build struct {
 	// Secrets are handed to BuildKit from memory through the session; they
 	// are never written to a file.
 	Secrets map[string][]byte
-	// SharedKey names the incremental copy of the context that BuildKit
-	// keeps between builds (see SharedKey); "" shares the daemon's one
-	// copy with every other client, as buildctl does.
-	SharedKey string
+	// Tenant keys every cache the build shares with others: cache mounts,
+	// the incremental context copy, the registry cache tag.
+	Tenant string
+	// Pulls are the image-name prefixes the build may pull from guarded
+	// registries; nil allows every image.
+	Pulls []string
 }
 
 // Builder runs builds on one daemon.
@@ -79,6 +92,9 @@ type Builder struct {
 func New(d Daemon, r Registries) *Builder {
 	return &Builder{daemon: d, registries: r}
 }
+
+// Registries are the registry settings this builder uses.
+func (b *Builder) Registries() Registries { return b.registries }
 
 // Address is the daemon this builder uses.
 func (b *Builder) Address() string { return b.daemon.Address }
@@ -115,18 +131,49 @@ func (b *Builder) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Run solves the build and reports progress lines to logf until it ends.
-func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) error {
-	_, err := b.Push(ctx, build, logf)
-	return err
-}
+// ProcessModeLabel is the worker label that says whether build steps run
+// in BuildKit's process sandbox ("sandbox": their own PID namespace) or
+// share buildkitd's ("no-sandbox"), where one build can read another's
+// processes, secrets included.
+const ProcessModeLabel = "org.mobyproject.buildkit.worker.oci.process-mode"
 
-// Push is Run that also returns the exported image's digest (empty when
-// the build was not exported), for callers that compare or pin it.
-func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (string, error) {
-	opt, err := b.solveOpt(build)
+// ProcessMode is the daemon's worker process mode; workers that disagree
+// give the weaker one.
+func (b *Builder) ProcessMode(ctx context.Context) (string, error) {
+	c, err := b.dial(ctx)
 	if err != nil {
 		return "", err
+	}
+	defer c.Close()
+	workers, err := c.ListWorkers(ctx)
+	if err != nil {
+		return "", fmt.Errorf("buildkitd at %s: %w", b.daemon.Address, err)
+	}
+	mode := ""
+	for _, w := range workers {
+		m := w.Labels[ProcessModeLabel]
+		if m == "" {
+			m = "unknown" // not an OCI worker: nothing says it is sandboxed
+		}
+		if mode == "" || m != "sandbox" {
+			mode = m
+		}
+	}
+	if mode == "" {
+		return "", fmt.Errorf("buildkitd at %s has no workers", b.daemon.Address)
+	}
+	return mode, nil
+}
+
+// Run solves the build, reporting progress lines to logf until it ends,
+// and returns the digest of the image's manifest, which a deploy pins.
+func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) (string, error) {
+	opt, notes, err := b.solveOpt(build)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range notes {
+		logf([]string{buildlog.From(ctx).Status(time.Now(), n)})
 	}
 	c, err := b.dial(ctx)
 	if err != nil {
@@ -153,7 +200,7 @@ func (b *Builder) Push(ctx context.Context, build Build, logf func([]string)) (s
 		return err
 	})
 	eg.Go(func() error {
-		display := newDisplay()
+		display := newDisplay(buildlog.From(ctx))
 		for s := range status {
 			if lines := display.lines(s); len(lines) > 0 {
 				logf(lines)
@@ -174,9 +221,11 @@ func forgetHistory(c *client.Client, ref string) {
 	_, _ = c.ControlClient().UpdateBuildHistory(ctx, &controlapi.UpdateBuildHistoryRequest{Ref: ref, Delete: true})
 }
 
-func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
+// solveOpt assembles the build's SolveOpt; notes are lines for the
+// build's log about choices made for it.
+func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ error) {
 	if build.Context == nil {
-		return client.SolveOpt{}, errors.New("build context: none given")
+		return client.SolveOpt{}, nil, errors.New("build context: none given")
 	}
 	dockerfile := build.Dockerfile
 	if dockerfile == "" {
@@ -184,12 +233,24 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 	}
 	dockerfileFS, err := build.Context.Sub(filepath.Dir(dockerfile))
 	if err != nil {
-		return client.SolveOpt{}, fmt.Errorf("dockerfile: %w", err)
+		return client.SolveOpt{}, nil, fmt.Errorf("dockerfile: %w", err)
 	}
 
 	attrs := map[string]string{"filename": filepath.Base(dockerfile)}
 	for k, v := range build.BuildArgs {
 		attrs["build-arg:"+k] = v
+	}
+	// Set last: a request's own BUILDKIT_* args are refused before this.
+	attrs["build-arg:BUILDKIT_CACHE_MOUNT_NS"] = cacheMountNamespace(build)
+	attrs["build-arg:BUILDKIT_SANDBOX_HOSTNAME"] = sandboxHostname(build)
+	frontend, note := b.frontendImage(build)
+	if frontend == "" {
+		// Present, the key stops the built-in frontend from handing the
+		// build to the image a "# syntax=" line names.
+		attrs["cmdline"] = ""
+	}
+	if note != "" {
+		notes = append(notes, note)
 	}
 	for k, v := range build.Labels {
 		attrs["label:"+k] = v
@@ -211,7 +272,7 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 
 	var cacheImports, cacheExports []client.CacheOptionsEntry
 	if repo := b.registries.CacheRepo; repo != "" && build.Push {
-		ref := repo + ":" + cacheTag(build.Image)
+		ref := repo + ":" + cacheTag(build)
 		imp := map[string]string{"ref": ref}
 		exp := map[string]string{"ref": ref, "mode": "max"}
 		if b.insecure(ref) {
@@ -223,6 +284,8 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 	}
 
 	return client.SolveOpt{
+		SharedKey:     sharedKey(build),
+		SourcePolicy:  b.sourcePolicy(build, frontend),
 		CacheImports:  cacheImports,
 		CacheExports:  cacheExports,
 		Frontend:      "dockerfile.v0",
@@ -231,15 +294,14 @@ func (b *Builder) solveOpt(build Build) (client.SolveOpt, error) {
 			"context":    build.Context,
 			"dockerfile": dockerfileFS,
 		},
-		SharedKey: build.SharedKey,
-		Exports:   []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},
+		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},
 		Session: []session.Attachable{
 			secretsprovider.FromMap(build.Secrets),
 			authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
 				AuthConfigProvider: authprovider.LoadAuthConfig(b.authConfig()),
 			}),
 		},
-	}, nil
+	}, notes, nil
 }
 
 func (b *Builder) authConfig() *configfile.ConfigFile {
@@ -250,23 +312,13 @@ func (b *Builder) authConfig() *configfile.ConfigFile {
 }
 
 func (b *Builder) insecure(image string) bool {
-	host := RegistryHost(image)
+	host := imageref.Host(image)
 	for _, h := range b.registries.Insecure {
 		if h == "*" || h == host {
 			return true
 		}
 	}
 	return false
-}
-
-// RegistryHost is the registry part of an image reference, with Docker
-// Hub's default when the first path element is not a host.
-func RegistryHost(image string) string {
-	first, _, found := strings.Cut(image, "/")
-	if !found || !strings.ContainsAny(first, ".:") && first != "localhost" {
-		return "docker.io"
-	}
-	return first
 }
 
 // LoadAuth reads a Docker config.json; a missing file means no credentials.

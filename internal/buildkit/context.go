@@ -2,12 +2,9 @@ package buildkit
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"io/fs"
 	"path/filepath"
-	"strconv"
 
 	"github.com/tonistiigi/fsutil"
 )
@@ -44,16 +41,4 @@ func (d Dir) Open(p string) (io.ReadCloser, error) {
 
 func (d Dir) Sub(dir string) (fsutil.FS, error) {
 	return fsutil.NewFS(filepath.Join(string(d), dir))
-}
-
-// SharedKey is the Build.SharedKey for a tenant's image. BuildKit keeps one
-// incremental copy of a local context per key and sends a build only the
-// files whose metadata differ from it, so the key is where one request's
-// files could meet another's: each tenant and image repository gets its
-// own, and no request is ever compared with another tenant's or another
-// repository's files. It is a digest of both, unambiguous whatever
-// characters they hold.
-func SharedKey(tenant, image string) string {
-	sum := sha256.Sum256([]byte(strconv.Quote(tenant) + " " + strconv.Quote(Repository(image))))
-	return "fnbuilder-" + hex.EncodeToString(sum[:16])
 }

@@ -8,13 +8,16 @@ import (
 
 	"github.com/moby/buildkit/client"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 )
 
 // display turns BuildKit's status stream into the log lines of the real
-// builder: "v: <time> <vertex>" when a step starts, the same with its
-// duration (or CACHED/ERROR) when it ends, "s: <time> <status>" for
-// finished transfers, and "l: <time> <output>" for each line a step prints.
+// builder (their text is buildlog's): a line when a step starts, one with
+// its duration (or CACHED/ERROR) when it ends, one for each finished
+// transfer, and one for each line a step prints.
 type display struct {
+	format    buildlog.Format
 	started   map[digest.Digest]bool
 	completed map[digest.Digest]bool
 	names     map[digest.Digest]string
@@ -22,8 +25,9 @@ type display struct {
 	partial   map[digest.Digest]*bytes.Buffer
 }
 
-func newDisplay() *display {
+func newDisplay(format buildlog.Format) *display {
 	return &display{
+		format:    format,
 		started:   map[digest.Digest]bool{},
 		completed: map[digest.Digest]bool{},
 		names:     map[digest.Digest]string{},
@@ -32,11 +36,12 @@ func newDisplay() *display {
 	}
 }
 
-func stamp(t *time.Time) string {
+// when is t, or now when BuildKit gave no time.
+func when(t *time.Time) time.Time {
 	if t == nil {
-		return time.Now().UTC().Format(time.RFC3339)
+		return time.Now()
 	}
-	return t.UTC().Format(time.RFC3339)
+	return *t
 }
 
 func (d *display) lines(s *client.SolveStatus) []string {
@@ -53,7 +58,7 @@ func (d *display) lines(s *client.SolveStatus) []string {
 		d.names[v.Digest] = v.Name
 		if v.Started != nil && !d.started[v.Digest] && !v.Cached {
 			d.started[v.Digest] = true
-			out = append(out, fmt.Sprintf("v: %s %s", stamp(v.Started), v.Name))
+			out = append(out, d.format.Step(*v.Started, v.Name))
 		}
 		if v.Completed == nil || d.completed[v.Digest] {
 			continue
@@ -67,11 +72,11 @@ func (d *display) lines(s *client.SolveStatus) []string {
 		out = append(out, d.flushVertex(v.Digest)...)
 		switch {
 		case v.Error != "":
-			out = append(out, fmt.Sprintf("v: %s %s ERROR: %s", stamp(v.Completed), v.Name, v.Error))
+			out = append(out, d.format.StepFailed(*v.Completed, v.Name, v.Error))
 		case v.Cached:
-			out = append(out, fmt.Sprintf("v: %s %s CACHED", stamp(v.Completed), v.Name))
+			out = append(out, d.format.StepCached(*v.Completed, v.Name))
 		case v.Started != nil:
-			out = append(out, fmt.Sprintf("v: %s %s %.1fs", stamp(v.Completed), v.Name, v.Completed.Sub(*v.Started).Seconds()))
+			out = append(out, d.format.StepDone(*v.Completed, v.Name, v.Completed.Sub(*v.Started)))
 		}
 	}
 	for _, st := range s.Statuses {
@@ -79,11 +84,11 @@ func (d *display) lines(s *client.SolveStatus) []string {
 			continue
 		}
 		d.statuses[st.ID] = true
-		line := fmt.Sprintf("s: %s %s", stamp(st.Completed), st.ID)
+		msg := st.ID
 		if st.Total > 0 {
-			line += fmt.Sprintf(" %d/%d", st.Current, st.Total)
+			msg += fmt.Sprintf(" %d/%d", st.Current, st.Total)
 		}
-		out = append(out, line)
+		out = append(out, d.format.Status(*st.Completed, msg))
 	}
 	for _, l := range s.Logs {
 		if !ending[l.Vertex] {
@@ -91,7 +96,7 @@ func (d *display) lines(s *client.SolveStatus) []string {
 		}
 	}
 	for _, w := range s.Warnings {
-		out = append(out, fmt.Sprintf("w: %s %s", stamp(nil), bytes.TrimSpace(w.Short)))
+		out = append(out, d.format.Warning(time.Now(), string(bytes.TrimSpace(w.Short))))
 	}
 	return out
 }
@@ -113,7 +118,7 @@ func (d *display) log(l *client.VertexLog) []string {
 			break
 		}
 		text := strings.TrimRight(string(buf.Next(i+1)), "\r\n")
-		out = append(out, fmt.Sprintf("l: %s %s", stamp(&l.Timestamp), text))
+		out = append(out, d.format.Output(l.Timestamp, text))
 	}
 	return out
 }
@@ -125,7 +130,7 @@ func (d *display) flushVertex(dg digest.Digest) []string {
 		return nil
 	}
 	delete(d.partial, dg)
-	return []string{fmt.Sprintf("l: %s %s", stamp(nil), strings.TrimRight(buf.String(), "\r\n"))}
+	return []string{d.format.Output(time.Now(), strings.TrimRight(buf.String(), "\r\n"))}
 }
 
 func (d *display) flush() []string {

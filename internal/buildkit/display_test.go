@@ -8,6 +8,8 @@ import (
 
 	"github.com/moby/buildkit/client"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 )
 
 var t0 = time.Date(2025, 6, 13, 20, 16, 16, 0, time.UTC)
@@ -24,13 +26,15 @@ const (
 )
 
 // lineRE is the shape of every line the real builder prints.
-var lineRE = regexp.MustCompile(`^[vslw]: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ .*$`)
+var lineRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ .*$`)
+
+func timeFirst(line string) bool { return lineRE.MatchString(line) }
 
 func checkShape(t *testing.T, lines []string) {
 	t.Helper()
 	for _, l := range lines {
 		if !lineRE.MatchString(l) {
-			t.Errorf("line %q does not look like \"x: <RFC3339> text\"", l)
+			t.Errorf("line %q does not look like \"<RFC3339> text\"", l)
 		}
 		if strings.ContainsAny(l, "\n") {
 			t.Errorf("line %q contains a newline", l)
@@ -46,18 +50,18 @@ func equal(t *testing.T, got, want []string) {
 }
 
 func TestDisplayVertexLifecycle(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	name := "[1/2] FROM docker.io/library/alpine"
 
 	got := d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgA, Name: name, Started: at(0)}}})
-	equal(t, got, []string{"v: 2025-06-13T20:16:16Z " + name})
+	equal(t, got, []string{"2025-06-13T20:16:16Z " + name})
 
 	// The same vertex again, still running: announced only once.
 	got = d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgA, Name: name, Started: at(0)}}})
 	equal(t, got, nil)
 
 	got = d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgA, Name: name, Started: at(0), Completed: at(1500 * time.Millisecond)}}})
-	equal(t, got, []string{"v: 2025-06-13T20:16:17Z " + name + " 1.5s"})
+	equal(t, got, []string{"2025-06-13T20:16:17Z " + name + " 1.50s"})
 	checkShape(t, got)
 
 	// Updates after completion say nothing new.
@@ -66,25 +70,25 @@ func TestDisplayVertexLifecycle(t *testing.T) {
 }
 
 func TestDisplayStartAndEndInOneUpdate(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	got := d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{
 		{Digest: dgA, Name: "[internal] load .dockerignore", Started: at(0), Completed: at(100 * time.Millisecond)},
 	}})
 	equal(t, got, []string{
-		"v: 2025-06-13T20:16:16Z [internal] load .dockerignore",
-		"v: 2025-06-13T20:16:16Z [internal] load .dockerignore 0.1s",
+		"2025-06-13T20:16:16Z [internal] load .dockerignore",
+		"2025-06-13T20:16:16Z [internal] load .dockerignore 0.10s",
 	})
 }
 
 func TestDisplayCachedAndError(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	got := d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{
 		{Digest: dgA, Name: "[2/3] RUN apk add git", Started: at(0), Completed: at(0), Cached: true},
 		{Digest: dgB, Name: "[3/3] RUN make", Started: at(time.Second)},
 	}})
 	equal(t, got, []string{
-		"v: 2025-06-13T20:16:16Z [2/3] RUN apk add git CACHED",
-		"v: 2025-06-13T20:16:17Z [3/3] RUN make",
+		"2025-06-13T20:16:16Z [2/3] RUN apk add git CACHED",
+		"2025-06-13T20:16:17Z [3/3] RUN make",
 	})
 
 	got = d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{
@@ -92,13 +96,13 @@ func TestDisplayCachedAndError(t *testing.T) {
 			Error: `process "/bin/sh -c make" did not complete successfully: exit code: 2`},
 	}})
 	equal(t, got, []string{
-		`v: 2025-06-13T20:16:19Z [3/3] RUN make ERROR: process "/bin/sh -c make" did not complete successfully: exit code: 2`,
+		`2025-06-13T20:16:19Z [3/3] RUN make ERROR: process "/bin/sh -c make" did not complete successfully: exit code: 2`,
 	})
 	checkShape(t, got)
 }
 
 func TestDisplayStatusOnceWhenCompleted(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	st := func(cur int64, completed *time.Time) *client.SolveStatus {
 		return &client.SolveStatus{Statuses: []*client.VertexStatus{{
 			ID: "sha256:1234 layer", Vertex: dgA, Current: cur, Total: 10, Started: at(0), Completed: completed,
@@ -107,17 +111,17 @@ func TestDisplayStatusOnceWhenCompleted(t *testing.T) {
 	equal(t, d.lines(st(1, nil)), nil)
 	equal(t, d.lines(st(3, nil)), nil)
 	got := d.lines(st(3, at(2*time.Second)))
-	equal(t, got, []string{"s: 2025-06-13T20:16:18Z sha256:1234 layer 3/10"})
+	equal(t, got, []string{"2025-06-13T20:16:18Z sha256:1234 layer 3/10"})
 	checkShape(t, got)
 	equal(t, d.lines(st(10, at(3*time.Second))), nil)
 
 	// Without a total there is no fraction.
 	got = d.lines(&client.SolveStatus{Statuses: []*client.VertexStatus{{ID: "resolve", Completed: at(0)}}})
-	equal(t, got, []string{"s: 2025-06-13T20:16:16Z resolve"})
+	equal(t, got, []string{"2025-06-13T20:16:16Z resolve"})
 }
 
 func TestDisplayLogsWholeLinesOnly(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgA, Name: "RUN x", Started: at(0)}}})
 
 	log := func(data string, ts time.Duration) *client.SolveStatus {
@@ -125,11 +129,11 @@ func TestDisplayLogsWholeLinesOnly(t *testing.T) {
 	}
 	// Half a line: nothing yet, so a secret cut in two is never sent in halves.
 	equal(t, d.lines(log("hello wo", 0)), nil)
-	equal(t, d.lines(log("rld\nsecond", time.Second)), []string{"l: 2025-06-13T20:16:17Z hello world"})
+	equal(t, d.lines(log("rld\nsecond", time.Second)), []string{"2025-06-13T20:16:17Z hello world"})
 	got := d.lines(log(" line\r\nthird\n", 2*time.Second))
 	equal(t, got, []string{
-		"l: 2025-06-13T20:16:18Z second line",
-		"l: 2025-06-13T20:16:18Z third",
+		"2025-06-13T20:16:18Z second line",
+		"2025-06-13T20:16:18Z third",
 	})
 	checkShape(t, got)
 
@@ -141,15 +145,15 @@ func TestDisplayLogsWholeLinesOnly(t *testing.T) {
 		{Vertex: dgA, Data: []byte("-end\n"), Timestamp: t0},
 	}})
 	equal(t, got, []string{
-		"l: 2025-06-13T20:16:16Z b-whole",
-		"l: 2025-06-13T20:16:16Z a-part-end",
+		"2025-06-13T20:16:16Z b-whole",
+		"2025-06-13T20:16:16Z a-part-end",
 	})
 
 	// The unterminated "b-part" comes out when its vertex completes, before
 	// the completion line.
 	got = d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgB, Name: "RUN y", Started: at(0), Completed: at(time.Second)}}})
-	if len(got) != 2 || !strings.HasPrefix(got[0], "l: ") || !strings.HasSuffix(got[0], " b-part") ||
-		got[1] != "v: 2025-06-13T20:16:17Z RUN y 1.0s" {
+	if len(got) != 2 || !timeFirst(got[0]) || !strings.HasSuffix(got[0], " b-part") ||
+		got[1] != "2025-06-13T20:16:17Z RUN y 1.00s" {
 		t.Fatalf("completion of B: %q", got)
 	}
 	checkShape(t, got)
@@ -161,7 +165,7 @@ func TestDisplayLastLineInTheCompletingUpdate(t *testing.T) {
 	// BuildKit batches updates: a step's last output and its completion can
 	// arrive in one SolveStatus. The output must still come before the
 	// completion line and must not wait for the end of the whole build.
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgA, Name: "RUN x", Started: at(0)}}})
 	got := d.lines(&client.SolveStatus{
 		Vertexes: []*client.Vertex{{Digest: dgA, Name: "RUN x", Started: at(0), Completed: at(2 * time.Second)}},
@@ -170,19 +174,19 @@ func TestDisplayLastLineInTheCompletingUpdate(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("got %q", got)
 	}
-	if got[0] != "l: 2025-06-13T20:16:17Z done" || !strings.HasSuffix(got[1], " no newline") ||
-		got[2] != "v: 2025-06-13T20:16:18Z RUN x 2.0s" {
+	if got[0] != "2025-06-13T20:16:17Z done" || !strings.HasSuffix(got[1], " no newline") ||
+		got[2] != "2025-06-13T20:16:18Z RUN x 2.00s" {
 		t.Fatalf("got %q", got)
 	}
 	equal(t, d.flush(), nil)
 }
 
 func TestDisplayFlushAtEnd(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{{Digest: dgC, Name: "RUN z", Started: at(0)}}})
 	equal(t, d.lines(&client.SolveStatus{Logs: []*client.VertexLog{{Vertex: dgC, Data: []byte("tail\r"), Timestamp: t0}}}), nil)
 	got := d.flush()
-	if len(got) != 1 || !strings.HasPrefix(got[0], "l: ") || !strings.HasSuffix(got[0], " tail") {
+	if len(got) != 1 || !timeFirst(got[0]) || !strings.HasSuffix(got[0], " tail") {
 		t.Fatalf("flush: %q", got)
 	}
 	checkShape(t, got)
@@ -190,16 +194,16 @@ func TestDisplayFlushAtEnd(t *testing.T) {
 }
 
 func TestDisplayWarnings(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	got := d.lines(&client.SolveStatus{Warnings: []*client.VertexWarning{{Vertex: dgA, Short: []byte("  FromAsCasing: 'as' and 'FROM' keywords' casing do not match\n")}}})
-	if len(got) != 1 || !strings.HasPrefix(got[0], "w: ") || !strings.HasSuffix(got[0], "casing do not match") {
+	if len(got) != 1 || !timeFirst(got[0]) || !strings.Contains(got[0], "Z WARNING: ") || !strings.HasSuffix(got[0], "casing do not match") {
 		t.Fatalf("got %q", got)
 	}
 	checkShape(t, got)
 }
 
 func TestDisplayEachVertexAnnouncedOnce(t *testing.T) {
-	d := newDisplay()
+	d := newDisplay(buildlog.Plain)
 	var all []string
 	for i := 0; i < 5; i++ {
 		all = append(all, d.lines(&client.SolveStatus{Vertexes: []*client.Vertex{
@@ -224,25 +228,3 @@ func TestDisplayEachVertexAnnouncedOnce(t *testing.T) {
 		t.Fatalf("got %q, want 2 starts and 2 completions", all)
 	}
 }
-
-func TestRegistryHost(t *testing.T) {
-	for image, want := range map[string]string{
-		"busybox":                         "docker.io",
-		"busybox:latest":                  "docker.io",
-		"library/x":                       "docker.io",
-		"alexellis2/fn:0.1":               "docker.io",
-		"127.0.0.1:5000/x":                "127.0.0.1:5000",
-		"127.0.0.1:5000/team/x:tag":       "127.0.0.1:5000",
-		"localhost/x":                     "localhost",
-		"localhost:5000/x":                "localhost:5000",
-		"ghcr.io/a/b":                     "ghcr.io",
-		"ghcr.io/a/b@sha256:" + hex64():   "ghcr.io",
-		"registry.example.com:443/fn/img": "registry.example.com:443",
-	} {
-		if got := RegistryHost(image); got != want {
-			t.Errorf("RegistryHost(%q) = %q, want %q", image, got, want)
-		}
-	}
-}
-
-func hex64() string { return strings.Repeat("ab", 32) }

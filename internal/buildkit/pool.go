@@ -6,10 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sort"
-	"strings"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
+	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
 // Pool spreads builds over several buildkitd replicas. Each image
@@ -30,7 +31,7 @@ func NewPool(builders ...*Builder) *Pool {
 
 // Order lists the pool's builders for an image, preferred first.
 func (p *Pool) Order(image string) []*Builder {
-	repo := Repository(image)
+	repo := imageref.Repository(image)
 	order := append([]*Builder(nil), p.builders...)
 	// A cryptographic hash mixes the address into every bit; FNV, for
 	// one, lets the shared suffix decide the order for every repository.
@@ -42,8 +43,11 @@ func (p *Pool) Order(image string) []*Builder {
 	return order
 }
 
+// Builders are the pool's replicas.
+func (p *Pool) Builders() []*Builder { return p.builders }
+
 // Run builds on the first replica, in the image's order, that answers.
-func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
+func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) (string, error) {
 	var errs []error
 	for _, builder := range p.Order(b.Image) {
 		pingCtx, cancel := context.WithTimeout(ctx, p.PingTimeout)
@@ -51,51 +55,16 @@ func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return "", ctx.Err()
 			}
 			errs = append(errs, err)
-			logf([]string{fmt.Sprintf("s: %s %s is not answering, trying the next buildkitd",
-				time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), builder.Address()+" is not answering, trying the next buildkitd")})
 			continue
 		}
 		if len(p.builders) > 1 {
-			logf([]string{fmt.Sprintf("s: %s building on %s", time.Now().UTC().Format(time.RFC3339), builder.Address())})
+			logf([]string{buildlog.From(ctx).Status(time.Now(), "building on "+builder.Address())})
 		}
 		return builder.Run(ctx, b, logf)
 	}
-	return fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
-}
-
-// Repository is an image reference without its tag or digest, the unit
-// of cache locality.
-func Repository(image string) string {
-	if i := strings.Index(image, "@"); i >= 0 {
-		image = image[:i]
-	}
-	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
-		image = image[:i]
-	}
-	return image
-}
-
-// cacheTag names a repository's build cache inside the cache repo: a tag
-// may only hold [A-Za-z0-9_.-] and 128 characters.
-func cacheTag(image string) string {
-	repo := Repository(image)
-	var b strings.Builder
-	for _, c := range repo {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	tag := strings.TrimLeft(b.String(), ".-")
-	if len(tag) > 128 {
-		h := fnv.New64a()
-		h.Write([]byte(repo))
-		tag = fmt.Sprintf("%s-%x", tag[:111], h.Sum64())
-	}
-	return tag
+	return "", fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
 }

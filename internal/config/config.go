@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
 // Default secret names, the same in every function and in stack.yaml.
@@ -143,7 +141,22 @@ func (c Config) PrivateKeyPaths() []string {
 	return paths
 }
 
-// KeyRing loads the builder's private keys from their secret files.
-func (c Config) KeyRing() (*secrets.KeyRing, error) {
-	return secrets.LoadKeyRing(c.PrivateKeyPaths()...)
+// GatewayURL is the OpenFaaS gateway deploys go through.
+func (c Config) GatewayURL() string {
+	return c.String("gateway_url", "http://gateway.openfaas:8080")
+}
+
+// GatewayCredentials are the gateway's basic-auth user and password from
+// their secrets (gateway_user_secret, gateway_password_secret); none when
+// the user secret is not mounted.
+func (c Config) GatewayCredentials() (user, password string, err error) {
+	u, err := c.ReadSecret(c.String("gateway_user_secret", "basic-auth-user"))
+	if err != nil {
+		return "", "", nil
+	}
+	p, err := c.ReadSecret(c.String("gateway_password_secret", "basic-auth-password"))
+	if err != nil {
+		return "", "", err
+	}
+	return strings.TrimSpace(string(u)), strings.TrimSpace(string(p)), nil
 }

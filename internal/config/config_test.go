@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
 func TestDuration(t *testing.T) {
@@ -181,14 +183,14 @@ func TestKeyRing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "build-secrets-key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ring, err := FromMap(map[string]string{"secret_mount_path": dir}).KeyRing()
+	ring, err := secrets.LoadKeyRing(FromMap(map[string]string{"secret_mount_path": dir}).PrivateKeyPaths()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if id := ring.Current().ID; id != "7OoESESw" {
 		t.Errorf("key id %q, want 7OoESESw", id)
 	}
-	_, err = FromMap(map[string]string{"secret_mount_path": dir, "build_secrets_key_names": "build-secrets-key,gone"}).KeyRing()
+	_, err = secrets.LoadKeyRing(FromMap(map[string]string{"secret_mount_path": dir, "build_secrets_key_names": "build-secrets-key,gone"}).PrivateKeyPaths()...)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "gone")) {
 		t.Errorf("missing rotated key: error %v should name its path", err)
 	}

@@ -52,7 +52,7 @@ func Parse(r io.Reader) (Ref, error) {
 	}
 	u, err := url.Parse(ref.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return ref, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalid, ref.URL)
+		return ref, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalid, SafeURL(ref.URL))
 	}
 	hexDigest, ok := strings.CutPrefix(ref.Digest, "sha256:")
 	// Lowercase only, as OCI digests are: Fetch compares the lowercase hex
@@ -88,9 +88,11 @@ func (f *Fetched) Close() error {
 }
 
 // Fetch downloads ref into dir with at most limit bytes and checks the
-// digest. On error nothing is left in dir.
+// digest. On error nothing is left in dir, and the error's text names no
+// URL's userinfo or query. Give it a client from NewClient.
 func Fetch(ctx context.Context, client *http.Client, ref Ref, dir string, limit int64) (_ *Fetched, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ref.URL, nil)
+	defer func() { err = scrub(err) }()
+	req, err := http.NewRequestWithContext(withOrigin(ctx, ref.URL), http.MethodGet, ref.URL, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +104,7 @@ func Fetch(ctx context.Context, client *http.Client, ref Ref, dir string, limit 
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return nil, &StatusError{Code: res.StatusCode, URL: ref.URL}
+		return nil, &StatusError{Code: res.StatusCode, URL: SafeURL(ref.URL)}
 	}
 	if limit > 0 && res.ContentLength > limit {
 		return nil, &TooLargeError{Limit: limit}
@@ -139,7 +141,7 @@ func Fetch(ctx context.Context, client *http.Client, ref Ref, dir string, limit 
 // StatusError is a non-200 answer from the context's server.
 type StatusError struct {
 	Code int
-	URL  string
+	URL  string // without userinfo or query (SafeURL)
 }
 
 func (e *StatusError) Error() string {

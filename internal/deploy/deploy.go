@@ -84,6 +84,7 @@ func (s Spec) deployment() types.FunctionDeployment {
 type Gateway interface {
 	Deploy(ctx context.Context, spec types.FunctionDeployment) (int, error)
 	Update(ctx context.Context, spec types.FunctionDeployment) (int, error)
+	GetFunctions(ctx context.Context, namespace string) ([]types.FunctionStatus, error)
 }
 
 // Result says what happened.
@@ -113,11 +114,20 @@ func (e *GatewayError) Transient() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
 }
 
-// Apply creates the function, or updates it if it exists.
-func Apply(ctx context.Context, gw Gateway, spec Spec) (Result, error) {
+// Apply creates the function, or updates it if it exists, for the
+// policy's tenant: a spec outside the policy, or a function another tenant
+// owns, is refused before anything is deployed.
+func Apply(ctx context.Context, gw Gateway, p Policy, spec Spec) (Result, error) {
 	if err := spec.Validate(); err != nil {
 		return Result{}, err
 	}
+	if err := p.Check(spec); err != nil {
+		return Result{}, err
+	}
+	if err := p.CheckOwner(ctx, gw, spec); err != nil {
+		return Result{}, err
+	}
+	spec = p.owned(spec)
 	res := Result{Name: spec.Name, Namespace: spec.Namespace, Image: spec.Image, Action: "updated"}
 	status, err := gw.Update(ctx, spec.deployment())
 	if status == http.StatusNotFound {

@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 func TestValidate(t *testing.T) {
@@ -44,33 +45,12 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// fakeGateway answers with fixed codes, an error for any non-2xx like
-// go-sdk, and records what it was sent.
-type fakeGateway struct {
-	updateCode, deployCode int
-	updates, deploys       []types.FunctionDeployment
-}
-
-func answer(code int) (int, error) {
-	if code >= 200 && code < 300 {
-		return code, nil
-	}
-	return code, fmt.Errorf("unexpected status code: %d", code)
-}
-
-func (g *fakeGateway) Update(_ context.Context, d types.FunctionDeployment) (int, error) {
-	g.updates = append(g.updates, d)
-	return answer(g.updateCode)
-}
-
-func (g *fakeGateway) Deploy(_ context.Context, d types.FunctionDeployment) (int, error) {
-	g.deploys = append(g.deploys, d)
-	return answer(g.deployCode)
-}
+// anyone is the implicit tenant of a builder without a tenants file.
+var anyone = deploy.Policy{Tenant: tenant.Implicit("payload-secret"), DefaultNamespace: "openfaas-fn"}
 
 func TestApplyUpdates(t *testing.T) {
-	gw := &fakeGateway{updateCode: http.StatusAccepted}
-	res, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1", Namespace: "fn"})
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusAccepted}}
+	res, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "hello", Image: "r/hello:1", Namespace: "fn"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,28 +58,28 @@ func TestApplyUpdates(t *testing.T) {
 	if res != want {
 		t.Fatalf("Apply = %+v, want %+v", res, want)
 	}
-	if len(gw.updates) != 1 || len(gw.deploys) != 0 {
-		t.Fatalf("%d updates, %d deploys", len(gw.updates), len(gw.deploys))
+	if len(gw.Updates()) != 1 || len(gw.Deploys()) != 0 {
+		t.Fatalf("%d updates, %d deploys", len(gw.Updates()), len(gw.Deploys()))
 	}
 }
 
 func TestApplyCreatesOn404(t *testing.T) {
-	gw := &fakeGateway{updateCode: http.StatusNotFound, deployCode: http.StatusAccepted}
-	res, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
+	res, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "hello", Image: "r/hello:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Action != "created" {
 		t.Fatalf("action %q, want created", res.Action)
 	}
-	if len(gw.updates) != 1 || len(gw.deploys) != 1 || !reflect.DeepEqual(gw.updates[0], gw.deploys[0]) {
-		t.Fatalf("updates %+v, deploys %+v", gw.updates, gw.deploys)
+	if len(gw.Updates()) != 1 || len(gw.Deploys()) != 1 || !reflect.DeepEqual(gw.Updates()[0], gw.Deploys()[0]) {
+		t.Fatalf("updates %+v, deploys %+v", gw.Updates(), gw.Deploys())
 	}
 }
 
 func TestApplyCreateFails(t *testing.T) {
-	gw := &fakeGateway{updateCode: http.StatusNotFound, deployCode: http.StatusBadRequest}
-	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusBadRequest}}
+	_, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "hello", Image: "r/hello:1"})
 	var gwErr *deploy.GatewayError
 	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusBadRequest {
 		t.Fatalf("error %v, want a GatewayError with the create's 400", err)
@@ -107,8 +87,8 @@ func TestApplyCreateFails(t *testing.T) {
 }
 
 func TestApplyUpdateFails(t *testing.T) {
-	gw := &fakeGateway{updateCode: http.StatusInternalServerError}
-	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "r/hello:1"})
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusInternalServerError}}
+	_, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "hello", Image: "r/hello:1"})
 	var gwErr *deploy.GatewayError
 	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusInternalServerError {
 		t.Fatalf("error %v, want a GatewayError with 500", err)
@@ -116,19 +96,19 @@ func TestApplyUpdateFails(t *testing.T) {
 	if !strings.Contains(err.Error(), "500") {
 		t.Fatalf("error %q does not name the status", err)
 	}
-	if len(gw.deploys) != 0 {
+	if len(gw.Deploys()) != 0 {
 		t.Fatal("a 500 on update turned into a create")
 	}
 }
 
 func TestApplyValidatesFirst(t *testing.T) {
-	gw := &fakeGateway{updateCode: http.StatusOK}
-	_, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "Bad_Name", Image: "x"})
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
+	_, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "Bad_Name", Image: "x"})
 	var gwErr *deploy.GatewayError
 	if err == nil || errors.As(err, &gwErr) {
 		t.Fatalf("error %v, want a validation error", err)
 	}
-	if len(gw.updates)+len(gw.deploys) != 0 {
+	if len(gw.Updates())+len(gw.Deploys()) != 0 {
 		t.Fatal("gateway called for an invalid spec")
 	}
 }
@@ -172,14 +152,14 @@ func TestDeploymentCarriesSpec(t *testing.T) {
 		Requests:               &deploy.Resources{Memory: "64Mi", CPU: "100m"},
 		ReadOnlyRootFilesystem: true,
 	}
-	gw := &fakeGateway{updateCode: http.StatusOK}
-	if _, err := deploy.Apply(context.Background(), gw, spec); err != nil {
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
+	if _, err := deploy.Apply(context.Background(), gw, anyone, spec); err != nil {
 		t.Fatal(err)
 	}
-	if len(gw.updates) != 1 {
-		t.Fatalf("%d updates", len(gw.updates))
+	if len(gw.Updates()) != 1 {
+		t.Fatalf("%d updates", len(gw.Updates()))
 	}
-	labels := map[string]string{"com.openfaas.scale.min": "2"}
+	labels := map[string]string{"com.openfaas.scale.min": "2", deploy.OwnerLabel: tenant.ImplicitName}
 	annotations := map[string]string{"topic": "orders"}
 	want := types.FunctionDeployment{
 		Service:                "hello",
@@ -195,16 +175,17 @@ func TestDeploymentCarriesSpec(t *testing.T) {
 		Requests:               &types.FunctionResources{Memory: "64Mi", CPU: "100m"},
 		ReadOnlyRootFilesystem: true,
 	}
-	if got := gw.updates[0]; !reflect.DeepEqual(got, want) {
+	if got := gw.Updates()[0]; !reflect.DeepEqual(got, want) {
 		t.Fatalf("sent\n%+v\nwant\n%+v", got, want)
 	}
 
-	// Empty maps and resources are left out, not sent as empty objects.
-	gw = &fakeGateway{updateCode: http.StatusOK}
-	if _, err := deploy.Apply(context.Background(), gw, deploy.Spec{Name: "hello", Image: "x", Labels: map[string]string{}}); err != nil {
+	// Empty maps and resources are left out, not sent as empty objects;
+	// the owner label is always there.
+	gw = &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
+	if _, err := deploy.Apply(context.Background(), gw, anyone, deploy.Spec{Name: "hello", Image: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	if d := gw.updates[0]; d.Labels != nil || d.Annotations != nil || d.Limits != nil || d.Requests != nil {
+	if d := gw.Updates()[0]; d.Annotations != nil || d.Limits != nil || d.Requests != nil || !reflect.DeepEqual(*d.Labels, map[string]string{deploy.OwnerLabel: tenant.ImplicitName}) {
 		t.Fatalf("minimal spec sent %+v", d)
 	}
 }

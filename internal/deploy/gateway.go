@@ -3,34 +3,36 @@ package deploy
 import (
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	sdk "github.com/openfaas/go-sdk"
-
-	"github.com/fnbuilder/fnbuilder/internal/config"
 )
 
 // gatewayTimeout bounds one call to the gateway: a deploy is quick, a hung
 // gateway must not hold a build slot.
 const gatewayTimeout = time.Minute
 
-// NewGateway is a go-sdk client for gateway_url, with basic auth from the
-// basic-auth-user and basic-auth-password secrets when they are mounted.
-// Credentials are read per call so that a rotated secret is used without a
-// restart.
-func NewGateway(cfg config.Config) (Gateway, error) {
-	u, err := url.Parse(cfg.String("gateway_url", "http://gateway.openfaas:8080"))
-	if err != nil {
-		return nil, err
-	}
-	var auth sdk.ClientAuth
-	if user, err := cfg.ReadSecret(cfg.String("gateway_user_secret", "basic-auth-user")); err == nil {
-		pass, err := cfg.ReadSecret(cfg.String("gateway_password_secret", "basic-auth-password"))
+// Credentials returns the gateway's basic-auth user and password; an empty
+// user means none.
+type Credentials func() (user, password string, err error)
+
+// Connect returns what makes a go-sdk client for the gateway at rawURL.
+// Credentials are read per client, that is per deploy, so that a rotated
+// secret is used without a restart.
+func Connect(rawURL string, credentials Credentials) func() (Gateway, error) {
+	return func() (Gateway, error) {
+		u, err := url.Parse(rawURL)
 		if err != nil {
 			return nil, err
 		}
-		auth = &sdk.BasicAuth{Username: strings.TrimSpace(string(user)), Password: strings.TrimSpace(string(pass))}
+		user, password, err := credentials()
+		if err != nil {
+			return nil, err
+		}
+		var auth sdk.ClientAuth
+		if user != "" {
+			auth = &sdk.BasicAuth{Username: user, Password: password}
+		}
+		return sdk.NewClient(u, auth, &http.Client{Timeout: gatewayTimeout}), nil
 	}
-	return sdk.NewClient(u, auth, &http.Client{Timeout: gatewayTimeout}), nil
 }

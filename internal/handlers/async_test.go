@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,16 +19,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openfaas/faas-provider/types"
-
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
 
@@ -139,7 +138,7 @@ func waitEmpty(t *testing.T, dir string) {
 
 func TestCallIDRedeliveryJoinsRunningBuild(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, withResults(t), func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, withResults(t), func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	release := sync.OnceFunc(func() { close(b.release) })
 	t.Cleanup(release) // a failed test must not leave the build blocked
 	body := makeTar(t)
@@ -585,41 +584,6 @@ func TestContextReferenceTooLarge(t *testing.T) {
 	waitEmpty(t, f.opts.SpoolDir)
 }
 
-// recordingGateway is a deploy.Gateway that answers fixed codes (an error
-// for any non-2xx, like go-sdk) and records what it was sent.
-type recordingGateway struct {
-	mu                     sync.Mutex
-	updateCode, deployCode int
-	updates, deploys       []types.FunctionDeployment
-}
-
-func gatewayAnswer(code int) (int, error) {
-	if code >= 200 && code < 300 {
-		return code, nil
-	}
-	return code, fmt.Errorf("unexpected status code: %d, message: %q", code, http.StatusText(code))
-}
-
-func (g *recordingGateway) Update(_ context.Context, d types.FunctionDeployment) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.updates = append(g.updates, d)
-	return gatewayAnswer(g.updateCode)
-}
-
-func (g *recordingGateway) Deploy(_ context.Context, d types.FunctionDeployment) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.deploys = append(g.deploys, d)
-	return gatewayAnswer(g.deployCode)
-}
-
-func (g *recordingGateway) calls() (updates, deploys int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.updates), len(g.deploys)
-}
-
 func withGateway(gw deploy.Gateway) option {
 	return func(o *handlers.BuildOptions) {
 		o.Pipeline.Gateway = func() (deploy.Gateway, error) { return gw, nil }
@@ -632,7 +596,7 @@ func deployTar(t *testing.T) []byte {
 
 func TestDeployAfterBuild(t *testing.T) {
 	for _, accept := range []string{"", ndjson} {
-		gw := &recordingGateway{updateCode: http.StatusNotFound, deployCode: http.StatusAccepted}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
 		f := newFixture(t, nil, withGateway(gw))
 		res, data := f.post(deployTar(t), accept)
 		if res.StatusCode != http.StatusOK {
@@ -647,21 +611,21 @@ func TestDeployAfterBuild(t *testing.T) {
 		if final.Status != progress.Success || final.Deploy == nil {
 			t.Fatalf("accept %q: final %+v", accept, final)
 		}
-		want := deploy.Result{Name: "hello", Image: testImage, Action: "created"}
-		if *final.Deploy != want {
-			t.Fatalf("accept %q: deploy %+v, want %+v", accept, *final.Deploy, want)
+		want := progress.Deployed{Name: "hello", Image: testImage + "@" + fakeDigest, Action: "created"}
+		if *final.Deploy != want || final.Digest != fakeDigest || final.Image != testImage {
+			t.Fatalf("accept %q: final %+v, deploy %+v; want digest %s, deploy %+v", accept, final, *final.Deploy, fakeDigest, want)
 		}
-		if u, d := gw.calls(); u != 1 || d != 1 {
+		if u, d := gw.Calls(); u != 1 || d != 1 {
 			t.Fatalf("accept %q: gateway %d updates, %d deploys", accept, u, d)
 		}
-		if sent := gw.deploys[0]; sent.Image != testImage || sent.Service != "hello" || (*sent.Labels)["team"] != "a" {
+		if sent := gw.Deploys()[0]; sent.Image != testImage+"@"+fakeDigest || sent.Service != "hello" || (*sent.Labels)["team"] != "a" {
 			t.Fatalf("deployment sent %+v", sent)
 		}
 	}
 }
 
 func TestFailedBuildIsNotDeployed(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newFixture(t, func(context.Context, buildkit.Build, func([]string)) error {
 		return errors.New(failureError)
 	}, withGateway(gw))
@@ -672,14 +636,14 @@ func TestFailedBuildIsNotDeployed(t *testing.T) {
 	if got := decodeOne(t, data); got.Status != progress.Failed || got.Deploy != nil || got.Error != failureError {
 		t.Fatalf("reply %+v", got)
 	}
-	if u, d := gw.calls(); u+d != 0 {
+	if u, d := gw.Calls(); u+d != 0 {
 		t.Fatalf("gateway called %d+%d times after a failed build", u, d)
 	}
 }
 
 func TestDeployRefusedByGateway(t *testing.T) {
 	for _, accept := range []string{"", ndjson} {
-		gw := &recordingGateway{updateCode: http.StatusBadRequest}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadRequest}}
 		f := newFixture(t, nil, withGateway(gw))
 		res, data := f.post(deployTar(t), accept)
 		var final progress.Result
@@ -698,7 +662,7 @@ func TestDeployRefusedByGateway(t *testing.T) {
 		if f.runner.calls.Load() != 1 {
 			t.Fatalf("runner called %d times", f.runner.calls.Load())
 		}
-		if u, d := gw.calls(); u != 1 || d != 0 {
+		if u, d := gw.Calls(); u != 1 || d != 0 {
 			t.Fatalf("gateway %d updates, %d deploys; want 1, 0", u, d)
 		}
 	}

@@ -8,35 +8,49 @@ import (
 	"log"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // BuildOptions configures MakeBuildHandler.
 type BuildOptions struct {
 	Pipeline *build.Pipeline
 	Metrics  *metrics.Metrics
-	// PayloadSecret returns the HMAC key file's content (trimmed here).
-	PayloadSecret func() ([]byte, error)
-	DisableHMAC   bool
+	// Tenants are who may build, each with its own HMAC key: the key that
+	// verifies a request names its tenant.
+	Tenants *tenant.Directory
+	// DisableHMAC accepts unsigned requests, as the (only) tenant.
+	DisableHMAC bool
 	// SpoolDir holds request bodies while their signature is checked.
 	SpoolDir string
 	// SpoolMemory keeps small request bodies in memory instead; nil keeps
 	// none there.
 	SpoolMemory  *signature.Memory
 	MaxBodyBytes int64
-	// Slots bounds concurrent builds; nil means unlimited.
-	Slots *Slots
+	// Unverified bounds the bytes of bodies whose signature is not yet
+	// checked, across requests; nil means unlimited.
+	Unverified *UnverifiedBudget
+	// UploadTimeout bounds the time a request's body takes to arrive; 0
+	// leaves it to the server's read timeout.
+	UploadTimeout time.Duration
+	// Slots bounds concurrent builds and queues streaming clients; nil
+	// means unlimited.
+	Slots *schedule.Slots
+	// QueueTimeout bounds how long a streaming client waits for a slot.
+	QueueTimeout time.Duration
 	// Timeout bounds one build, from accepted request to final line.
 	Timeout time.Duration
 	// KeepAlive is the interval of empty progress lines while a stream is
@@ -51,11 +65,20 @@ type BuildOptions struct {
 	MaxFetchBytes int64
 	// Retry is the schedule for fetching a referenced context.
 	Retry build.Backoff
+	// LogFormat is the form of the build log's lines.
+	LogFormat buildlog.Format
 }
 
 // MakeBuildHandler answers POST /build: verify, index, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
+	if o.Slots == nil {
+		o.Slots = schedule.New(0, 0)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		if wantsNDJSON(r) && r.Method == http.MethodPost {
+			w = &streamRefusals{ResponseWriter: w}
+		}
+		// Outside streamRefusals: the metric counts a refusal's real status.
 		cw := &codeWriter{ResponseWriter: w}
 		defer func() { o.Metrics.CountRequest(cw.code) }()
 		serveBuild(cw, r, o)
@@ -67,55 +90,55 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 		reply.MethodNotAllowed(w, "POST")
 		return
 	}
-	// A redelivered async request joins its first delivery instead of
-	// taking a slot: at capacity it would otherwise get a 429 of its own.
+	// A redelivered async request waits for its first delivery without a
+	// slot: at capacity it would otherwise get a 429 of its own. Builds
+	// themselves, a redelivery's included, always run holding one.
+	// Which tenant it belongs to is known only once it is verified, so
+	// this looks for the call id under any tenant.
 	callID := o.callID(r)
-	joining := callID != "" && (o.Results.Running(callID) || o.Results.Has(callID))
-	// A full builder says so at once, before reading any body; a slot is
-	// taken only once the signature holds, so that unsigned or slow
-	// uploads cannot keep signed builds out.
-	if !joining && o.Slots.Full() {
-		tooMany(w, o.Slots)
-		return
+	joining := callID != "" && o.anyTenantHas(callID)
+	// A full builder says so at once, before reading any body: to a
+	// streaming client when even the queue is full, to others when no slot
+	// is free. A slot or a place in the queue is taken only once the
+	// signature holds, so that unsigned or slow uploads keep no one out.
+	if !joining {
+		switch {
+		case wantsNDJSON(r) && o.Slots.QueueFull():
+			tooMany(w, o.Slots, schedule.ErrQueueFull)
+			return
+		case !wantsNDJSON(r) && (o.Slots.Full() || o.Slots.Queued() > 0):
+			tooMany(w, o.Slots, schedule.ErrFull)
+			return
+		}
 	}
 	start := time.Now()
 
-	spooled, intake, ok := o.receive(w, r)
+	spooled, t, intake, ok := o.receive(w, r)
 	if !ok {
 		return
 	}
 	defer spooled.Close()
 	defer intake.Abandon() // when no build took it
-	if !joining {
-		if !o.Slots.TryAcquire() {
-			tooMany(w, o.Slots)
-			return
-		}
-		defer o.Slots.Release()
-	}
 	if callID == "" {
-		o.run(w, r, spooled, intake, start)
+		o.runHoldingSlot(w, r, spooled, intake, t, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
-	res, shared := o.Results.Do(callID, func() results.Result {
-		res := o.run(w, r, spooled, intake, start)
+	res, shared, err := o.Results.Do(r.Context(), resultID(t, callID), func() results.Result {
+		res := o.runHoldingSlot(w, r, spooled, intake, t, start)
 		res.Request = fingerprint
 		return res
 	})
 	switch {
+	case err != nil:
+		// Its client left while it waited for the first delivery: no one
+		// to answer, and its spooled body goes now, not when that ends.
 	case !shared:
 	case res.Request != fingerprint && !o.DisableHMAC:
 		reply.Error(w, http.StatusConflict, "X-Call-Id "+callID+" was already used for a different request body")
 	default:
 		replay(w, r, res, start)
 	}
-}
-
-func tooMany(w http.ResponseWriter, slots *Slots) {
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	reply.Error(w, http.StatusTooManyRequests,
-		fmt.Sprintf("Concurrent request limit exceeded. Max concurrent requests: %d", slots.Max()))
 }
 
 // callID is the gateway's X-Call-Id when results are kept.
@@ -127,70 +150,87 @@ func (o BuildOptions) callID(r *http.Request) string {
 	return id
 }
 
-// receive spools the body and checks its signature; on failure it has
-// answered already. A build tar is indexed while it arrives (intake); a
-// context reference has no intake.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, *build.Intake, bool) {
+// resultID keeps each tenant's results apart: a call id another tenant
+// used is a different result. Tenant names are DNS labels, so the first
+// "." ends the tenant.
+func resultID(t tenant.Tenant, callID string) string { return t.Name + "." + callID }
+
+// anyTenantHas reports whether a build of callID runs or ran for any tenant.
+func (o BuildOptions) anyTenantHas(callID string) bool {
+	for _, t := range o.Tenants.Tenants() {
+		if id := resultID(t, callID); o.Results.Running(id) || o.Results.Has(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// receive spools the body and checks its signature, which names its
+// tenant; on failure it has answered already. A build tar is indexed while
+// it arrives (intake); a context reference has no intake.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, *build.Intake, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return nil, nil, false
+		return nil, tenant.Tenant{}, nil, false
 	}
-	key, err := o.hmacKey()
-	if err != nil {
-		log.Printf("build: %v", err)
-		reply.Error(w, http.StatusInternalServerError, "the builder's payload secret is not usable")
-		return nil, nil, false
+	if !o.Unverified.admit(w, r.ContentLength) {
+		return nil, tenant.Tenant{}, nil, false
 	}
-	body := &countingReader{r: r.Body}
+	upload := o.unverifiedBody(w, r)
+	defer upload.Close()
+	body := &countingReader{r: upload}
 	opts := signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes, Memory: o.SpoolMemory, Size: r.ContentLength}
 	var intake *build.Intake
 	if !isContextRef(r) {
 		intake = o.Pipeline.Intake(r.Context())
 		opts.Tee = intake
 	}
-	var spooled *signature.Spooled
-	if o.DisableHMAC {
-		spooled, err = signature.SpoolUnverified(body, opts)
-	} else {
-		spooled, err = signature.Spool(body, r.Header.Get("X-Build-Signature"), key, opts)
-	}
+	spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Build-Signature"}.spool(w, r, body, opts)
 	o.Metrics.BytesReceived.Add(float64(body.n))
 	if err != nil {
 		intake.Abandon()
-		code, msg := spoolStatus(err, "X-Build-Signature")
-		reply.Error(w, code, msg)
-		return nil, nil, false
+		return nil, tenant.Tenant{}, nil, false
 	}
-	return spooled, intake, true
+	return spooled, t, intake, true
 }
 
-// run indexes (or takes intake's index), builds, deploys if asked, and
-// answers; it returns what it answered so that a redelivery can be given
-// the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, start time.Time) results.Result {
-	ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
-	defer cancel()
-
+// prepare indexes the request (or takes intake's index) and checks it
+// against what its tenant may do; on a refusal it has answered already,
+// with ok false. BuildKit reads the context from the tar while the job
+// runs: closeTar, when ok, is for after the job.
+func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, t tenant.Tenant) (_ *build.Job, closeTar func(), _ results.Result, ok bool) {
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
 	if err != nil {
 		code, msg := fetchStatus(err)
-		return refuse(w, code, msg)
+		return nil, nil, refuse(w, code, msg), false
 	}
-	defer closeTar() // BuildKit reads the context from it until the job ends
-	job, err := o.Pipeline.Prepare(ctx, tar, intake)
-	if err != nil {
-		var in *build.InputError
-		switch {
-		case errors.As(err, &in) && in.TooLarge:
-			return refuse(w, http.StatusRequestEntityTooLarge, err.Error())
-		case errors.As(err, &in):
-			return refuse(w, http.StatusBadRequest, err.Error())
-		default:
-			log.Printf("build: %v", err)
-			return refuse(w, http.StatusInternalServerError, err.Error())
-		}
+	job, err := o.Pipeline.Prepare(ctx, tar, intake, t)
+	if err == nil {
+		return job, closeTar, results.Result{}, true
 	}
-	defer job.Close()
+	closeTar()
+	var in *build.InputError
+	var gwErr *deploy.GatewayError
+	switch {
+	case errors.As(err, &in) && in.TooLarge:
+		return nil, nil, refuse(w, http.StatusRequestEntityTooLarge, err.Error()), false
+	case errors.As(err, &in):
+		return nil, nil, refuse(w, http.StatusBadRequest, err.Error()), false
+	case errors.As(err, &gwErr):
+		return nil, nil, refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error()), false
+	}
+	log.Printf("build: %v", err)
+	return nil, nil, refuse(w, http.StatusInternalServerError, err.Error()), false
+}
+
+// run builds a prepared job in the slot it holds, deploys if asked, and
+// answers: on out when the stream has begun already (it waited in the
+// queue), else as the request asked. It returns what it answered so that
+// a redelivery can be given the same.
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, job *build.Job, start time.Time, out *progress.NDJSON) results.Result {
+	// build_timeout counts from the slot: a wait in the queue is not the build's.
+	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
+	defer cancel()
 
 	// The template's server cuts any reply at write_timeout (10 s by
 	// default); a build may take far longer, so this reply gets its own.
@@ -202,7 +242,10 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	var result progress.Result
 	code := http.StatusOK
 	if wantsNDJSON(r) {
-		result = stream(ctx, w, job, start, o.KeepAlive, collected)
+		if out == nil {
+			out = beginStream(w, start)
+		}
+		result = stream(ctx, out, job, o.KeepAlive, collected)
 		result.Log = collected.Lines()
 		result.Duration = progress.Since(start)
 	} else {
@@ -212,14 +255,18 @@ func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, spooled *signa
 	}
 	o.Metrics.BuildDuration.WithLabelValues(result.Status).Observe(time.Since(start).Seconds())
 
-	body, _ := json.Marshal(result)
-	body = append(body, '\n') // as reply.JSON writes it
 	if code == http.StatusOK && result.Status == progress.Failed {
 		code = http.StatusInternalServerError // what a buffered client would get
 	}
 	// A build cut short by its own client is no answer to keep: a
 	// redelivery should build again.
-	return results.Result{Code: code, Body: body, Transient: r.Context().Err() != nil}
+	return results.Result{Code: code, Body: finalBody(result), Transient: r.Context().Err() != nil}
+}
+
+// finalBody is a result as reply.JSON writes it.
+func finalBody(result progress.Result) []byte {
+	body, _ := json.Marshal(result)
+	return append(body, '\n')
 }
 
 // refuse answers an error before any build started.
@@ -252,10 +299,11 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 	transient := func(err error) bool {
 		var st *contextref.StatusError
 		var tooLarge *contextref.TooLargeError
+		var refused *contextref.AddressRefusedError
 		switch {
 		case errors.As(err, &st):
 			return st.Transient()
-		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), ctx.Err() != nil:
+		case errors.As(err, &tooLarge), errors.Is(err, contextref.ErrDigestMismatch), errors.As(err, &refused), ctx.Err() != nil:
 			return false
 		}
 		return true
@@ -275,9 +323,12 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 func fetchStatus(err error) (int, string) {
 	var tooLarge *contextref.TooLargeError
 	var st *contextref.StatusError
+	var refused *contextref.AddressRefusedError
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.As(err, &refused):
+		return http.StatusBadRequest, err.Error() + " (build-fn setting allow_private_fetch_redirects)"
 	case errors.Is(err, contextref.ErrDigestMismatch), errors.Is(err, contextref.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &st) && !st.Transient():
@@ -310,24 +361,6 @@ func replay(w http.ResponseWriter, r *http.Request, res results.Result, start ti
 	_ = out.Final(result) // the log goes out in batches before the final line
 }
 
-// retryAfterSeconds is what a client at capacity is told to wait.
-const retryAfterSeconds = 5
-
-func (o BuildOptions) hmacKey() ([]byte, error) {
-	if o.DisableHMAC {
-		return nil, nil
-	}
-	data, err := o.PayloadSecret()
-	if err != nil {
-		return nil, err
-	}
-	key := signature.Key(data)
-	if len(key) == 0 {
-		return nil, errors.New("the payload secret is empty")
-	}
-	return key, nil
-}
-
 func spoolStatus(err error, header string) (int, string) {
 	var tooLarge *signature.TooLargeError
 	switch {
@@ -347,16 +380,21 @@ func wantsNDJSON(r *http.Request) bool {
 	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "application/x-ndjson")
 }
 
-// stream answers 200 at once and then one NDJSON line per batch of log
-// lines; failures after this point can only be a final "failed" line.
-func stream(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, keepAlive time.Duration, collected *progress.Log) progress.Result {
+// beginStream answers 200 at once and an empty progress line; failures
+// after this point can only be a final "failed" line.
+func beginStream(w http.ResponseWriter, start time.Time) *progress.NDJSON {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	out := progress.NewNDJSON(w, http.NewResponseController(w), start)
 	_ = out.Progress(nil)
+	return out
+}
 
+// stream runs the job, one NDJSON line per batch of log lines, keep-alive
+// lines while it is quiet, and the final line.
+func stream(ctx context.Context, out *progress.NDJSON, job *build.Job, keepAlive time.Duration, collected *progress.Log) progress.Result {
 	// The keep-alive goroutine is stopped and waited for before the final
 	// line: nothing may follow it, nor touch w once the handler returns.
 	stop := make(chan struct{})
@@ -407,7 +445,9 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 	}
 	deployed, err := job.Deploy(ctx, logf)
 	result := finalResult(job, err)
-	result.Deploy = deployed
+	if deployed != nil {
+		result.Deploy = &progress.Deployed{Name: deployed.Name, Namespace: deployed.Namespace, Image: deployed.Image, Action: deployed.Action}
+	}
 	return result
 }
 
@@ -415,10 +455,12 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 const maxBufferedLog = 4 << 20
 
 func finalResult(job *build.Job, err error) progress.Result {
-	if err == nil {
-		return progress.Result{Image: job.Image(), Status: progress.Success}
+	// A build that pushed and then failed to deploy still says what it pushed.
+	res := progress.Result{Image: job.Image(), Digest: job.Digest(), Status: progress.Success}
+	if err != nil {
+		res.Status, res.Error = progress.Failed, oneLine(err)
 	}
-	return progress.Result{Image: job.Image(), Status: progress.Failed, Error: oneLine(err)}
+	return res
 }
 
 // oneLine keeps the first line of a BuildKit error: the rest is a stack.

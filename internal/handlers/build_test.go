@@ -17,20 +17,24 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/openfaas/go-sdk/builder"
+
 	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
-	"github.com/openfaas/go-sdk/builder"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 const (
@@ -48,14 +52,20 @@ type fakeRunner struct {
 	calls atomic.Int32
 }
 
-func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) error {
+func (f *fakeRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	f.calls.Add(1)
 	if f.run == nil {
 		logf([]string{"v: 2025-06-13T20:16:16Z [internal] load build definition from Dockerfile"})
-		return nil
+		return fakeDigest, nil
 	}
-	return f.run(ctx, b, logf)
+	if err := f.run(ctx, b, logf); err != nil {
+		return "", err
+	}
+	return fakeDigest, nil
 }
+
+// fakeDigest is the digest every successful fake build pushes.
+const fakeDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func emit(lines ...string) func(context.Context, buildkit.Build, func([]string)) error {
 	return func(_ context.Context, _ buildkit.Build, logf func([]string)) error {
@@ -101,11 +111,11 @@ func startFixture(t *testing.T, run func(context.Context, buildkit.Build, func([
 			Keys:   func() (*secrets.KeyRing, error) { return ring, nil },
 			Runner: runner,
 		},
-		Metrics:       metrics.New(),
-		PayloadSecret: func() ([]byte, error) { return os.ReadFile(secretFile) },
-		SpoolDir:      t.TempDir(),
-		MaxBodyBytes:  10 << 20,
-		Timeout:       time.Minute,
+		Metrics:      metrics.New(),
+		Tenants:      oneTenant(func() ([]byte, error) { return os.ReadFile(secretFile) }),
+		SpoolDir:     t.TempDir(),
+		MaxBodyBytes: 10 << 20,
+		Timeout:      time.Minute,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -609,13 +619,25 @@ type errorBody struct {
 	Error  string `json:"error"`
 }
 
+// checkErrorReply checks a refusal: code and a JSON error body, or, to a
+// client that streams, 200 with the same object as the stream's only line
+// and the real code in X-Fnbuilder-Status.
 func checkErrorReply(t *testing.T, res *http.Response, data []byte, code int) errorBody {
 	t.Helper()
-	if res.StatusCode != code {
-		t.Fatalf("status %d, want %d: %s", res.StatusCode, code, data)
+	streamed := res.Request != nil && strings.Contains(res.Request.Header.Get("Accept"), ndjson)
+	got, wantType := res.StatusCode, "application/json"
+	if streamed {
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("a streaming client's refusal has status %d, want 200: %s", res.StatusCode, data)
+		}
+		got, _ = strconv.Atoi(res.Header.Get(handlers.StatusHeader))
+		wantType = ndjson
 	}
-	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("Content-Type %q, want application/json", ct)
+	if got != code {
+		t.Fatalf("status %d, want %d: %s", got, code, data)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != wantType {
+		t.Fatalf("Content-Type %q, want %s", ct, wantType)
 	}
 	var e errorBody
 	if err := json.Unmarshal(data, &e); err != nil {
@@ -702,7 +724,7 @@ func (b *blocking) waitStarted(t *testing.T) {
 
 func TestSlotsFull(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	if got := f.ready(); got != http.StatusOK {
 		t.Fatalf("/ready %d before any build", got)
 	}
@@ -739,7 +761,7 @@ func TestSlotsFull(t *testing.T) {
 
 func TestClientDisconnectCancelsBuild(t *testing.T) {
 	b := newBlocking()
-	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = handlers.NewSlots(1) })
+	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Slots = schedule.New(1, 0) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	res := f.do(f.request(ctx, http.MethodPost, makeTar(t), ndjson))
@@ -797,7 +819,7 @@ func TestPayloadSecretUnusable(t *testing.T) {
 		"empty":   func() ([]byte, error) { return []byte(" \n\t"), nil },
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t, nil, func(o *handlers.BuildOptions) { o.PayloadSecret = read })
+			f := newFixture(t, nil, func(o *handlers.BuildOptions) { o.Tenants = oneTenant(read) })
 			body := makeTar(t)
 			for _, key := range []string{payloadText, ""} {
 				req := f.request(nil, http.MethodPost, body, "")
@@ -844,7 +866,7 @@ func TestSignatureRequired(t *testing.T) {
 func TestDisableHMAC(t *testing.T) {
 	f := newFixture(t, nil, func(o *handlers.BuildOptions) {
 		o.DisableHMAC = true
-		o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+		o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 	})
 	body := makeTar(t)
 	for name, header := range map[string]string{
@@ -1061,4 +1083,10 @@ func TestNothingAfterFinalLine(t *testing.T) {
 		results := ndjsonLines(t, data)
 		checkFinal(t, results, progress.Success)
 	}
+}
+
+// oneTenant is a builder without a tenants file: the implicit tenant,
+// whose key read returns.
+func oneTenant(read func() ([]byte, error)) *tenant.Directory {
+	return tenant.NewDirectory([]tenant.Tenant{tenant.Implicit("payload-secret")}, func(string) ([]byte, error) { return read() })
 }

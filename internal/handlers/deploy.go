@@ -8,18 +8,20 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // DeployOptions configures MakeDeployHandler.
 type DeployOptions struct {
 	// Gateway returns the gateway client; an error means misconfiguration.
 	Gateway func() (deploy.Gateway, error)
-	// PayloadSecret is the HMAC key that signs deploy requests, the same
-	// secret build requests use.
-	PayloadSecret func() ([]byte, error)
-	DisableHMAC   bool
-	MaxBodyBytes  int64
-	SpoolDir      string
+	// Tenants sign deploy requests with the same keys as their builds.
+	Tenants     *tenant.Directory
+	DisableHMAC bool
+	// Policy is what every tenant shares; the request's tenant fills it in.
+	Policy       deploy.Policy
+	MaxBodyBytes int64
+	SpoolDir     string
 }
 
 // MakeDeployHandler answers POST with a deploy.Spec JSON body signed in
@@ -31,27 +33,13 @@ func MakeDeployHandler(o DeployOptions) http.HandlerFunc {
 			reply.MethodNotAllowed(w, "POST")
 			return
 		}
-		var key []byte
-		if !o.DisableHMAC {
-			data, err := o.PayloadSecret()
-			if key = signature.Key(data); err != nil || len(key) == 0 {
-				reply.Error(w, http.StatusInternalServerError, "the payload secret is not usable")
-				return
-			}
-		}
-		var spooled *signature.Spooled
-		var err error
-		if o.DisableHMAC {
-			spooled, err = signature.SpoolUnverified(r.Body, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
-		} else {
-			spooled, err = signature.Spool(r.Body, r.Header.Get("X-Deploy-Signature"), key, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
-		}
+		spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Deploy-Signature"}.spool(w, r, r.Body, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
 		if err != nil {
-			code, msg := spoolStatus(err, "X-Deploy-Signature")
-			reply.Error(w, code, msg)
 			return
 		}
 		defer spooled.Close()
+		policy := o.Policy
+		policy.Tenant = t
 
 		var spec deploy.Spec
 		dec := json.NewDecoder(spooled.Reader())
@@ -64,14 +52,22 @@ func MakeDeployHandler(o DeployOptions) http.HandlerFunc {
 			reply.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		// Refused before the gateway hears of it.
+		if err := policy.Check(spec); err != nil {
+			reply.Error(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		gw, err := o.Gateway()
 		if err != nil {
 			reply.Error(w, http.StatusInternalServerError, "gateway client: "+err.Error())
 			return
 		}
-		res, err := deploy.Apply(r.Context(), gw, spec)
+		res, err := deploy.Apply(r.Context(), gw, policy, spec)
 		var gwErr *deploy.GatewayError
+		var policyErr *deploy.PolicyError
 		switch {
+		case errors.As(err, &policyErr):
+			reply.Error(w, http.StatusBadRequest, err.Error())
 		case errors.As(err, &gwErr):
 			reply.Error(w, gatewayStatus(gwErr.Status), err.Error())
 		case err != nil:

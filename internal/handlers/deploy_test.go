@@ -10,24 +10,28 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openfaas/faas-provider/types"
+
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
+	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 type deployFixture struct {
 	t    *testing.T
 	srv  *httptest.Server
-	gw   *recordingGateway
+	gw   *deploytest.Gateway
 	opts handlers.DeployOptions
 }
 
-func newDeployFixture(t *testing.T, gw *recordingGateway, configure ...func(*handlers.DeployOptions)) *deployFixture {
+func newDeployFixture(t *testing.T, gw *deploytest.Gateway, configure ...func(*handlers.DeployOptions)) *deployFixture {
 	t.Helper()
 	o := handlers.DeployOptions{
-		Gateway:       func() (deploy.Gateway, error) { return gw, nil },
-		PayloadSecret: func() ([]byte, error) { return []byte(" " + payloadText + "\n"), nil },
-		MaxBodyBytes:  64 << 10,
-		SpoolDir:      t.TempDir(),
+		Gateway:      func() (deploy.Gateway, error) { return gw, nil },
+		Tenants:      oneTenant(func() ([]byte, error) { return []byte(" " + payloadText + "\n"), nil }),
+		MaxBodyBytes: 64 << 10,
+		SpoolDir:     t.TempDir(),
 	}
 	for _, c := range configure {
 		c(&o)
@@ -91,14 +95,14 @@ func checkDeployed(t *testing.T, res *http.Response, data []byte, action string)
 }
 
 func TestDeployHandlerUpdates(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusAccepted}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusAccepted}}
 	f := newDeployFixture(t, gw)
 	res, data := f.postSigned(helloSpec)
 	checkDeployed(t, res, data, "updated")
-	if u, d := gw.calls(); u != 1 || d != 0 {
+	if u, d := gw.Calls(); u != 1 || d != 0 {
 		t.Fatalf("gateway %d updates, %d deploys; want 1, 0", u, d)
 	}
-	sent := gw.updates[0]
+	sent := gw.Updates()[0]
 	if sent.Service != "hello" || sent.Image != testImage || sent.Namespace != "openfaas-fn" ||
 		sent.Labels == nil || (*sent.Labels)["team"] != "a" || sent.Limits == nil || sent.Limits.Memory != "128Mi" ||
 		len(sent.Secrets) != 1 || sent.Secrets[0] != "db" || sent.EnvVars["MODE"] != "prod" {
@@ -108,17 +112,17 @@ func TestDeployHandlerUpdates(t *testing.T) {
 }
 
 func TestDeployHandlerCreatesOn404(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusNotFound, deployCode: http.StatusAccepted}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
 	f := newDeployFixture(t, gw)
 	res, data := f.postSigned(helloSpec)
 	checkDeployed(t, res, data, "created")
-	if u, d := gw.calls(); u != 1 || d != 1 {
+	if u, d := gw.Calls(); u != 1 || d != 1 {
 		t.Fatalf("gateway %d updates, %d deploys; want 1, 1", u, d)
 	}
 }
 
 func TestDeployHandlerSignature(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw)
 	for name, sig := range map[string]string{
 		"unsigned":   "",
@@ -128,7 +132,7 @@ func TestDeployHandlerSignature(t *testing.T) {
 	} {
 		res, data := f.post([]byte(helloSpec), sig)
 		checkErrorReply(t, res, data, http.StatusUnauthorized)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatalf("%s: gateway called", name)
 		}
 	}
@@ -147,7 +151,7 @@ func TestDeployHandlerSignature(t *testing.T) {
 }
 
 func TestDeployHandlerBadSpec(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw)
 	for name, body := range map[string]string{
 		"not json":      `{"name":`,
@@ -163,7 +167,7 @@ func TestDeployHandlerBadSpec(t *testing.T) {
 			t.Fatalf("%s: no error message", name)
 		}
 	}
-	if u, d := gw.calls(); u+d != 0 {
+	if u, d := gw.Calls(); u+d != 0 {
 		t.Fatal("gateway called for a bad spec")
 	}
 	waitEmpty(t, f.opts.SpoolDir)
@@ -179,7 +183,7 @@ func TestDeployHandlerGatewayErrors(t *testing.T) {
 		{http.StatusNotFound, http.StatusBadRequest, http.StatusBadRequest},
 		{http.StatusNotFound, http.StatusInternalServerError, http.StatusInternalServerError},
 	} {
-		gw := &recordingGateway{updateCode: tc.update, deployCode: tc.deploy}
+		gw := &deploytest.Gateway{UpdateCodes: []int{tc.update}, DeployCodes: []int{tc.deploy}}
 		f := newDeployFixture(t, gw)
 		res, data := f.postSigned(helloSpec)
 		e := checkErrorReply(t, res, data, tc.want)
@@ -200,31 +204,31 @@ func TestDeployHandlerMisconfigured(t *testing.T) {
 		}
 	})
 	t.Run("payload secret", func(t *testing.T) {
-		gw := &recordingGateway{updateCode: http.StatusOK}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 		f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
-			o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+			o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 		})
 		res, data := f.postSigned(helloSpec)
 		checkErrorReply(t, res, data, http.StatusInternalServerError)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatal("gateway called without a payload secret")
 		}
 	})
 	t.Run("empty payload secret", func(t *testing.T) {
-		gw := &recordingGateway{updateCode: http.StatusOK}
+		gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 		f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
-			o.PayloadSecret = func() ([]byte, error) { return []byte(" \n"), nil }
+			o.Tenants = oneTenant(func() ([]byte, error) { return []byte(" \n"), nil })
 		})
 		res, data := f.post([]byte(helloSpec), sign([]byte(helloSpec), ""))
 		checkErrorReply(t, res, data, http.StatusInternalServerError)
-		if u, d := gw.calls(); u+d != 0 {
+		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatal("gateway called with an empty payload secret")
 		}
 	})
 }
 
 func TestDeployHandlerLimitsAndMethod(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) { o.MaxBodyBytes = 100 })
 	big := `{"name":"hello","image":"x","env":{"A":"` + strings.Repeat("a", 200) + `"}}`
 	res, data := f.postSigned(big)
@@ -238,17 +242,17 @@ func TestDeployHandlerLimitsAndMethod(t *testing.T) {
 	if get.StatusCode != http.StatusMethodNotAllowed || get.Header.Get("Allow") != "POST" {
 		t.Fatalf("GET: %d Allow=%q", get.StatusCode, get.Header.Get("Allow"))
 	}
-	if u, d := gw.calls(); u+d != 0 {
+	if u, d := gw.Calls(); u+d != 0 {
 		t.Fatal("gateway called")
 	}
 	waitEmpty(t, f.opts.SpoolDir)
 }
 
 func TestDeployHandlerDisableHMAC(t *testing.T) {
-	gw := &recordingGateway{updateCode: http.StatusOK}
+	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
 	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
 		o.DisableHMAC = true
-		o.PayloadSecret = func() ([]byte, error) { return nil, errors.New("not mounted") }
+		o.Tenants = oneTenant(func() ([]byte, error) { return nil, errors.New("not mounted") })
 	})
 	for name, sig := range map[string]string{
 		"unsigned":      "",
@@ -261,8 +265,54 @@ func TestDeployHandlerDisableHMAC(t *testing.T) {
 		}
 		checkDeployed(t, res, data, "updated")
 	}
-	if u, _ := gw.calls(); u != 3 {
+	if u, _ := gw.Calls(); u != 3 {
 		t.Fatalf("%d updates, want 3", u)
 	}
 	waitEmpty(t, f.opts.SpoolDir)
+}
+
+// deploy-fn follows the tenants too: the key that signs a spec names the
+// tenant, and the spec must stay within what that tenant may deploy.
+func TestDeployHandlerTenants(t *testing.T) {
+	acme := tenant.Tenant{Name: "acme", PayloadSecret: "payload-secret-acme",
+		Images: []string{"registry.example.com/acme/"}, Namespaces: []string{"openfaas-fn"}, Secrets: []string{"acme-*"}}
+	bob := tenant.Tenant{Name: "bob", PayloadSecret: "payload-secret-bob", Images: []string{"registry.example.com/bob/"}, Namespaces: []string{"openfaas-fn"}}
+	keys := map[string]string{"payload-secret-acme": "acme-key", "payload-secret-bob": "bob-key"}
+	gw := &deploytest.Gateway{Functions: []types.FunctionStatus{deploytest.Owned("bobs", deploy.OwnerLabel, "bob")}}
+	f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
+		o.Tenants = tenant.NewDirectory([]tenant.Tenant{acme, bob}, func(s string) ([]byte, error) { return []byte(keys[s]), nil })
+		o.Policy = deploy.Policy{ReservedSecrets: []string{"payload-secret-acme", "payload-secret-bob"}, ReservedFunctions: []string{"deploy-fn"}, DefaultNamespace: "openfaas-fn"}
+	})
+	for name, spec := range map[string]string{
+		"bob's image":         `{"name":"x","image":"registry.example.com/bob/fn:1"}`,
+		"another namespace":   `{"name":"x","image":"registry.example.com/acme/fn:1","namespace":"openfaas"}`,
+		"bob's secret":        `{"name":"x","image":"registry.example.com/acme/fn:1","secrets":["bob-db"]}`,
+		"a payload secret":    `{"name":"x","image":"registry.example.com/acme/fn:1","secrets":["payload-secret-acme"]}`,
+		"over deploy-fn":      `{"name":"deploy-fn","image":"registry.example.com/acme/fn:1"}`,
+		"over bob's function": `{"name":"bobs","image":"registry.example.com/acme/fn:1"}`,
+	} {
+		res, data := f.post([]byte(spec), sign([]byte(spec), "acme-key"))
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(data), "deploy refused") {
+			t.Errorf("%s: %d %s, want 400 deploy refused", name, res.StatusCode, data)
+		}
+	}
+	if u, d := gw.Calls(); u+d != 0 {
+		t.Fatalf("the gateway received %d updates and %d deploys", u, d)
+	}
+	// The twins: each tenant deploys its own.
+	for key, spec := range map[string]string{
+		"acme-key": `{"name":"a","image":"registry.example.com/acme/fn:1","secrets":["acme-db"]}`,
+		"bob-key":  `{"name":"bobs","image":"registry.example.com/bob/fn:1"}`,
+	} {
+		if res, data := f.post([]byte(spec), sign([]byte(spec), key)); res.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d %s", key, res.StatusCode, data)
+		}
+	}
+	owners := map[string]string{}
+	for _, u := range gw.Updates() {
+		owners[u.Service] = (*u.Labels)[deploy.OwnerLabel]
+	}
+	if owners["a"] != "acme" || owners["bobs"] != "bob" {
+		t.Fatalf("deployed with owners %v", owners)
+	}
 }

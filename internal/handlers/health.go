@@ -1,6 +1,10 @@
 package handlers
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/fnbuilder/fnbuilder/internal/schedule"
+)
 
 // MakeHealthHandler answers /healthz: the process serves requests.
 func MakeHealthHandler() http.HandlerFunc {
@@ -12,9 +16,9 @@ func MakeHealthHandler() http.HandlerFunc {
 
 // MakeReadyHandler answers /ready: 503 while every build slot is taken, so
 // a load balancer sends new builds to another replica.
-func MakeReadyHandler(slots *Slots) http.HandlerFunc {
+func MakeReadyHandler(slots *schedule.Slots) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if slots.Full() {
+		if slots != nil && slots.Full() {
 			http.Error(w, "at capacity", http.StatusServiceUnavailable)
 			return
 		}

@@ -39,7 +39,7 @@ func secretMount(t *testing.T, files map[string][]byte) (string, handlers.KeyLoa
 			t.Fatal(err)
 		}
 	}
-	return dir, config.FromMap(map[string]string{"secret_mount_path": dir}).KeyRing
+	return dir, secrets.KeyRingLoader(config.FromMap(map[string]string{"secret_mount_path": dir}).PrivateKeyPaths()...)
 }
 
 // assertFailedBody checks the common error body {"status":"failed","error":...}
@@ -160,10 +160,10 @@ func TestPublicKeyRotation(t *testing.T) {
 		"build-secrets-key-new": fresh.Private,
 		"build-secrets-key":     readKeyVector(t, "keys/key"),
 	})
-	load := config.FromMap(map[string]string{
+	load := secrets.KeyRingLoader(config.FromMap(map[string]string{
 		"secret_mount_path":       dir,
 		"build_secrets_key_names": "build-secrets-key-new,build-secrets-key",
-	}).KeyRing
+	}).PrivateKeyPaths()...)
 	h := handlers.MakePublicKeyHandler(load)
 
 	get := func() handlers.PublicKeyResponse {

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openfaas/go-sdk/seal"
+
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
-	"github.com/openfaas/go-sdk/seal"
 )
 
 const sealTestMaxBody = 1 << 20

@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,7 @@ type Metrics struct {
 	BuildDuration *prometheus.HistogramVec
 	Requests      *prometheus.CounterVec
 	BytesReceived prometheus.Counter
+	QueueWait     prometheus.Histogram
 }
 
 // New registers the collectors.
@@ -40,8 +42,13 @@ func New() *Metrics {
 			Name: "fnbuilder_request_bytes_total",
 			Help: "Request body bytes read by build-fn.",
 		}),
+		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fnbuilder_queue_wait_seconds",
+			Help:    "Time a build waited in the queue for its slot.",
+			Buckets: []float64{0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600},
+		}),
 	}
-	m.registry.MustRegister(m.Inflight, m.BuildDuration, m.Requests, m.BytesReceived,
+	m.registry.MustRegister(m.Inflight, m.BuildDuration, m.Requests, m.BytesReceived, m.QueueWait,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -54,4 +61,20 @@ func (m *Metrics) Handler() http.Handler {
 // CountRequest records one answered request.
 func (m *Metrics) CountRequest(code int) {
 	m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// Queue is what the queue metrics read: how many builds wait, and a hook
+// for each wait that ended in a slot.
+type Queue interface {
+	Queued() int
+	ObserveWaits(func(time.Duration))
+}
+
+// WatchQueue reports q's length and wait times.
+func (m *Metrics) WatchQueue(q Queue) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fnbuilder_queue_length",
+		Help: "Builds waiting for a slot.",
+	}, func() float64 { return float64(q.Queued()) }))
+	q.ObserveWaits(func(d time.Duration) { m.QueueWait.Observe(d.Seconds()) })
 }

@@ -4,16 +4,12 @@
 package progress
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // Status words, exactly as go-sdk and faas-cli spell them ("failed", never
@@ -34,13 +30,26 @@ const (
 
 // Result is one object of the wire protocol.
 type Result struct {
-	Log      []string `json:"log,omitempty"`
-	Image    string   `json:"image,omitempty"`
-	Status   string   `json:"status"`
-	Error    string   `json:"error,omitempty"`
-	Duration float64  `json:"duration"`
+	Log   []string `json:"log,omitempty"`
+	Image string   `json:"image,omitempty"`
+	// Digest is the pushed manifest's digest (sha256:…), in the final
+	// line of a build that pushed.
+	Digest   string  `json:"digest,omitempty"`
+	Status   string  `json:"status"`
+	Error    string  `json:"error,omitempty"`
+	Duration float64 `json:"duration"`
 	// Deploy is set when the request also asked for a deploy.
-	Deploy *deploy.Result `json:"deploy,omitempty"`
+	Deploy *Deployed `json:"deploy,omitempty"`
+}
+
+// Deployed is what a deploy after the build did.
+type Deployed struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	// Image is the reference deployed: the image pinned by its digest.
+	Image string `json:"image"`
+	// Action is "created" or "updated".
+	Action string `json:"action"`
 }
 
 // Truncate cuts a log line to MaxLineBytes on a UTF-8 boundary.
@@ -56,60 +65,6 @@ func Truncate(line string) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
-
-// Redactor hides secret values in log text. Each non-empty value is hidden
-// whole, and each of its lines of four or more bytes is hidden on its own,
-// because BuildKit hands over process output line by line.
-type Redactor struct {
-	needles [][]byte
-}
-
-// Mask replaces a secret in a log line.
-const Mask = "[redacted]"
-
-// NewRedactor builds a redactor for the given secret values.
-func NewRedactor(values map[string][]byte) *Redactor {
-	r := &Redactor{}
-	for _, v := range values {
-		if len(v) > 0 {
-			r.needles = append(r.needles, bytes.Clone(v))
-		}
-		for _, line := range bytes.Split(v, []byte("\n")) {
-			line = bytes.TrimRight(line, "\r")
-			if len(line) >= 4 && len(line) != len(v) {
-				r.needles = append(r.needles, bytes.Clone(line))
-			}
-		}
-	}
-	// Longest first, so a whole value is masked before its parts.
-	for i := 1; i < len(r.needles); i++ {
-		for j := i; j > 0 && len(r.needles[j]) > len(r.needles[j-1]); j-- {
-			r.needles[j], r.needles[j-1] = r.needles[j-1], r.needles[j]
-		}
-	}
-	return r
-}
-
-// String returns s with every secret masked.
-func (r *Redactor) String(s string) string {
-	if r == nil {
-		return s
-	}
-	for _, n := range r.needles {
-		if strings.Contains(s, string(n)) {
-			s = strings.ReplaceAll(s, string(n), Mask)
-		}
-	}
-	return s
-}
-
-// Clean redacts and truncates lines in place and returns them.
-func (r *Redactor) Clean(lines []string) []string {
-	for i, l := range lines {
-		lines[i] = Truncate(r.String(l))
-	}
-	return lines
-}
 
 // Flusher pushes buffered bytes to the client; http.ResponseController
 // satisfies it through a small adapter in the handler.

@@ -36,6 +36,10 @@ type Config struct {
 	ContainerdNamespace string
 	// InsecureRegistries are pulled from over plain HTTP ("127.0.0.1:5000").
 	InsecureRegistries []string
+	// RegistryCA is a PEM file of CA certificates trusted, beside the
+	// system's, for pulls over HTTPS; RegistryAuth a Docker config.json
+	// with pull credentials. "" means none.
+	RegistryCA, RegistryAuth string
 
 	CNIBinDir   string
 	Bridge      string
@@ -95,6 +99,8 @@ func (c Config) runtimeOptions() runtime.Options {
 		Socket:             c.ContainerdSocket,
 		Namespace:          c.ContainerdNamespace,
 		InsecureRegistries: c.InsecureRegistries,
+		RegistryCA:         c.RegistryCA,
+		RegistryAuth:       c.RegistryAuth,
 		LogDir:             c.logDir(),
 	}
 }

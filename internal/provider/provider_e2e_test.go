@@ -35,8 +35,10 @@ import (
 	"github.com/openfaas/faas-provider/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/provider/runtime"
 	"github.com/fnbuilder/fnbuilder/internal/provider/state"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const (
@@ -70,18 +72,20 @@ func TestProviderEndToEnd(t *testing.T) {
 	assertClean(t, "before the test") // a leftover from a crashed run would hide bugs
 
 	start := time.Now()
-	ctd := startContainerd(t)
-	reg := startRegistry(t)
+	ctdSocket := startContainerd(t)
+	// The local stack's registry shape: HTTPS from a private CA, a user.
+	reg := testenv.StartSecureRegistry(t)
 	ref := reg.Addr + "/fnbuilder/" + e2eFunction + ":1"
-	pushFunctionImage(t, ref, e2eIndex, e2eScript)
+	pushFunctionImage(t, reg, ref, e2eIndex, e2eScript)
 	phase("containerd, registry, image push", start)
 
 	stateDir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.StateDir = stateDir
-	cfg.ContainerdSocket = ctd.Socket
+	cfg.ContainerdSocket = ctdSocket
 	cfg.ContainerdNamespace = "fnbuilder-e2e"
-	cfg.InsecureRegistries = []string{reg.Addr}
+	cfg.InsecureRegistries = nil
+	cfg.RegistryCA, cfg.RegistryAuth = reg.CA, reg.UserConfig(reg.User)
 	cfg.Bridge = e2eBridge
 	cfg.Subnet = netip.MustParsePrefix("10.62.250.0/24")
 	cfg.Gateway = netip.MustParseAddr("10.62.250.1")
@@ -317,8 +321,8 @@ func TestProviderEndToEnd(t *testing.T) {
 		t.Fatalf("second teardown: %v", err)
 	}
 	assertClean(t, "after teardown")
-	for _, dir := range []string{stateDir, filepath.Dir(ctd.Socket)} {
-		if ms := mounts(t, dir); len(ms) > 0 {
+	for _, dir := range []string{stateDir, filepath.Dir(ctdSocket)} {
+		if ms := daemon.MountsUnder(dir); len(ms) > 0 {
 			t.Fatalf("mounts left under %s after teardown: %v", dir, ms)
 		}
 	}

@@ -7,6 +7,7 @@
 package results
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,18 +59,23 @@ func New(dir string, ttl time.Duration) (*Store, error) {
 }
 
 // Do runs build once per call id. A second Do with the same id while the
-// first runs waits for it; after it, gets the stored result. shared says
-// the result came from an earlier delivery.
-func (s *Store) Do(id string, build func() Result) (res Result, shared bool) {
+// first runs waits for it, or until ctx ends (its client left: err is
+// ctx's); after it, gets the stored result. shared says the result came
+// from an earlier delivery.
+func (s *Store) Do(ctx context.Context, id string, build func() Result) (res Result, shared bool, err error) {
 	s.mu.Lock()
 	if c, ok := s.running[id]; ok {
 		s.mu.Unlock()
-		<-c.done
-		return c.result, true
+		select {
+		case <-c.done:
+			return c.result, true, nil
+		case <-ctx.Done():
+			return Result{}, false, ctx.Err()
+		}
 	}
 	if r, ok := s.load(id); ok {
 		s.mu.Unlock()
-		return r, true
+		return r, true, nil
 	}
 	c := &call{done: make(chan struct{})}
 	s.running[id] = c
@@ -83,13 +89,13 @@ func (s *Store) Do(id string, build func() Result) (res Result, shared bool) {
 	}()
 	c.result = build()
 	if c.result.Transient {
-		return c.result, false
+		return c.result, false, nil
 	}
 	if err := s.save(id, c.result); err != nil {
 		// The build is done and answered; only a later fetch will miss it.
 		fmt.Fprintf(os.Stderr, "results: keep %s: %v\n", id, err)
 	}
-	return c.result, false
+	return c.result, false, nil
 }
 
 // Running reports whether a build for id is under way.
@@ -148,7 +154,37 @@ func (s *Store) save(id string, r Result) error {
 	return os.Rename(tmp.Name(), s.path(id))
 }
 
-// Prune removes expired results; build-fn calls it now and then.
+// StartPruning prunes in the background at half the TTL, at least every
+// hour and at most every second; see PruneEvery.
+func (s *Store) StartPruning() (stop func()) {
+	return s.PruneEvery(min(max(s.ttl/2, time.Second), time.Hour))
+}
+
+// PruneEvery removes expired results every interval in the background
+// until stop is called; stop returns once the pruning goroutine has.
+// Expired results are never served (see load): this only frees the disk.
+func (s *Store) PruneEvery(interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var pruning sync.WaitGroup
+	pruning.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.Prune()
+			}
+		}
+	})
+	return sync.OnceFunc(func() {
+		close(done)
+		pruning.Wait()
+	})
+}
+
+// Prune removes expired results.
 func (s *Store) Prune() {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {

@@ -1,6 +1,7 @@
 package results_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -29,6 +30,15 @@ func okResult(image string) results.Result {
 	return results.Result{Code: 200, Body: body, Request: "sha256=abc"}
 }
 
+// do is Do for callers that never leave.
+func do(s *results.Store, id string, build func() results.Result) (results.Result, bool) {
+	res, shared, err := s.Do(context.Background(), id, build)
+	if err != nil {
+		panic("Do with a context that never ends: " + err.Error())
+	}
+	return res, shared
+}
+
 func sameResult(t *testing.T, got, want results.Result) {
 	t.Helper()
 	if got.Code != want.Code || string(got.Body) != string(want.Body) || got.Request != want.Request {
@@ -48,7 +58,7 @@ func TestDoRunsOnceForConcurrentCallers(t *testing.T) {
 	shared := make([]bool, callers)
 	for i := range callers {
 		wg.Go(func() {
-			got[i], shared[i] = s.Do(callID, func() results.Result {
+			got[i], shared[i] = do(s, callID, func() results.Result {
 				builds.Add(1)
 				<-release
 				return want
@@ -91,7 +101,7 @@ func TestRunningDuringBuild(t *testing.T) {
 		t.Fatal("running before any build")
 	}
 	inside := make(chan bool, 1)
-	_, shared := s.Do(callID, func() results.Result {
+	_, shared := do(s, callID, func() results.Result {
 		inside <- s.Running(callID)
 		return okResult("r/fn:1")
 	})
@@ -113,7 +123,7 @@ func TestResultSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	want := okResult("r/fn:2")
 	first := newStore(t, dir, time.Hour)
-	if _, shared := first.Do(callID, func() results.Result { return want }); shared {
+	if _, shared := do(first, callID, func() results.Result { return want }); shared {
 		t.Fatal("first Do reports shared")
 	}
 
@@ -126,7 +136,7 @@ func TestResultSurvivesRestart(t *testing.T) {
 	if !second.Has(callID) {
 		t.Fatal("Has false for a stored result")
 	}
-	res, shared := second.Do(callID, func() results.Result {
+	res, shared := do(second, callID, func() results.Result {
 		t.Error("build ran again after a restart")
 		return results.Result{}
 	})
@@ -143,11 +153,11 @@ func TestTTLExpiry(t *testing.T) {
 		builds.Add(1)
 		return okResult("r/fn:3")
 	}
-	s.Do(callID, build)
+	do(s, callID, build)
 	if _, ok := s.Get(callID); !ok {
 		t.Fatal("fresh result missing")
 	}
-	if _, shared := s.Do(callID, build); !shared || builds.Load() != 1 {
+	if _, shared := do(s, callID, build); !shared || builds.Load() != 1 {
 		t.Fatalf("second Do before expiry: shared=%v builds=%d", shared, builds.Load())
 	}
 	time.Sleep(80 * time.Millisecond)
@@ -157,7 +167,7 @@ func TestTTLExpiry(t *testing.T) {
 	if s.Has(callID) {
 		t.Fatal("Has true for an expired result")
 	}
-	if _, shared := s.Do(callID, build); shared {
+	if _, shared := do(s, callID, build); shared {
 		t.Fatal("Do after expiry reports shared")
 	}
 	if n := builds.Load(); n != 2 {
@@ -193,8 +203,8 @@ func TestValidID(t *testing.T) {
 func TestPruneRemovesOldFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := newStore(t, dir, time.Hour)
-	s.Do("old", func() results.Result { return okResult("r/old:1") })
-	s.Do("new", func() results.Result { return okResult("r/new:1") })
+	do(s, "old", func() results.Result { return okResult("r/old:1") })
+	do(s, "new", func() results.Result { return okResult("r/new:1") })
 	stale := time.Now().Add(-2 * time.Hour)
 	if err := os.Chtimes(filepath.Join(dir, "old.json"), stale, stale); err != nil {
 		t.Fatal(err)
@@ -244,7 +254,7 @@ func TestHasAndGetMiss(t *testing.T) {
 	if s.Has(callID) {
 		t.Fatal("Has true for a corrupt file")
 	}
-	s.Do(callID, func() results.Result { return okResult("r/fn:4") })
+	do(s, callID, func() results.Result { return okResult("r/fn:4") })
 	if !s.Has(callID) {
 		t.Fatal("Has false after Do")
 	}
@@ -262,5 +272,101 @@ func TestNewCreatesDir(t *testing.T) {
 	}
 	if _, err := results.New(filepath.Join(file, "sub"), time.Hour); err == nil {
 		t.Fatal("New under a regular file succeeded")
+	}
+}
+
+func TestDoWaiterLeavesWhenItsContextEnds(t *testing.T) {
+	s := newStore(t, t.TempDir(), time.Hour)
+	release := make(chan struct{})
+	first := make(chan results.Result, 1)
+	go func() {
+		res, _ := do(s, callID, func() results.Result {
+			<-release
+			return okResult("r/fn:5")
+		})
+		first <- res
+	}()
+	waitRunning(t, s)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan error, 1)
+	var ranSecond atomic.Bool
+	go func() {
+		_, _, err := s.Do(ctx, callID, func() results.Result {
+			ranSecond.Store(true)
+			return okResult("r/other:1")
+		})
+		left <- err
+	}()
+	cancel()
+	select {
+	case err := <-left:
+		if err != context.Canceled {
+			t.Fatalf("waiter returned %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter still waiting after its context ended")
+	}
+	if !s.Running(callID) {
+		t.Fatal("the first build stopped with its waiter")
+	}
+	close(release)
+	sameResult(t, <-first, okResult("r/fn:5"))
+	if ranSecond.Load() {
+		t.Fatal("the waiter ran a build of its own")
+	}
+	if res, shared := do(s, callID, nil); !shared {
+		t.Fatal("a later delivery did not get the stored result")
+	} else {
+		sameResult(t, res, okResult("r/fn:5"))
+	}
+}
+
+func waitRunning(t *testing.T, s *results.Store) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.Running(callID) {
+		if time.Now().After(deadline) {
+			t.Fatal("no build started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPruneEveryExpiresResultsUntilStopped(t *testing.T) {
+	dir := t.TempDir()
+	const ttl = 200 * time.Millisecond
+	s := newStore(t, dir, ttl)
+	stop := s.PruneEvery(20 * time.Millisecond)
+	do(s, callID, func() results.Result { return okResult("r/fn:6") })
+	file := filepath.Join(dir, callID+".json")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("result not stored: %v", err)
+	}
+	// Nothing reads the result: only the timer can remove the file.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(file); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still there 10s after a %s TTL", file, ttl)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	stop()
+	stop() // safe twice
+	stale := filepath.Join(dir, "stale.json")
+	if err := os.WriteFile(stale, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * 20 * time.Millisecond) // ten intervals
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("a file was pruned after stop: %v", err)
 	}
 }

@@ -162,3 +162,9 @@ func ParseEnvelope(data []byte) (seal.Envelope, error) {
 // minSealedLen is a 24-byte nonce plus the box tag: the sealed form of an
 // empty value.
 const minSealedLen = 24 + box.Overhead
+
+// KeyRingLoader reads the key files at paths on every call, so that a
+// rotated key is used without a restart.
+func KeyRingLoader(paths ...string) func() (*KeyRing, error) {
+	return func() (*KeyRing, error) { return LoadKeyRing(paths...) }
+}

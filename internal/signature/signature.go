@@ -14,6 +14,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,27 +174,82 @@ var chunkPool = sync.Pool{New: func() any {
 	return &c
 }}
 
-// Spool receives body while computing its HMAC-SHA256 with key, and returns
-// it only if the MAC equals the one in header. The header is checked before
-// any body byte is read, so unsigned requests are rejected cheaply. The MAC
-// is computed in its own goroutine while the body is stored and teed, so a
-// receive costs about the time of the MAC alone. On any error nothing is
-// left behind.
-func Spool(body io.Reader, header string, key []byte, o Options) (*Spooled, error) {
+// Spool receives body while computing its HMAC-SHA256 under each of keys,
+// and returns it with the index of the key whose MAC equals the one in
+// header. The header is checked before any body byte is read, so unsigned
+// requests are rejected cheaply. The MACs are computed in their own
+// goroutines while the body is stored and teed, so a receive costs about
+// the time of the MACs alone. On any error nothing is left behind.
+func Spool(body io.Reader, header string, keys [][]byte, o Options) (*Spooled, int, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	mac := hmac.New(sha256.New, key)
-	s, err := spool(body, mac, o)
+	macs := newMACs(keys)
+	s, err := spool(body, macs, o)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	if !hmac.Equal(mac.Sum(nil), want) {
-		s.Close()
-		return nil, ErrMismatch
+	if i := macs.match(want); i >= 0 {
+		return s, i, nil
 	}
-	return s, nil
+	s.Close()
+	return nil, -1, ErrMismatch
+}
+
+// macs computes HMAC-SHA256 under several keys at once (one per tenant),
+// the keys spread over the CPUs so that many tenants cost less time than
+// their number.
+type macs struct {
+	all    []hash.Hash
+	groups [][]hash.Hash // one per goroutine
+}
+
+func newMACs(keys [][]byte) *macs {
+	m := &macs{}
+	for _, key := range keys {
+		m.all = append(m.all, hmac.New(sha256.New, key))
+	}
+	n := min(len(m.all), runtime.GOMAXPROCS(0))
+	for i := range n {
+		var g []hash.Hash
+		for j := i; j < len(m.all); j += n {
+			g = append(g, m.all[j])
+		}
+		m.groups = append(m.groups, g)
+	}
+	return m
+}
+
+func (m *macs) Write(p []byte) (int, error) {
+	if len(m.groups) == 0 {
+		return len(p), nil // no key: nothing can match
+	}
+	var wg sync.WaitGroup
+	for _, g := range m.groups[1:] {
+		wg.Go(func() { writeAll(g, p) })
+	}
+	writeAll(m.groups[0], p)
+	wg.Wait()
+	return len(p), nil
+}
+
+func writeAll(hs []hash.Hash, p []byte) {
+	for _, h := range hs {
+		h.Write(p)
+	}
+}
+
+// match is the index of the MAC equal to want, or -1. Every MAC is
+// compared, in constant time, so the time taken says nothing of which.
+func (m *macs) match(want []byte) int {
+	found := -1
+	for i, h := range m.all {
+		if hmac.Equal(h.Sum(nil), want) && found < 0 {
+			found = i
+		}
+	}
+	return found
 }
 
 // SpoolUnverified stores body like Spool but checks no signature at all. It
@@ -203,13 +259,19 @@ func SpoolUnverified(body io.Reader, o Options) (*Spooled, error) {
 	return spool(body, nil, o)
 }
 
-func spool(body io.Reader, mac hash.Hash, o Options) (_ *Spooled, err error) {
+func spool(body io.Reader, mac io.Writer, o Options) (_ *Spooled, err error) {
 	st := &store{o: o}
 	defer func() {
 		if err != nil {
 			st.discard()
 		}
 	}()
+	if !st.inMemory() {
+		// A body bound for the disk has its file from the start.
+		if err := st.toFile(); err != nil {
+			return nil, err
+		}
+	}
 	src := body
 	if o.Limit > 0 {
 		// One byte past the limit is enough to tell "exactly limit" from "more".
@@ -257,8 +319,10 @@ func spool(body io.Reader, mac hash.Hash, o Options) (_ *Spooled, err error) {
 	}()
 
 	for {
+		// Whatever has arrived goes on at once, so that a body held
+		// half-sent is stored (and counted) as far as it came.
 		buf := next()
-		n, rerr := io.ReadFull(src, buf)
+		n, rerr := src.Read(buf)
 		if n > 0 {
 			c := buf[:n]
 			if err := st.write(c); err != nil {
@@ -274,7 +338,7 @@ func spool(body io.Reader, mac hash.Hash, o Options) (_ *Spooled, err error) {
 		} else {
 			free <- buf
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
@@ -303,21 +367,36 @@ func (st *store) write(p []byte) error {
 		st.mem = append(st.mem, p...)
 		return nil
 	}
-	if st.file == nil {
-		f, err := os.CreateTemp(st.o.Dir, "fnbuilder-body-*")
-		if err != nil {
-			return fmt.Errorf("spool body: %w", err)
-		}
-		st.file = f
-		if _, err := f.Write(st.mem); err != nil {
-			return fmt.Errorf("spool body: %w", err)
-		}
-		st.o.Memory.release(st.reserved)
-		st.mem, st.reserved = nil, 0
+	if err := st.toFile(); err != nil {
+		return err
 	}
 	if _, err := st.file.Write(p); err != nil {
 		return fmt.Errorf("spool body: %w", err)
 	}
+	return nil
+}
+
+// inMemory says whether the body may stay in memory, as far as its
+// announced size tells.
+func (st *store) inMemory() bool {
+	return st.o.Memory != nil && st.o.Size <= st.o.Memory.PerBody
+}
+
+// toFile moves the body to its temporary file, once.
+func (st *store) toFile() error {
+	if st.file != nil {
+		return nil
+	}
+	f, err := os.CreateTemp(st.o.Dir, "fnbuilder-body-*")
+	if err != nil {
+		return fmt.Errorf("spool body: %w", err)
+	}
+	st.file = f
+	if _, err := f.Write(st.mem); err != nil {
+		return fmt.Errorf("spool body: %w", err)
+	}
+	st.o.Memory.release(st.reserved)
+	st.mem, st.reserved = nil, 0
 	return nil
 }
 
@@ -363,18 +442,19 @@ func (st *store) discard() {
 }
 
 // Verify checks a signature over a small message held in memory, such as
-// the call id of a result fetch.
-func Verify(msg []byte, header string, key []byte) error {
+// the call id of a result fetch, and returns the index of the key that
+// made it.
+func Verify(msg []byte, header string, keys [][]byte) (int, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
-		return err
+		return -1, err
 	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write(msg)
-	if !hmac.Equal(mac.Sum(nil), want) {
-		return ErrMismatch
+	macs := newMACs(keys)
+	macs.Write(msg)
+	if i := macs.match(want); i >= 0 {
+		return i, nil
 	}
-	return nil
+	return -1, ErrMismatch
 }
 
 // Sign is the header value for msg: "sha256=" and the hex HMAC-SHA256.

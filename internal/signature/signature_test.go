@@ -92,7 +92,7 @@ func TestSpoolVectors(t *testing.T) {
 	key := vectorKey(t)
 	for _, v := range requestVectors(t) {
 		t.Run(v.name, func(t *testing.T) {
-			s, err := Spool(bytes.NewReader(v.body), v.header, key, Options{Dir: t.TempDir()})
+			s, _, err := Spool(bytes.NewReader(v.body), v.header, [][]byte{key}, Options{Dir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,12 +132,12 @@ func TestSpoolSealedTestVector(t *testing.T) {
 	header := h.Headers["X-Build-Signature"]
 
 	tmp := t.TempDir()
-	if _, err := Spool(bytes.NewReader(body), header, secret, Options{Dir: tmp}); !errors.Is(err, ErrMismatch) {
+	if _, _, err := Spool(bytes.NewReader(body), header, [][]byte{secret}, Options{Dir: tmp}); !errors.Is(err, ErrMismatch) {
 		t.Errorf("untrimmed key: got %v, want ErrMismatch", err)
 	}
 	assertEmpty(t, tmp)
 
-	s, err := Spool(bytes.NewReader(body), header, Key(secret), Options{Dir: tmp, Limit: int64(len(body))})
+	s, _, err := Spool(bytes.NewReader(body), header, [][]byte{Key(secret)}, Options{Dir: tmp, Limit: int64(len(body))})
 	if err != nil {
 		t.Fatalf("trimmed key, limit = body size: %v", err)
 	}
@@ -185,7 +185,7 @@ func TestSpoolErrors(t *testing.T) {
 			dir := t.TempDir()
 			memory := NewMemory(1<<20, 1<<20)
 			var teed bytes.Buffer
-			s, err := Spool(bytes.NewReader(tc.body), tc.header, tc.key, Options{Dir: dir, Limit: tc.limit, Memory: memory, Size: -1, Tee: &teed})
+			s, _, err := Spool(bytes.NewReader(tc.body), tc.header, [][]byte{tc.key}, Options{Dir: dir, Limit: tc.limit, Memory: memory, Size: -1, Tee: &teed})
 			if s != nil {
 				s.Close()
 				t.Fatal("got a Spooled on error")
@@ -210,7 +210,7 @@ func TestSpoolErrors(t *testing.T) {
 func TestSpoolFailsFastOnHeader(t *testing.T) {
 	r := strings.NewReader("body")
 	var teed bytes.Buffer
-	if _, err := Spool(r, "sha1=x", nil, Options{Dir: t.TempDir(), Tee: &teed}); !errors.Is(err, ErrMalformed) {
+	if _, _, err := Spool(r, "sha1=x", [][]byte{nil}, Options{Dir: t.TempDir(), Tee: &teed}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("got %v", err)
 	}
 	if r.Len() != 4 || teed.Len() != 0 {
@@ -259,7 +259,7 @@ func TestSpoolMemoryAndFile(t *testing.T) {
 		t.Helper()
 		var teed bytes.Buffer
 		// A reader that hides its length, as a chunked request does.
-		s, err := Spool(struct{ io.Reader }{bytes.NewReader(body)}, sign(key, body), key, Options{Dir: dir, Memory: memory, Size: size, Tee: &teed})
+		s, _, err := Spool(struct{ io.Reader }{bytes.NewReader(body)}, sign(key, body), [][]byte{key}, Options{Dir: dir, Memory: memory, Size: size, Tee: &teed})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,10 +354,39 @@ func BenchmarkSpool(b *testing.B) {
 	dir := b.TempDir()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		s, err := Spool(bytes.NewReader(body), header, key, Options{Dir: dir})
+		s, _, err := Spool(bytes.NewReader(body), header, [][]byte{key}, Options{Dir: dir})
 		if err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
+	}
+}
+
+// A tenant is whoever holds a key: the index says whose key signed.
+func TestSpoolFindsTheSigningKey(t *testing.T) {
+	keys := [][]byte{[]byte("tenant-a"), []byte("tenant-b"), []byte("tenant-c")}
+	body := []byte("the body")
+	for want, key := range keys {
+		s, got, err := Spool(bytes.NewReader(body), Sign(body, key), keys, Options{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatalf("key %d: %v", want, err)
+		}
+		s.Close()
+		if got != want {
+			t.Errorf("signed with key %d, Spool says %d", want, got)
+		}
+		if i, err := Verify(body, Sign(body, key), keys); err != nil || i != want {
+			t.Errorf("Verify: key %d, %v; want %d", i, err, want)
+		}
+	}
+	dir := t.TempDir()
+	if _, i, err := Spool(bytes.NewReader(body), Sign(body, []byte("nobody")), keys, Options{Dir: dir}); !errors.Is(err, ErrMismatch) || i != -1 {
+		t.Errorf("unknown key: %d, %v; want -1, ErrMismatch", i, err)
+	}
+	if _, err := Verify(body, Sign(body, []byte("nobody")), keys); !errors.Is(err, ErrMismatch) {
+		t.Errorf("Verify with an unknown key: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused body left %d files", len(entries))
 	}
 }

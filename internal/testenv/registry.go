@@ -1,139 +1,136 @@
 package testenv
 
 import (
-	"fmt"
+	"context"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
-// Registry is a running plain-HTTP registry (CNCF distribution 2.8, Debian's
-// docker-registry) on loopback.
+// Registry is a running registry (CNCF distribution 2.8, Debian's
+// docker-registry) on loopback, started through daemon.Registry: plain
+// HTTP, or, by StartSecureRegistry, the local stack's shape — HTTPS with a
+// certificate from a CA of its own (CA) and one htpasswd user (User).
 type Registry struct {
-	// Addr is 127.0.0.1:PORT, usable as an image reference host and in
-	// buildkitd's [registry."Addr"] section.
-	Addr string
+	daemon.Registry
 	// Root is the storage root (filesystem driver).
 	Root string
 	// LogPath receives the registry's output.
 	LogPath string
+	// User logs in (its config.json is UserConfig(User)); "" for anyone.
+	User string
 
-	proc *proc
+	spec daemon.Spec
+	proc *daemon.Process
 }
 
-// URL returns http://Addr.
-func (r *Registry) URL() string { return "http://" + r.Addr }
-
-// StartRegistry starts a registry on a free loopback port with storage
-// under t.TempDir() and deletes enabled. It is stopped in t.Cleanup.
+// StartRegistry starts a plain-HTTP registry on a free loopback port with
+// storage under t.TempDir() and deletes enabled. It is stopped in t.Cleanup.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
-	return startRegistry(t, "")
+	return startRegistry(t, "", false)
 }
 
-// StartRegistryAt starts the registry on a fixed address, for captured
-// requests whose signed bytes name it. It fails if the address is taken.
-func StartRegistryAt(t testing.TB, addr string) *Registry {
+// StartSecureRegistry starts a registry that serves HTTPS with a
+// certificate (IP SAN 127.0.0.1) from a CA of its own and lets in only one
+// generated user.
+func StartSecureRegistry(t testing.TB) *Registry {
 	t.Helper()
-	return startRegistry(t, addr)
+	return startRegistry(t, "", true)
 }
 
-func startRegistry(t testing.TB, fixed string) *Registry {
+// startRegistry listens on fixed when it is set (captured requests whose
+// signed bytes name the registry), failing if it is taken.
+func startRegistry(t testing.TB, fixed string, secure bool) *Registry {
 	t.Helper()
-	bin := mustTool(t, "docker-registry")
+	mustTool(t, "docker-registry")
 	dir := t.TempDir()
-	root := filepath.Join(dir, "storage")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
+	reg := &Registry{Registry: daemon.Registry{Dir: dir}, Root: filepath.Join(dir, "storage"), LogPath: filepath.Join(dir, "registry.log")}
+	var ca *daemon.CA
+	if secure {
+		reg.CA, reg.User = filepath.Join(dir, "ca.pem"), "push"
+		var err error
+		if ca, err = daemon.LoadOrCreateCA(reg.CA, filepath.Join(dir, "ca-key.pem"), "testenv registry CA "+RandomHex(t, 4)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	logPath := filepath.Join(dir, "registry.log")
-
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		addr := fixed
-		if addr == "" {
-			port, err := freePort()
-			if err != nil {
-				t.Fatalf("testenv: free port: %v", err)
-			}
-			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		} else if l, err := net.Listen("tcp", addr); err != nil {
-			t.Fatalf("testenv: %s is taken (is the local stack up? run make down): %v", addr, err)
+		reg.Addr = fixed
+		if fixed == "" {
+			reg.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+		} else if l, err := net.Listen("tcp", fixed); err != nil {
+			t.Fatalf("testenv: %s is taken (is the local stack up? run make down): %v", fixed, err)
 		} else {
 			l.Close()
 		}
-		cfg := filepath.Join(dir, "config.yml")
-		yml := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-`, root, addr)
-		if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
-			t.Fatalf("testenv: %v", err)
+		if secure {
+			os.RemoveAll(filepath.Join(dir, "users")) // made for another address
+			if _, err := reg.Secure(ca, reg.User); err != nil {
+				t.Fatalf("testenv: registry certificate and user: %v", err)
+			}
 		}
-		cmd := exec.Command(bin, "serve", cfg)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-		p, err := startProc("docker-registry", cmd, logPath)
-		if err != nil {
-			t.Fatalf("testenv: start %s: %v", bin, err)
-		}
-		reg := &Registry{Addr: addr, Root: root, LogPath: logPath, proc: p}
-		if err := reg.waitReady(15 * time.Second); err != nil {
-			p.stop(5 * time.Second)
-			lastErr = err
-			continue // most likely the port was taken in between: try another
-		}
-		t.Cleanup(func() { p.stop(10 * time.Second) })
-		return reg
+		reg.spec = reg.Spec()
+		reg.spec.LogPath, reg.spec.ReadyTimeout = reg.LogPath, 15*time.Second
+		if lastErr = reg.start(); lastErr == nil {
+			t.Cleanup(func() { reg.proc.Stop(10 * time.Second) })
+			return reg
+		} // most likely the port was taken in between: try another
 	}
-	t.Fatalf("testenv: docker-registry did not start: %v\n--- %s (tail) ---\n%s", lastErr, logPath, logTail(logPath, 4000))
+	t.Fatalf("testenv: docker-registry did not start: %v", lastErr)
 	return nil
 }
 
-func (r *Registry) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
-	for {
-		if r.proc.exited() {
-			return fmt.Errorf("docker-registry exited: %v", r.proc.err)
-		}
-		resp, err := c.Get(r.URL() + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET /v2/: %s", resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+func (r *Registry) start() error {
+	p, err := daemon.Start(context.Background(), r.spec)
+	if err == nil {
+		r.proc = p
+	}
+	return err
+}
+
+// Stop stops the registry, as an outage would; Restart brings it back.
+func (r *Registry) Stop(t testing.TB) {
+	t.Helper()
+	r.proc.Stop(10 * time.Second)
+}
+
+// Restart starts the registry again on the same address and storage.
+func (r *Registry) Restart(t testing.TB) {
+	t.Helper()
+	r.proc.Stop(10 * time.Second)
+	if err := r.start(); err != nil {
+		t.Fatalf("testenv: registry restart: %v", err)
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// DockerConfig is a config.json that logs User in (build-fn's
+// registry-config), with password instead of the right one when it is set.
+func (r *Registry) DockerConfig(t testing.TB, password string) []byte {
+	t.Helper()
+	if password != "" {
+		return daemon.DockerConfig(r.Addr, r.User, password)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	b, err := os.ReadFile(r.UserConfig(r.User))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// RemoteOptions reach the registry with go-containerregistry, as User.
+func (r *Registry) RemoteOptions(t testing.TB) []remote.Option {
+	t.Helper()
+	opts, err := r.Registry.RemoteOptions(r.User)
+	if err != nil {
+		t.Fatalf("testenv: registry client: %v", err)
+	}
+	return opts
 }

@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
@@ -124,19 +128,12 @@ func PostContext(t *testing.T, ctx context.Context, url string, body io.Reader, 
 // mind: each must be valid JSON and under 64 KiB (bufio.Scanner's default).
 func ReadNDJSON(t testing.TB, body io.Reader) []progress.Result {
 	t.Helper()
-	var out []progress.Result
-	sc := bufio.NewScanner(body)
-	for sc.Scan() {
-		var r progress.Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
+	st := follow(body)
+	<-st.done
+	if st.err != nil {
+		t.Fatalf("reading NDJSON (a line that is not JSON, or over 64 KiB?): %v", st.err)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading NDJSON (a line over 64 KiB?): %v", err)
-	}
-	return out
+	return st.lines
 }
 
 // LogText joins the log lines of results, one a line.
@@ -154,6 +151,17 @@ func LogText(results []progress.Result) string {
 // ErrorBody decodes a refusal's JSON body and returns its message. It fails
 // the test unless the body is JSON with status "failed" and a non-empty
 // error.
+// Status is a build-fn answer's real status: a refusal to a client that
+// streams goes out as 200 with the status in X-Fnbuilder-Status.
+func Status(res *http.Response) int {
+	if v := res.Header.Get("X-Fnbuilder-Status"); v != "" && res.StatusCode == http.StatusOK {
+		if code, err := strconv.Atoi(v); err == nil {
+			return code
+		}
+	}
+	return res.StatusCode
+}
+
 func ErrorBody(t testing.TB, res *http.Response) string {
 	t.Helper()
 	var body struct {
@@ -167,27 +175,6 @@ func ErrorBody(t testing.TB, res *http.Response) string {
 		t.Fatalf("error reply %+v, want status failed and a message", body)
 	}
 	return body.Error
-}
-
-// TagExists asks the plain-HTTP registry at registryAddr whether repo:tag
-// was pushed.
-func TagExists(t testing.TB, registryAddr, repo, tag string) bool {
-	t.Helper()
-	res, err := http.Get("http://" + registryAddr + "/v2/" + repo + "/tags/list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var tags struct {
-		Tags []string `json:"tags"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tags)
-	for _, tg := range tags.Tags {
-		if tg == tag {
-			return true
-		}
-	}
-	return false
 }
 
 // Serve runs h on a loopback port behind the golang-middleware template's
@@ -206,4 +193,95 @@ func Serve(t testing.TB, h http.Handler, cfg config.Config) string {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String()
+}
+
+// Stream follows an NDJSON reply line by line in the background, so a
+// test can act while the build runs (kill a daemon, start another build).
+type Stream struct {
+	mu    sync.Mutex
+	lines []progress.Result
+	log   strings.Builder
+	done  chan struct{}
+	err   error
+}
+
+// Follow starts reading res, which must be a 200 stream.
+func Follow(t testing.TB, res *http.Response) *Stream {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("status %d, want a 200 stream: %s", res.StatusCode, b)
+	}
+	return follow(res.Body)
+}
+
+func follow(body io.Reader) *Stream {
+	st := &Stream{done: make(chan struct{})}
+	go func() {
+		defer close(st.done)
+		sc := bufio.NewScanner(body)
+		for sc.Scan() {
+			var r progress.Result
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				st.err = fmt.Errorf("line is not JSON: %q: %w", sc.Text(), err)
+				return
+			}
+			st.mu.Lock()
+			st.lines = append(st.lines, r)
+			for _, l := range r.Log {
+				st.log.WriteString(l + "\n")
+			}
+			st.mu.Unlock()
+		}
+		st.err = sc.Err()
+	}()
+	return st
+}
+
+// LogText is the log so far, one line a line.
+func (st *Stream) LogText() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.log.String()
+}
+
+// WaitLog waits (at most 60 s) until the log shows text, e.g. that a step runs.
+func (st *Stream) WaitLog(t testing.TB, text string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(st.LogText(), text) {
+		select {
+		case <-st.done:
+			t.Fatalf("the stream ended without log line %q:\n%s", text, st.LogText())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q within 60s; log so far:\n%s", text, st.LogText())
+		}
+	}
+}
+
+// Final waits (at most within) for the stream to end and returns its last
+// line, which must be the only one that is not in_progress.
+func (st *Stream) Final(t testing.TB, within time.Duration) progress.Result {
+	t.Helper()
+	select {
+	case <-st.done:
+	case <-time.After(within):
+		t.Fatalf("no final line within %s; log so far:\n%s", within, st.LogText())
+	}
+	if st.err != nil {
+		t.Fatalf("stream: %v\nlog:\n%s", st.err, st.LogText())
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.lines) == 0 {
+		t.Fatal("empty stream")
+	}
+	for _, l := range st.lines[:len(st.lines)-1] {
+		if l.Status != progress.InProgress {
+			t.Fatalf("a %q line before the end", l.Status)
+		}
+	}
+	return st.lines[len(st.lines)-1]
 }

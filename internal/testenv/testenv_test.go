@@ -14,6 +14,9 @@ func TestStack(t *testing.T) {
 	reg := StartRegistry(t)
 	bk := StartBuildKit(t, BuildKitOptions{InsecureRegistries: []string{reg.Addr}})
 	t.Logf("registry %s, buildkitd %s (rootless=%v)", reg.Addr, bk.Addr, bk.Rootless)
+	if mode := ProcessMode(t, bk); mode != "sandbox" {
+		t.Fatalf("worker process-mode %q, want sandbox (each build step in its own PID namespace)", mode)
+	}
 
 	ref := PushBusybox(t, bk, reg)
 	if want := reg.Addr + "/busybox:latest"; ref != want {
@@ -49,7 +52,7 @@ func TestStack(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if dgst := BuildPush(t, bk, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
+	if dgst := BuildPush(t, bk, reg, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
 		t.Fatal("no image digest")
 	}
 	if g := ImageFile(t, reg, "app", "v1", "home/app/greeting.txt"); string(g) != "hi-there\n" {

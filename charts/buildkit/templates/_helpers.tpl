@@ -42,3 +42,27 @@ app.kubernetes.io/component: buildkitd
 {{- define "buildkit.caPath" -}}
 {{- if hasPrefix "/" . }}{{ . }}{{ else }}{{ printf "/etc/buildkit/registry-ca/%s" . }}{{ end }}
 {{- end }}
+
+{{/*
+securityMode decides how buildkitd runs (README: "Security modes"). Every
+mode but privileged runs the rootless image (uid 1000 inside rootlesskit),
+hence its socket and cache paths below.
+The image: image.tag, or the chart's BuildKit, -rootless unless privileged.
+*/}}
+{{- define "buildkit.image" -}}
+{{- $tag := .Values.image.tag }}
+{{- if not $tag }}
+{{- $tag = ternary (printf "%s-rootless" .Chart.AppVersion) .Chart.AppVersion (ne .Values.securityMode "privileged") }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* buildkitd's unix socket; the probes' buildctl dials it. */}}
+{{- define "buildkit.socket" -}}
+{{- ternary "unix:///run/user/1000/buildkit/buildkitd.sock" "unix:///run/buildkit/buildkitd.sock" (ne .Values.securityMode "privileged") }}
+{{- end }}
+
+{{/* Where buildkitd keeps its cache (its --root default in each image). */}}
+{{- define "buildkit.cacheDir" -}}
+{{- ternary "/home/user/.local/share/buildkit" "/var/lib/buildkit" (ne .Values.securityMode "privileged") }}
+{{- end }}

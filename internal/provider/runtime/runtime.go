@@ -6,8 +6,11 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +26,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/docker/cli/cli/config/configfile"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -59,6 +63,9 @@ type Options struct {
 	// InsecureRegistries are registry hosts ("127.0.0.1:5000") pulled from
 	// over plain HTTP.
 	InsecureRegistries []string
+	// RegistryCA is a PEM file of CAs trusted beside the system's over
+	// HTTPS; RegistryAuth a Docker config.json with pull credentials.
+	RegistryCA, RegistryAuth string
 	// LogDir receives one "<id>.log" per container with its stdout and stderr.
 	LogDir string
 }
@@ -68,6 +75,7 @@ type Runtime struct {
 	client   *containerd.Client
 	ns       string
 	insecure []string
+	hosts    []docker.RegistryOpt // CA and credentials of the registries
 	logDir   string
 }
 
@@ -81,6 +89,10 @@ func Connect(ctx context.Context, opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", opts.Socket, err)
 	}
 	r := &Runtime{client: client, ns: opts.Namespace, insecure: opts.InsecureRegistries, logDir: opts.LogDir}
+	if r.hosts, err = registryOpts(opts); err != nil {
+		client.Close()
+		return nil, err
+	}
 	if _, err := r.Version(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -113,8 +125,49 @@ func (r *Runtime) with(ctx context.Context) context.Context {
 func (r *Runtime) resolver() remotes.Resolver {
 	plain := func(host string) (bool, error) { return slices.Contains(r.insecure, host), nil }
 	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain)),
+		Hosts: docker.ConfigureDefaultRegistries(append(r.hosts, docker.WithPlainHTTP(plain))...),
 	})
+}
+
+// registryOpts trust opts.RegistryCA beside the system's CAs and log in
+// with the credentials of opts.RegistryAuth, both read once at start.
+func registryOpts(opts Options) ([]docker.RegistryOpt, error) {
+	var out []docker.RegistryOpt
+	var authOpts []docker.AuthorizerOpt
+	if opts.RegistryCA != "" {
+		pem, err := os.ReadFile(opts.RegistryCA)
+		if err != nil {
+			return nil, fmt.Errorf("registry CA: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("registry CA %s: no PEM certificate", opts.RegistryCA)
+		}
+		t := docker.DefaultHTTPTransport(nil)
+		t.TLSClientConfig = &tls.Config{RootCAs: roots}
+		c := &http.Client{Transport: t}
+		out, authOpts = append(out, docker.WithClient(c)), append(authOpts, docker.WithAuthClient(c))
+	}
+	if opts.RegistryAuth != "" {
+		f, err := os.Open(opts.RegistryAuth)
+		if err != nil {
+			return nil, fmt.Errorf("registry credentials: %w", err)
+		}
+		defer f.Close()
+		cfg := configfile.New(opts.RegistryAuth)
+		if err := cfg.LoadFromReader(f); err != nil {
+			return nil, fmt.Errorf("registry credentials %s: %w", opts.RegistryAuth, err)
+		}
+		creds := func(host string) (string, string, error) {
+			a, err := cfg.GetAuthConfig(host)
+			return a.Username, a.Password, err
+		}
+		out = append(out, docker.WithAuthorizer(docker.NewDockerAuthorizer(append(authOpts, docker.WithAuthCreds(creds))...)))
+	}
+	return out, nil
 }
 
 // Pull fetches and unpacks ref, replacing any earlier copy of the same name.

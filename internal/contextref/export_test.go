@@ -1,0 +1,4 @@
+package contextref
+
+// NonPublicForTest lets the external tests check the address classes.
+var NonPublicForTest = nonPublic
