@@ -121,7 +121,7 @@ func (r *receiver) byID() map[string][]callback {
 
 // async submits 100 builds to /async-function/build-fn of the running
 // local stack (gateway → NATS → two queue-workers → build-fn with
-// max_inflight=2 → the stack's buildkitd), waits for their callbacks, and
+// max_builds=2 → the stack's buildkitd), waits for their callbacks, and
 // divides the wall time by 100 sequential buildctl builds of the same
 // kind on the same buildkitd.
 func (r *report) async(t *testing.T, _ *stack) {

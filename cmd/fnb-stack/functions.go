@@ -43,7 +43,7 @@ func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 			"write_timeout":            "15m",
 			"work_dir":                 "/tmp",
 			"gateway_url":              gatewayFromFunctions,
-			"max_inflight":             "2",
+			"max_builds":               "2",
 			// Retries (waits 2, 4, 8, 16 s) outlast a buildkitd that
 			// `make up` brings back while a build waits.
 			"build_retries": "5",
