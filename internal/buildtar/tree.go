@@ -275,9 +275,9 @@ var timeBase = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 // not collision-resistant against someone who wants a collision, and that
 // is safe here: the copy BuildKit compares against is chosen by the
 // session's SharedKey, which build-fn sets per tenant and image repository
-// (buildkit.SharedKey), so only requests for the same repository of the
-// same tenant are ever compared, and a collision between two of them can
-// only give a build that repository's own earlier bytes. Two honest
+// (sharedKey in internal/buildkit), so only requests for the same
+// repository of the same tenant are ever compared, and a collision between
+// two of them can only give a build that repository's own earlier bytes. Two honest
 // versions of one file, with the same path, size and mode, collide with
 // probability 2^-59.
 func contentTime(sum uint64) int64 {
