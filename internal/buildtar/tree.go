@@ -277,9 +277,9 @@ var timeBase = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 // session's SharedKey, which build-fn sets per tenant and image repository
 // (sharedKey in internal/buildkit), so only requests for the same
 // repository of the same tenant are ever compared, and a collision between
-// two of them can only give a build that repository's own earlier bytes. Two honest
-// versions of one file, with the same path, size and mode, collide with
-// probability 2^-59.
+// two of them can only give a build that repository's own earlier bytes.
+// Two honest versions of one file, with the same path, size and mode,
+// collide with probability 2^-59.
 func contentTime(sum uint64) int64 {
 	return timeBase + int64(sum>>5)
 }
