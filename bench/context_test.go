@@ -146,12 +146,25 @@ func (c contextSpec) Tar(image string) []byte {
 	return buf.Bytes()
 }
 
-// tarFromDir makes a request tar from a directory, as faas-cli does
-// before it posts (regular files and directories only).
-func tarFromDir(dir, image string) ([]byte, error) {
+// signedTarFromDir makes a request tar from a directory, as faas-cli does
+// before it posts (regular files and directories only), in memory and
+// signed as it is written: the least a client can do before it sends.
+func signedTarFromDir(dir, image string, key []byte) ([]byte, string, error) {
+	var size int
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil {
+			size += 1024 + int(fi.Size())
+		}
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+	buf.Grow(size + 4096)
+	mac := hmac.New(sha256.New, key)
+	tw := tar.NewWriter(io.MultiWriter(&buf, mac))
+	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -180,19 +193,19 @@ func tarFromDir(dir, image string) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	data, _ := json.Marshal(map[string]any{"image": image})
 	if err := tw.WriteHeader(&tar.Header{Name: "com.openfaas.docker.config", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := tw.Write(data); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := tw.Close(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), "sha256=" + hex.EncodeToString(mac.Sum(nil)), nil
 }
 
 // signStream computes the signature of what gen writes, in a first pass

@@ -27,7 +27,7 @@ func benchmarkSpoolTenants(b *testing.B, n int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sp, who, err := signature.Spool(f, sig, keys, work, 2<<30)
+		sp, who, err := signature.Spool(f, sig, keys, signature.Options{Dir: work, Limit: 2 << 30})
 		f.Close()
 		if err != nil || who != n-1 {
 			b.Fatalf("key %d, %v", who, err)

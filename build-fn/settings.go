@@ -24,6 +24,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -42,6 +43,11 @@ const (
 	// One body of max_request_bytes, or many smaller ones, at a time.
 	defaultMaxUnverifiedBytes = 512 << 20
 	defaultUploadTimeout      = 5 * time.Minute
+	// Request bodies up to spool_memory_bytes stay in memory, never on
+	// disk, while all of them together stay under spoolMemoryBodies times
+	// that; the rest go to work_dir.
+	defaultSpoolMemoryBytes = 4 << 20
+	spoolMemoryBodies       = 8
 )
 
 // New builds build-fn's router from its settings, and starts watching
@@ -148,6 +154,13 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	}
 	o.Fetch = contextref.NewClient(o.Timeout, allowPrivateRedirects)
 	o.SpoolDir = workDir
+	spoolMemory, err := cfg.Int("spool_memory_bytes", defaultSpoolMemoryBytes)
+	if err != nil {
+		return o, nil, err
+	}
+	if spoolMemory > 0 {
+		o.SpoolMemory = signature.NewMemory(spoolMemory, spoolMemoryBodies*spoolMemory)
+	}
 	maxQueued, err := cfg.Int("max_queued", defaultMaxQueued)
 	if err != nil {
 		return o, nil, err
@@ -162,7 +175,6 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 		Keys:          secrets.KeyRingLoader(cfg.PrivateKeyPaths()...),
 		Runner:        build.Retrying{Next: runner(builders), Backoff: o.Retry},
 		Limits:        limits,
-		WorkDir:       workDir,
 		Gateway:       deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
 		DeployBackoff: o.Retry,
 		Deploy: deploy.Policy{

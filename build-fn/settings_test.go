@@ -60,6 +60,9 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Pipeline == nil || o.Pipeline.Runner == nil || o.Pipeline.Keys == nil || o.Metrics == nil || o.Tenants == nil {
 		t.Fatalf("options not wired: %+v", o)
 	}
+	if m := o.SpoolMemory; m == nil || m.PerBody != 4<<20 || m.Total != 32<<20 {
+		t.Errorf("SpoolMemory %+v, want 4 MiB per body, 32 MiB in all", m)
+	}
 }
 
 func TestOptionsValues(t *testing.T) {
@@ -69,6 +72,7 @@ func TestOptionsValues(t *testing.T) {
 		"keepalive_interval": "2s",
 		"disable_hmac":       "true",
 		"max_request_bytes":  "1024",
+		"spool_memory_bytes": "0",
 	})
 	payload := filepath.Join(m["secret_mount_path"], "payload-secret")
 	if err := os.WriteFile(payload, []byte("abc\n"), 0o600); err != nil {
@@ -81,7 +85,7 @@ func TestOptionsValues(t *testing.T) {
 	if o.Slots.Max() != 3 {
 		t.Errorf("Slots.Max() = %d, want 3", o.Slots.Max())
 	}
-	if o.Timeout != 90*time.Second || o.KeepAlive != 2*time.Second || !o.DisableHMAC || o.MaxBodyBytes != 1024 {
+	if o.Timeout != 90*time.Second || o.KeepAlive != 2*time.Second || !o.DisableHMAC || o.MaxBodyBytes != 1024 || o.SpoolMemory != nil {
 		t.Errorf("options %+v", o)
 	}
 	tenants, keys, err := o.Tenants.Candidates("")
@@ -103,6 +107,7 @@ func TestOptionsBadValues(t *testing.T) {
 		"max_unverified_bytes":          "half",
 		"upload_timeout":                "later",
 		"allow_private_fetch_redirects": "sometimes",
+		"spool_memory_bytes":            "some",
 	} {
 		_, err := Options(config.FromMap(settings(t, map[string]string{name: value})))
 		if err == nil {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,18 +43,47 @@ type buildFn struct {
 	workDir  string
 	secrets  string
 	runs     *atomic.Int32
+	opened   *openLog
 	settings map[string]string
 }
 
-// countingRunner counts solves, so refusal tests can prove nothing ran.
+// countingRunner counts solves, so refusal tests can prove nothing ran,
+// and records which context files BuildKit read for each image.
 type countingRunner struct {
-	next build.Runner
-	n    *atomic.Int32
+	next   build.Runner
+	n      *atomic.Int32
+	opened *openLog
 }
 
 func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
 	c.n.Add(1)
+	b.Context = recordingContext{Context: b.Context, image: b.Image, log: c.opened}
 	return c.next.Run(ctx, b, logf)
+}
+
+// openLog is, per image, the context files BuildKit opened to transfer.
+type openLog struct {
+	mu    sync.Mutex
+	files map[string][]string
+}
+
+func (l *openLog) of(image string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Sorted(slices.Values(l.files[image]))
+}
+
+type recordingContext struct {
+	buildkit.Context
+	image string
+	log   *openLog
+}
+
+func (r recordingContext) Open(p string) (io.ReadCloser, error) {
+	r.log.mu.Lock()
+	r.log.files[r.image] = append(r.log.files[r.image], p)
+	r.log.mu.Unlock()
+	return r.Context.Open(p)
 }
 
 func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buildFn {
@@ -78,11 +110,12 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 		t.Fatal(err)
 	}
 	runs := &atomic.Int32{}
-	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, n: runs}
+	opened := &openLog{files: map[string][]string{}}
+	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, n: runs, opened: opened}
 	h := buildfn.Router(cfg, opts)
 
 	url := testenv.Serve(t, h, cfg)
-	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, settings: settings}
+	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, opened: opened, settings: settings}
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -49,7 +49,7 @@ func TestRouting(t *testing.T) {
 		var log strings.Builder
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		_, err := pool.Run(ctx, buildkit.Build{ContextDir: contextDir, Image: image, Push: true},
+		_, err := pool.Run(ctx, buildkit.Build{Context: buildkit.Dir(contextDir), Image: image, Push: true},
 			func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
 		if err != nil {
 			t.Fatalf("build %s: %v\n%s", image, err, log.String())

@@ -171,7 +171,7 @@ func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref strin
 	if err != nil {
 		return "", err
 	}
-	d, err := daemon.BuildPush(ctx, b, buildkit.Build{ContextDir: contextDir, Dockerfile: dockerfile, Image: ref})
+	d, err := daemon.BuildPush(ctx, b, buildkit.Build{Context: buildkit.Dir(contextDir), Dockerfile: dockerfile, Image: ref})
 	if err != nil {
 		return "", fmt.Errorf("buildkitd: %w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
 	}

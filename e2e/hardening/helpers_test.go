@@ -194,11 +194,7 @@ func (s *stack) builderOn(t *testing.T, extra map[string]string) *builder {
 	return startBuilder(t, newKeys(t), settings)
 }
 
-// hardlink and special are the entry types only the attack cases send.
-func hardlink(name, target string) testenv.TarEntry {
-	return testenv.TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
-}
-
+// special is an entry type only the attack cases send.
 func special(name string, typ byte) testenv.TarEntry {
 	return testenv.TarEntry{Header: tar.Header{Name: name, Mode: 0o644, Typeflag: typ, Devmajor: 1, Devminor: 3}}
 }

@@ -28,6 +28,8 @@ func TestIntakeAttacks(t *testing.T) {
 	s := startStack(t)
 	limits := map[string]string{
 		"max_inflight": "1", "max_request_bytes": "1048576", "max_unverified_bytes": "2097152", "upload_timeout": "3s",
+		// Bodies go to work_dir, where the tests watch them arrive.
+		"spool_memory_bytes": "0",
 	}
 	t.Run("unsigned uploads keep no signed build out", func(t *testing.T) { testUnsignedUploads(t, s, limits) })
 	t.Run("unverified budget full", func(t *testing.T) { testBudgetFull(t, s, limits) })

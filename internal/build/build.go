@@ -1,7 +1,8 @@
-// Package build is the pipeline behind build-fn: a verified tar is unpacked
-// into a private work directory, its sealed secrets are opened in memory,
-// and the build runs on BuildKit with every log line redacted. It knows
-// nothing of HTTP; it says whose fault a refusal is with InputError.
+// Package build is the pipeline behind build-fn: a verified tar is indexed
+// (never unpacked), its sealed secrets are opened in memory, and the build
+// runs on BuildKit, which reads the context from the request's own bytes,
+// with every log line redacted. It knows nothing of HTTP; it says whose
+// fault a refusal is with InputError.
 package build
 
 import (
@@ -11,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
@@ -33,8 +33,6 @@ type Pipeline struct {
 	Keys   func() (*secrets.KeyRing, error)
 	Runner Runner
 	Limits buildtar.Limits
-	// WorkDir is the parent of each build's private directory.
-	WorkDir string
 	// Gateway deploys images for requests that carry a deploy spec; nil
 	// refuses such requests.
 	Gateway func() (deploy.Gateway, error)
@@ -54,11 +52,11 @@ type InputError struct {
 func (e *InputError) Error() string { return e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
 
-// Job is one unpacked, ready-to-run build. Close it.
+// Job is one indexed, ready-to-run build. Close it.
 type Job struct {
-	dir      string
 	tenant   tenant.Tenant
 	req      *buildtar.Request
+	context  *buildtar.FS
 	digest   string
 	secrets  map[string][]byte
 	redactor *secrets.Redactor
@@ -69,34 +67,66 @@ type Job struct {
 	backoff  Backoff
 }
 
-// Prepare unpacks a verified tar of tenant t, checks what it asks for
-// against what t may do, and opens its secrets. On error nothing is left
-// on disk.
-func (p *Pipeline) Prepare(ctx context.Context, tar io.Reader, t tenant.Tenant) (*Job, error) {
-	dir, err := os.MkdirTemp(p.WorkDir, "build-")
+// Body is a verified request tar: a received request body, a fetched
+// context, or any bytes.
+type Body interface {
+	io.ReaderAt
+	Size() int64
+}
+
+// Intake indexes a request tar while its body is received: it is the
+// body's signature.Options.Tee, and then Prepare's intake.
+type Intake struct{ ix *buildtar.Indexer }
+
+// Intake starts indexing a body as it arrives; ctx bounds the indexing.
+func (p *Pipeline) Intake(ctx context.Context) *Intake {
+	return &Intake{ix: buildtar.NewIndexer(ctx, p.Limits)}
+}
+
+// Write is given the body's bytes in order; it never fails.
+func (in *Intake) Write(b []byte) (int, error) { return in.ix.Write(b) }
+
+// Abandon stops indexing a body that will not be built; after Prepare,
+// and on nil, it does nothing.
+func (in *Intake) Abandon() {
+	if in != nil {
+		in.ix.Abandon()
+	}
+}
+
+// Prepare indexes a verified tar of tenant t, checks what it asks for
+// against what t may do, and opens its secrets. When intake is the Intake
+// the body was received through, its index is used and the body is not
+// read again; nil indexes body here. The job reads the context from body
+// while it runs: body must stay open until the job is closed. Nothing is
+// written anywhere.
+func (p *Pipeline) Prepare(ctx context.Context, body Body, intake *Intake, t tenant.Tenant) (*Job, error) {
+	var req *buildtar.Request
+	var err error
+	if intake != nil {
+		req, err = intake.ix.Finish()
+	} else {
+		req, err = buildtar.Index(ctx, io.NewSectionReader(body, 0, body.Size()), p.Limits)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create work directory: %w", err)
+		var te *buildtar.Error
+		if errors.As(err, &te) {
+			return nil, &InputError{Err: err, TooLarge: te.TooLarge}
+		}
+		return nil, fmt.Errorf("read build context: %w", err)
 	}
 	policy := p.Deploy
 	policy.Tenant = t
-	job := &Job{dir: dir, tenant: t, runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff, policy: policy}
-	if err := job.prepare(ctx, tar, p); err != nil {
+	job := &Job{tenant: t, req: req, context: req.Context.Serve(body), runner: p.Runner, gateway: p.Gateway, backoff: p.DeployBackoff, policy: policy}
+	if err := job.prepare(ctx, p); err != nil {
 		job.Close()
 		return nil, err
 	}
 	return job, nil
 }
 
-func (j *Job) prepare(ctx context.Context, tar io.Reader, p *Pipeline) error {
-	req, err := buildtar.Extract(tar, j.dir, p.Limits)
-	if err != nil {
-		var te *buildtar.Error
-		if errors.As(err, &te) {
-			return &InputError{Err: err, TooLarge: te.TooLarge}
-		}
-		return fmt.Errorf("unpack build context: %w", err)
-	}
-	j.req = req
+func (j *Job) prepare(ctx context.Context, p *Pipeline) error {
+	req := j.req
 	if err := checkRequest(req.Config, j.tenant); err != nil {
 		return &InputError{Err: err}
 	}
@@ -181,7 +211,7 @@ func (j *Job) Image() string { return j.req.Config.Image }
 func (j *Job) Run(ctx context.Context, logf func([]string)) error {
 	cfg := j.req.Config
 	digest, err := j.runner.Run(ctx, buildkit.Build{
-		ContextDir: j.req.ContextDir,
+		Context:    j.context,
 		Dockerfile: cfg.Dockerfile,
 		Image:      cfg.Image,
 		BuildArgs:  cfg.BuildArgs,
@@ -245,11 +275,10 @@ func (j *Job) Deploy(ctx context.Context, logf func([]string)) (*deploy.Result, 
 	return &res, nil
 }
 
-// Close removes the work directory and wipes the secrets from memory.
+// Close wipes the secrets from memory. The body stays the caller's.
 func (j *Job) Close() {
 	for _, v := range j.secrets {
 		clear(v)
 	}
 	j.secrets = nil
-	_ = os.RemoveAll(j.dir)
 }

@@ -6,13 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
-	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
@@ -65,24 +67,12 @@ func pipeline(t *testing.T, gw deploy.Gateway) *build.Pipeline {
 		Keys:          func() (*secrets.KeyRing, error) { return nil, errors.New("no keys in this test") },
 		Runner:        &flakyRunner{},
 		Limits:        buildtar.DefaultLimits(),
-		WorkDir:       t.TempDir(),
 		DeployBackoff: build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond},
 	}
 	if gw != nil {
 		p.Gateway = func() (deploy.Gateway, error) { return gw, nil }
 	}
 	return p
-}
-
-func assertNoWorkDirs(t *testing.T, p *build.Pipeline) {
-	t.Helper()
-	entries, err := os.ReadDir(p.WorkDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) != 0 {
-		t.Fatalf("%d work directories left, first %s", len(entries), entries[0].Name())
-	}
 }
 
 func TestPrepareRejectsBadDeploySpec(t *testing.T) {
@@ -108,7 +98,7 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 			if tc.noGW {
 				p.Gateway = nil
 			}
-			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), anyone)
+			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), nil, anyone)
 			var in *build.InputError
 			if !errors.As(err, &in) || job != nil {
 				t.Fatalf("Prepare = %v, %v; want *InputError", job, err)
@@ -122,14 +112,73 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 			if u, d := gw.Calls(); u+d != 0 {
 				t.Fatalf("gateway called %d+%d times", u, d)
 			}
-			assertNoWorkDirs(t, p)
 		})
 	}
 }
 
+// runFunc is a Runner.
+type runFunc func(context.Context, buildkit.Build, func([]string)) error
+
+func (f runFunc) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
+	return "", f(ctx, b, logf)
+}
+
+// A body indexed while it is received (Intake) builds exactly like one
+// indexed afterwards: BuildKit is given the context served from the body,
+// and the request's tenant.
+func TestPrepareFromIntake(t *testing.T) {
+	body := buildTar(t, map[string]any{"image": image})
+	var got buildkit.Build
+	var dockerfile []byte
+	p := pipeline(t, nil)
+	p.Runner = runFunc(func(_ context.Context, b buildkit.Build, _ func([]string)) error {
+		got = b
+		r, err := b.Context.Open("Dockerfile")
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		dockerfile, err = io.ReadAll(r)
+		return err
+	})
+	for _, viaIntake := range []bool{true, false} {
+		var intake *build.Intake
+		if viaIntake {
+			intake = p.Intake(context.Background())
+			for chunk := range slices.Chunk(body, 700) {
+				intake.Write(chunk)
+			}
+		}
+		job, err := p.Prepare(context.Background(), bytes.NewReader(body), intake, anyone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := job.Run(context.Background(), func([]string) {}); err != nil {
+			t.Fatal(err)
+		}
+		job.Close()
+		if string(dockerfile) != "FROM scratch\n" || got.Image != image || got.Tenant != anyone.Name {
+			t.Fatalf("intake %v: Dockerfile %q, build %+v", viaIntake, dockerfile, got)
+		}
+	}
+
+	bad := buildTar(t, map[string]any{"image": image})
+	bad = append(bad[:len(bad)-1024:len(bad)-1024], bytes.Repeat([]byte{0xff}, 1024)...)
+	intake := p.Intake(context.Background())
+	intake.Write(bad)
+	intake.Write(bytes.Repeat([]byte("more bytes after a bad tar do not block"), 1000))
+	var in *build.InputError
+	if _, err := p.Prepare(context.Background(), bytes.NewReader(bad), intake, anyone); !errors.As(err, &in) {
+		t.Fatalf("a bad tar: %v, want *InputError", err)
+	}
+	abandoned := p.Intake(context.Background())
+	abandoned.Write(body[:1000])
+	abandoned.Abandon() // returns; nothing waits for the rest
+}
+
 func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
 	t.Helper()
-	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, cfg)), anyone)
+	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, cfg)), nil, anyone)
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
@@ -167,7 +216,6 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 		t.Fatalf("deployment sent: %+v", sent)
 	}
 	job.Close()
-	assertNoWorkDirs(t, p)
 }
 
 func TestDeployUpdates(t *testing.T) {
@@ -243,12 +291,11 @@ func TestDeployPermanentGatewayError(t *testing.T) {
 func TestDeployGatewayClientError(t *testing.T) {
 	p := pipeline(t, nil)
 	p.Gateway = func() (deploy.Gateway, error) { return nil, errors.New("bad gateway_url") }
-	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})), anyone)
+	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})), nil, anyone)
 	var in *build.InputError
 	if job != nil || err == nil || errors.As(err, &in) || !strings.Contains(err.Error(), "bad gateway_url") {
 		t.Fatalf("Prepare = %v, %v; want a server-side error naming the cause", job, err)
 	}
-	assertNoWorkDirs(t, p)
 }
 
 func TestNoDeploySpec(t *testing.T) {

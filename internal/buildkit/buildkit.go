@@ -6,6 +6,7 @@ package buildkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,8 +62,8 @@ type Registries struct {
 
 // Build is one image build.
 type Build struct {
-	ContextDir string
-	Dockerfile string // relative to ContextDir; "" means Dockerfile
+	Context    Context
+	Dockerfile string // relative to Context; "" means Dockerfile
 	Image      string
 	BuildArgs  map[string]string
 	Labels     map[string]string
@@ -229,15 +230,14 @@ func forgetHistory(c *client.Client, ref string) {
 // solveOpt assembles the build's SolveOpt; notes are lines for the
 // build's log about choices made for it.
 func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ error) {
-	contextFS, err := fsutil.NewFS(build.ContextDir)
-	if err != nil {
-		return client.SolveOpt{}, nil, fmt.Errorf("build context: %w", err)
+	if build.Context == nil {
+		return client.SolveOpt{}, nil, errors.New("build context: none given")
 	}
 	dockerfile := build.Dockerfile
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
 	}
-	dockerfileFS, err := fsutil.NewFS(filepath.Join(build.ContextDir, filepath.Dir(dockerfile)))
+	dockerfileFS, err := build.Context.Sub(filepath.Dir(dockerfile))
 	if err != nil {
 		return client.SolveOpt{}, nil, fmt.Errorf("dockerfile: %w", err)
 	}
@@ -300,7 +300,7 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts: map[string]fsutil.FS{
-			"context":    contextFS,
+			"context":    build.Context,
 			"dockerfile": dockerfileFS,
 		},
 		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},

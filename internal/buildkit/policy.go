@@ -4,7 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -126,18 +126,13 @@ func readDockerfile(build Build) ([]byte, error) {
 	if name == "" {
 		name = "Dockerfile"
 	}
-	root, err := os.OpenRoot(build.ContextDir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	f, err := root.Open(filepath.FromSlash(name))
+	f, err := build.Context.Open(filepath.FromSlash(name))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	buf := make([]byte, 64<<10) // the syntax line is among the first lines
-	n, _ := f.Read(buf)
+	n, _ := io.ReadFull(f, buf)
 	return buf[:n], nil
 }
 

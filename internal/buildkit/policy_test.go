@@ -100,7 +100,7 @@ func TestFrontendImage(t *testing.T) {
 		}
 	}
 	b := New(Daemon{}, Registries{Frontends: []string{"docker.io/docker/dockerfile:1.10"}})
-	build := Build{ContextDir: dir, Tenant: "acme"}
+	build := Build{Context: Dir(dir), Tenant: "acme"}
 	for dockerfile, want := range map[string]struct{ allowed, noted bool }{
 		"FROM scratch\n": {false, false},
 		"# syntax=docker/dockerfile:1.10\nFROM scratch\n":     {true, false},

@@ -1,18 +1,19 @@
-// Package buildtar unpacks the tar of a verified build request: the build
-// context goes to disk under a work directory, the build config and sealed
-// secrets stay in memory. It refuses anything that could write outside the
-// context or exhaust the disk, and leaves nothing behind when it fails.
+// Package buildtar reads the tar of a verified build request without
+// unpacking it: the build config and the sealed secrets are kept in
+// memory, and the context is indexed where it lies in the tar so that
+// BuildKit is served its files from the request's own bytes (FS). It
+// refuses anything that could reach outside the context or exhaust the
+// builder, and writes nothing anywhere.
 package buildtar
 
 import (
 	"archive/tar"
-	"errors"
+	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Top-level names in a build tar (wire protocol 3.3).
@@ -22,17 +23,19 @@ const (
 	ContextName = "context"
 )
 
-// Limits bound what one request may unpack. A zero or negative field means
+// Limits bound what one request may hold. A zero or negative field means
 // the DefaultLimits value, never "unlimited".
 type Limits struct {
-	MaxBytes        int64 // total file bytes in the context, as declared and as written
-	MaxEntries      int   // tar entries of any kind
+	MaxBytes int64 // total file bytes in the context, sparse files at their full size
+	// MaxEntries counts tar entries of any kind and the directories their
+	// paths imply without an entry of their own.
+	MaxEntries      int
 	MaxConfigBytes  int64
 	MaxSecretsBytes int64
 }
 
 // DefaultLimits are generous for a function's source and far below what
-// would hurt the builder's disk.
+// would hurt the builder.
 func DefaultLimits() Limits {
 	return Limits{
 		MaxBytes:        512 << 20,
@@ -59,16 +62,16 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Request is an unpacked build request.
+// Request is an indexed build request.
 type Request struct {
 	Config        BuildConfig
-	ContextDir    string // workDir/context
+	Context       *Tree  // the context's entries; Serve them from the tar's bytes
 	SealedSecrets []byte // nil when the tar has no com.openfaas.secrets
 }
 
 // Error is a problem with the archive itself, i.e. the client's fault.
-// Callers answer 413 when TooLarge is set and 400 otherwise. Any other error
-// from Extract is the server's (disk, permissions).
+// Callers answer 413 when TooLarge is set and 400 otherwise. The other
+// errors of Index are its reader's or its context's.
 type Error struct {
 	Entry    string // name as it appears in the tar; empty when no entry applies
 	Reason   string
@@ -89,59 +92,28 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// os.Root walks a path one component at a time, so very long or deep names
-// cost a syscall per component per entry; real contexts are far below these.
-const (
-	maxNameLen = 4096
-	maxDepth   = 256
-)
-
-type kind uint8
-
-const (
-	kindDir kind = iota + 1
-	kindFile
-	kindSymlink
-)
-
-// extractor writes context entries through an os.Root, so even a bug in the
-// checks below cannot make a write land outside the context directory.
-type extractor struct {
-	root  *os.Root
-	lim   Limits
-	seen  map[string]kind // everything created, relative to the context
-	bytes int64
-	buf   []byte
-}
-
-// Extract reads the whole build tar from r. Context entries are written under
-// workDir/context, which must not exist yet; the caller owns workDir and
-// removes it when the build is done. On error workDir/context is removed.
-func Extract(r io.Reader, workDir string, lim Limits) (_ *Request, err error) {
+// Index reads a whole build tar from r and checks it as an unpack would:
+// no path may leave the context, no link may point outside it, only
+// directories, regular files and links, and everything within lim. The
+// context's files are not copied anywhere: the Tree records where each
+// one lies in the tar, so r must read the same bytes that Tree.Serve is
+// later given, from their first byte. Cancelling ctx stops it between
+// entries and within large files.
+func Index(ctx context.Context, r io.Reader, lim Limits) (*Request, error) {
 	lim = lim.withDefaults()
-	ctxDir := filepath.Join(workDir, ContextName)
-	if err := os.Mkdir(ctxDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create build context: %w", err)
-	}
-	root, err := os.OpenRoot(ctxDir)
-	if err != nil {
-		os.Remove(ctxDir)
-		return nil, fmt.Errorf("open build context: %w", err)
-	}
-	defer func() {
-		root.Close()
-		if err != nil {
-			if rmErr := os.RemoveAll(ctxDir); rmErr != nil {
-				err = errors.Join(err, fmt.Errorf("clean up build context: %w", rmErr))
-			}
-		}
-	}()
-
-	x := &extractor{root: root, lim: lim, seen: map[string]kind{}, buf: make([]byte, 64<<10)}
-	req := &Request{ContextDir: ctxDir}
+	in := &countingReader{r: r}
+	tr := tar.NewReader(in)
+	tree := newTree(lim)
+	req := &Request{Context: tree}
 	haveConfig := false
-	tr := tar.NewReader(r)
-	for entries := 1; ; entries++ {
+	buf := make([]byte, 64<<10)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// Every entry before this one was read to its end, and headers
+		// start on a 512-byte block of the archive.
+		headerAt := (in.n + blockSize - 1) / blockSize * blockSize
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -149,11 +121,11 @@ func Extract(r io.Reader, workDir string, lim Limits) (_ *Request, err error) {
 		if err != nil {
 			return nil, &Error{Reason: "read tar: " + err.Error(), Err: err}
 		}
-		if entries > lim.MaxEntries {
-			return nil, &Error{Entry: hdr.Name, Reason: fmt.Sprintf("more than %d tar entries", lim.MaxEntries), TooLarge: true}
+		if err := tree.count(hdr.Name); err != nil {
+			return nil, err
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue // PAX defaults for the whole archive; nothing to unpack
+			continue // PAX defaults for the whole archive; nothing to index
 		}
 
 		name, ok := cleanName(hdr.Name)
@@ -162,7 +134,7 @@ func Extract(r io.Reader, workDir string, lim Limits) (_ *Request, err error) {
 		}
 		switch {
 		case name == "" || name == ContextName:
-			// "./" from GNU tar, and the context directory we already made.
+			// "./" from GNU tar, and the context directory itself.
 			if hdr.Typeflag != tar.TypeDir {
 				return nil, &Error{Entry: hdr.Name, Reason: "must be a directory"}
 			}
@@ -186,11 +158,21 @@ func Extract(r io.Reader, workDir string, lim Limits) (_ *Request, err error) {
 				return nil, err
 			}
 		case strings.HasPrefix(name, ContextName+"/"):
-			if err := x.add(tr, hdr, name[len(ContextName)+1:]); err != nil {
+			file, err := tree.add(hdr, name[len(ContextName)+1:])
+			if err != nil {
 				return nil, err
+			}
+			if file != noNode {
+				if err := readFile(ctx, tr, in, hdr, &tree.nodes[file], headerAt, buf); err != nil {
+					return nil, err
+				}
 			}
 		default:
 			return nil, &Error{Entry: hdr.Name, Reason: "unexpected entry: only context/, " + ConfigName + " and " + SecretsName + " are allowed"}
+		}
+		// What archive/tar would skip: keeps headerAt exact.
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{tr}, buf); err != nil {
+			return nil, &Error{Entry: hdr.Name, Reason: "read tar: " + err.Error(), Err: err}
 		}
 	}
 
@@ -201,10 +183,55 @@ func Extract(r io.Reader, workDir string, lim Limits) (_ *Request, err error) {
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
 	}
-	if x.seen[dockerfile] != kindFile {
+	if !tree.isFile(dockerfile) {
 		return nil, &Error{Entry: ContextName + "/" + dockerfile, Reason: "Dockerfile is missing from the build context or is not a regular file"}
 	}
+	tree.finish()
 	return req, nil
+}
+
+const blockSize = 512
+
+// cancelEvery is how many bytes of one file are read between two looks
+// at the context.
+const cancelEvery = 4 << 20
+
+// readFile reads a context file's data once, to digest it and to learn
+// whether the tar stores it as one run of bytes or sparse.
+func readFile(ctx context.Context, tr io.Reader, in *countingReader, hdr *tar.Header, file *node, headerAt int64, buf []byte) error {
+	start := in.n
+	digest := xxhash.New()
+	var read, sinceCheck int64
+	for {
+		n, err := tr.Read(buf)
+		digest.Write(buf[:n])
+		read += int64(n)
+		if sinceCheck += int64(n); sinceCheck >= cancelEvery {
+			sinceCheck = 0
+			if cerr := ctx.Err(); cerr != nil {
+				return cerr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return &Error{Entry: hdr.Name, Reason: "read tar: " + err.Error(), Err: err}
+		}
+	}
+	if read != hdr.Size { // archive/tar guarantees it; a mistake here would serve wrong bytes
+		return fmt.Errorf("index %s: read %d bytes, header says %d", hdr.Name, read, hdr.Size)
+	}
+	file.mtime = contentTime(digest.Sum64())
+	if in.n-start == hdr.Size {
+		file.dataAt = start
+	} else {
+		// Holes: the bytes are not one run in the tar, so they are read
+		// through archive/tar again from the entry's header.
+		file.dataAt = -1
+		file.headerAt = headerAt
+	}
+	return nil
 }
 
 // cleanName strips the "./" or "/" prefixes that GNU tar and others write and
@@ -242,170 +269,16 @@ func readSmall(tr io.Reader, hdr *tar.Header, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// add creates one context entry at rel (relative to the context directory).
-func (x *extractor) add(tr io.Reader, hdr *tar.Header, rel string) error {
-	fail := func(reason string) error { return &Error{Entry: hdr.Name, Reason: reason} }
-	if len(rel) > maxNameLen || len(hdr.Linkname) > maxNameLen || strings.Count(rel, "/") >= maxDepth {
-		return fail("path is too long or too deep")
-	}
-
-	if hdr.Typeflag == tar.TypeDir && x.seen[rel] == kindDir {
-		return nil // already made as a parent of an earlier entry
-	}
-	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink:
-	case tar.TypeChar, tar.TypeBlock:
-		return fail("device files are not allowed")
-	case tar.TypeFifo:
-		return fail("fifos are not allowed")
-	default:
-		return fail(fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
-	}
-	if _, dup := x.seen[rel]; dup {
-		return fail("duplicate entry")
-	}
-	if reason, err := x.makeParents(rel); reason != "" || err != nil {
-		if err != nil {
-			return unpackErr(hdr, err)
-		}
-		return fail(reason)
-	}
-
-	var err error
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		err = x.root.Mkdir(rel, 0o755)
-		x.seen[rel] = kindDir
-	case tar.TypeSymlink:
-		if !symlinkInside(rel, hdr.Linkname) {
-			return fail("symlink target " + hdr.Linkname + " escapes the build context")
-		}
-		err = x.root.Symlink(hdr.Linkname, rel)
-		x.seen[rel] = kindSymlink
-	case tar.TypeLink:
-		target, ok := cleanName(hdr.Linkname)
-		rest, inContext := strings.CutPrefix(target, ContextName+"/")
-		if !ok || !inContext {
-			return fail("hard link target " + hdr.Linkname + " escapes the build context")
-		}
-		if x.seen[rest] != kindFile {
-			return fail("hard link target " + hdr.Linkname + " is not a regular file earlier in the archive")
-		}
-		err = x.root.Link(rest, rel)
-		x.seen[rel] = kindFile
-	default: // regular file, possibly sparse
-		if hdr.Size > x.lim.MaxBytes-x.bytes {
-			return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("build context larger than %d bytes", x.lim.MaxBytes), TooLarge: true}
-		}
-		x.bytes += hdr.Size
-		x.seen[rel] = kindFile
-		return x.writeFile(tr, hdr, rel)
-	}
-	if err != nil {
-		return unpackErr(hdr, err)
-	}
-	return nil
+// countingReader knows how far into the archive archive/tar has read,
+// which is where each entry's data starts once Next returns. It has no
+// Seek, so archive/tar reads every byte through it.
+type countingReader struct {
+	r io.Reader
+	n int64
 }
 
-// unpackErr blames the archive for file system errors that its names cause,
-// and the server for the rest (disk full, permissions).
-func unpackErr(hdr *tar.Header, err error) error {
-	switch {
-	case errors.Is(err, syscall.ENAMETOOLONG):
-		return &Error{Entry: hdr.Name, Reason: "name too long", Err: err}
-	case errors.Is(err, os.ErrExist):
-		// Names that differ only in case, on a case-insensitive file system.
-		return &Error{Entry: hdr.Name, Reason: "duplicate entry", Err: err}
-	}
-	return fmt.Errorf("unpack %s: %w", hdr.Name, err)
-}
-
-// makeParents creates missing parent directories of rel. A parent that is a
-// file or a symlink is refused: writing through a symlink is how archives
-// escape their destination.
-func (x *extractor) makeParents(rel string) (reason string, err error) {
-	for i := 0; i < len(rel); i++ {
-		if rel[i] != '/' {
-			continue
-		}
-		parent := rel[:i]
-		switch x.seen[parent] {
-		case kindDir:
-		case kindFile:
-			return "parent " + parent + " is not a directory", nil
-		case kindSymlink:
-			return "path goes through symlink " + parent, nil
-		default:
-			if err := x.root.Mkdir(parent, 0o755); err != nil {
-				return "", err
-			}
-			x.seen[parent] = kindDir
-		}
-	}
-	return "", nil
-}
-
-// writeFile copies one regular file's data. Its permission bits are kept
-// (the executable bit matters to COPY) but setuid, setgid and sticky are not.
-func (x *extractor) writeFile(tr io.Reader, hdr *tar.Header, rel string) error {
-	perm := os.FileMode(hdr.Mode & 0o777)
-	f, err := x.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, perm)
-	if err != nil {
-		return unpackErr(hdr, err)
-	}
-	defer f.Close()
-
-	var copied int64
-	for {
-		n, rerr := tr.Read(x.buf)
-		// The declared size was already charged to the budget; this guards
-		// against a reader that yields more than it declared.
-		if copied += int64(n); copied > hdr.Size {
-			return &Error{Entry: hdr.Name, Reason: "more data than the header declares", TooLarge: true}
-		}
-		if _, err := f.Write(x.buf[:n]); err != nil {
-			return fmt.Errorf("unpack %s: %w", hdr.Name, err)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return &Error{Entry: hdr.Name, Reason: "read tar: " + rerr.Error(), Err: rerr}
-		}
-	}
-	// The umask may have dropped bits at create time.
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("unpack %s: %w", hdr.Name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("unpack %s: %w", hdr.Name, err)
-	}
-	return nil
-}
-
-// symlinkInside reports whether a symlink at rel with this target resolves
-// inside the context whatever other links the archive adds, before or after.
-// Leading ".." steps climb out of rel's directory, whose components are real
-// directories (makeParents guarantees it), so they are counted exactly. A
-// ".." after a name is refused: that name may be, or later become, a symlink,
-// and then ".." would climb from wherever the link points.
-func symlinkInside(rel, target string) bool {
-	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
-		return false
-	}
-	depth := strings.Count(rel, "/")
-	named := false
-	for _, c := range strings.Split(target, "/") {
-		switch c {
-		case "", ".":
-		case "..":
-			if named || depth == 0 {
-				return false
-			}
-			depth--
-		default:
-			named = true
-		}
-	}
-	return true
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -3,18 +3,29 @@ package buildtar
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/tonistiigi/fsutil"
+	"github.com/tonistiigi/fsutil/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // vectors is the shared folder of captures from the real clients.
@@ -27,11 +38,21 @@ const (
 
 // entry describes one tar entry for building test archives.
 type entry struct {
-	name string
-	typ  byte
-	body string
-	link string
-	mode int64
+	name  string
+	typ   byte
+	body  string
+	link  string
+	mode  int64
+	mtime time.Time
+	raw   []byte // written as is, whole 512-byte blocks: for entries archive/tar cannot write
+}
+
+// at gives every entry the client mtime t.
+func at(t time.Time, entries ...entry) []entry {
+	for i := range entries {
+		entries[i].mtime = t
+	}
+	return entries
 }
 
 func file(name, body string) entry  { return entry{name: name, typ: tar.TypeReg, body: body} }
@@ -51,11 +72,18 @@ func makeTar(t testing.TB, entries ...entry) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
+		if e.raw != nil {
+			if err := tw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			buf.Write(e.raw)
+			continue
+		}
 		mode := e.mode
 		if mode == 0 {
 			mode = 0o644
 		}
-		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, Size: int64(len(e.body))}
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, Size: int64(len(e.body)), ModTime: e.mtime}
 		if e.typ != tar.TypeReg {
 			hdr.Size = 0
 		}
@@ -82,41 +110,74 @@ func hugeHeader(t testing.TB) []byte {
 	return buf.Bytes() // deliberately no data and no Close
 }
 
-// extract runs Extract in parent/work, where parent is a fresh temp dir, so
-// the test can check that nothing appears next to the work dir either.
-func extract(t *testing.T, data []byte, lim Limits) (req *Request, err error, parent, work string) {
-	t.Helper()
-	parent = t.TempDir()
-	work = filepath.Join(parent, "work")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	req, err = Extract(bytes.NewReader(data), work, lim)
-	return req, err, parent, work
+// sparseRun is one stretch of data in a sparse file; the rest are holes.
+type sparseRun struct {
+	at   int64
+	data string
 }
 
-// assertNothingLeft checks that work is empty and is parent's only child.
-func assertNothingLeft(t *testing.T, parent, work string) {
+// sparse is a GNU sparse entry (type 'S', the old GNU format) whose full
+// size is size and whose only stored bytes are the runs (at most 4).
+func sparse(t testing.TB, name string, size int64, runs ...sparseRun) entry {
 	t.Helper()
-	for dir, want := range map[string]int{work: 0, parent: 1} {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) != want {
-			t.Errorf("%s holds %v after a failed extract", dir, entries)
-		}
+	var blk [512]byte
+	var data []byte
+	copy(blk[0:100], name)
+	numeric(blk[100:108], 0o644)
+	numeric(blk[108:116], 0)
+	numeric(blk[116:124], 0)
+	numeric(blk[136:148], 1700000000)
+	blk[156] = tar.TypeGNUSparse
+	copy(blk[257:265], "ustar  \x00")
+	for i, r := range runs {
+		numeric(blk[386+24*i:398+24*i], r.at)
+		numeric(blk[398+24*i:410+24*i], int64(len(r.data)))
+		data = append(data, r.data...)
 	}
+	numeric(blk[124:136], int64(len(data)))
+	numeric(blk[483:495], size)
+	copy(blk[148:156], "        ")
+	var sum int64
+	for _, c := range blk {
+		sum += int64(c)
+	}
+	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	raw := append(blk[:], data...)
+	raw = append(raw, make([]byte, (512-len(data)%512)%512)...)
+	return entry{name: name, raw: raw}
 }
 
-func TestExtractRefuses(t *testing.T) {
+// numeric writes a tar number field: octal, or base-256 when too big.
+func numeric(field []byte, v int64) {
+	if s := strconv.FormatInt(v, 8); len(s) < len(field) {
+		copy(field, fmt.Sprintf("%0*s\x00", len(field)-1, s))
+		return
+	}
+	for i := len(field) - 1; i > 0; i-- {
+		field[i] = byte(v)
+		v >>= 8
+	}
+	field[0] = 0x80
+}
+
+// index runs Index over data and serves the result from the same bytes.
+func index(t testing.TB, data []byte, lim Limits) (*Request, *FS, error) {
+	t.Helper()
+	req, err := Index(context.Background(), bytes.NewReader(data), lim)
+	if err != nil {
+		return req, nil, err
+	}
+	return req, req.Context.Serve(bytes.NewReader(data)), nil
+}
+
+func TestIndexRefuses(t *testing.T) {
 	small := Limits{MaxBytes: 100, MaxEntries: 10, MaxConfigBytes: 64, MaxSecretsBytes: 16}
 	ok := minimal()
 	with := func(extra ...entry) []byte { return makeTar(t, append(minimal(), extra...)...) }
 	withFirst := func(extra ...entry) []byte { return makeTar(t, append(extra, minimal()...)...) }
 	full := makeTar(t, ok...)
 
-	outside := t.TempDir() // an absolute directory outside any work dir
+	outside := t.TempDir() // an absolute directory
 
 	tests := []struct {
 		name     string
@@ -161,6 +222,9 @@ func TestExtractRefuses(t *testing.T) {
 		{"context is a symlink", makeTar(t, symlink("context", "/"), file(ConfigName, goodConfig)), small, "context", "must be a directory", false},
 		{"root is a file", withFirst(file(".", "x")), small, ".", "must be a directory", false},
 		{"too many entries", with(file("context/a", "1"), file("context/b", "2")), Limits{MaxEntries: 4}, "context/b", "entries", true},
+		{"implied directories count as entries", with(file("context/a/b/c", "1")), Limits{MaxEntries: 5}, "context/a/b/c", "entries", true},
+		{"sparse file charged its full size", with(sparse(t, "context/holes", 1<<40, sparseRun{0, "data"})), small, "context/holes", "larger than", true},
+		{"sparse file over the limit", with(sparse(t, "context/holes", 101, sparseRun{0, "d"}, sparseRun{100, "d"})), small, "context/holes", "larger than", true},
 		{"too many bytes", with(file("context/a", strings.Repeat("a", 60)), file("context/b", strings.Repeat("b", 60))), small, "context/b", "larger than", true},
 		{"huge declared size", append(makeTar(t, ok...)[:len(full)-1024], hugeHeader(t)...), small, "context/huge", "larger than", true},
 		{"config too large", makeTar(t, file(ConfigName, `{"image":"`+strings.Repeat("x", 100)+`"}`)), small, ConfigName, "larger than", true},
@@ -180,7 +244,7 @@ func TestExtractRefuses(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err, parent, work := extract(t, tc.tar, tc.lim)
+			req, _, err := index(t, tc.tar, tc.lim)
 			if req != nil {
 				t.Errorf("got a request on error")
 			}
@@ -197,7 +261,6 @@ func TestExtractRefuses(t *testing.T) {
 			if e.TooLarge != tc.tooLarge {
 				t.Errorf("TooLarge = %v, want %v", e.TooLarge, tc.tooLarge)
 			}
-			assertNothingLeft(t, parent, work)
 		})
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
@@ -205,55 +268,51 @@ func TestExtractRefuses(t *testing.T) {
 	}
 }
 
-func TestExtractTruncatedHeader(t *testing.T) {
+func TestIndexTruncatedHeader(t *testing.T) {
 	data := makeTar(t, minimal()...)
-	_, err, parent, work := extract(t, data[:512+100], Limits{})
+	_, _, err := index(t, data[:512+100], Limits{})
 	var e *Error
 	if !errors.As(err, &e) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("got %v, want *Error wrapping io.ErrUnexpectedEOF", err)
 	}
-	assertNothingLeft(t, parent, work)
 }
 
-// The caller's work dir must be fresh: Extract never reuses or removes a
-// context directory it did not create.
-func TestExtractExistingContextDir(t *testing.T) {
-	work := t.TempDir()
-	keep := filepath.Join(work, "context", "keep")
-	if err := os.MkdirAll(keep, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Extract(bytes.NewReader(makeTar(t, minimal()...)), work, Limits{})
-	var e *Error
-	if err == nil || errors.As(err, &e) {
-		t.Fatalf("got %v, want a plain (server-side) error", err)
-	}
-	if _, err := os.Stat(keep); err != nil {
-		t.Errorf("existing context dir was touched: %v", err)
-	}
-}
-
-func TestExtractAccepts(t *testing.T) {
+func TestIndexAccepts(t *testing.T) {
 	longName := "context/" + strings.Repeat("d", 120) + "/" + strings.Repeat("f", 120)
 	tests := []struct {
 		name  string
 		tar   []byte
-		check func(t *testing.T, req *Request)
+		check func(t *testing.T, req *Request, f *FS)
 	}{
 		{"absolute names are stripped", makeTar(t, file("/context/Dockerfile", dockerfile), file("/"+ConfigName, goodConfig)), nil},
 		{"parents made implicitly", makeTar(t, file("context/a/b/c.txt", "c"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
-			func(t *testing.T, req *Request) { wantFile(t, req, "a/b/c.txt", "c", 0o644) }},
+			func(t *testing.T, _ *Request, f *FS) {
+				wantFile(t, f, "a/b/c.txt", "c", 0o644)
+				if st := statOf(t, f, "a/b"); st == nil || st.Mode != uint32(os.ModeDir|0o755) {
+					t.Errorf("implied directory a/b: %+v", st)
+				}
+			}},
 		{"modes kept without setuid", makeTar(t, entry{name: "context/run.sh", typ: tar.TypeReg, body: "#!/bin/sh", mode: 0o4755}, entry{name: "context/Dockerfile", typ: tar.TypeReg, body: dockerfile, mode: 0o600}, file(ConfigName, goodConfig)),
-			func(t *testing.T, req *Request) {
-				wantFile(t, req, "run.sh", "#!/bin/sh", 0o755)
-				wantFile(t, req, "Dockerfile", dockerfile, 0o600)
+			func(t *testing.T, _ *Request, f *FS) {
+				wantFile(t, f, "run.sh", "#!/bin/sh", 0o755)
+				wantFile(t, f, "Dockerfile", dockerfile, 0o600)
 			}},
 		{"links inside the context", makeTar(t, dir("context/sub"), file("context/Dockerfile", dockerfile), symlink("context/sub/up", "../Dockerfile"), symlink("context/self", "."), symlink("context/dangling", "sub/nothing"), hardlink("context/sub/copy", "./context/Dockerfile"), file(ConfigName, goodConfig)),
-			func(t *testing.T, req *Request) {
-				wantFile(t, req, "sub/up", dockerfile, 0o644)
-				wantFile(t, req, "sub/copy", dockerfile, 0o644)
-				if target, err := os.Readlink(filepath.Join(req.ContextDir, "dangling")); err != nil || target != "sub/nothing" {
-					t.Errorf("dangling link: %q, %v", target, err)
+			func(t *testing.T, _ *Request, f *FS) {
+				wantFile(t, f, "sub/copy", dockerfile, 0o644)
+				for link, target := range map[string]string{"sub/up": "../Dockerfile", "self": ".", "dangling": "sub/nothing"} {
+					if st := statOf(t, f, link); st == nil || st.Linkname != target || os.FileMode(st.Mode)&os.ModeSymlink == 0 {
+						t.Errorf("symlink %s: %+v", link, st)
+					}
+				}
+				// The first name a walk meets is the file, the other a
+				// hard link to it, as fsutil reports an inode.
+				if st := statOf(t, f, "sub/copy"); st.Linkname != "" || st.Size != int64(len(dockerfile)) {
+					t.Errorf("sub/copy walked alone: %+v", st)
+				}
+				stats := walkAll(t, f)
+				if st := stats["sub/copy"]; st.Linkname != "Dockerfile" || st.Size != int64(len(dockerfile)) {
+					t.Errorf("sub/copy in a whole walk: %+v", st)
 				}
 			}},
 		{"PAX global header and long names", func() []byte {
@@ -272,67 +331,127 @@ func TestExtractAccepts(t *testing.T) {
 			}
 			must(tw.Close())
 			return buf.Bytes()
-		}(), func(t *testing.T, req *Request) {
-			wantFile(t, req, strings.TrimPrefix(longName, "context/"), "long", 0o644)
+		}(), func(t *testing.T, _ *Request, f *FS) {
+			wantFile(t, f, strings.TrimPrefix(longName, "context/"), "long", 0o644)
 		}},
 		{"configured Dockerfile", makeTar(t, file("./context/build/Dockerfile.prod", dockerfile), file(ConfigName, `{"image":"x","dockerfile":"./build//Dockerfile.prod"}`)),
-			func(t *testing.T, req *Request) {
+			func(t *testing.T, req *Request, f *FS) {
 				if req.Config.Dockerfile != "build/Dockerfile.prod" {
 					t.Errorf("Dockerfile = %q", req.Config.Dockerfile)
 				}
+				sub, err := f.Sub("build")
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantFile(t, sub.(*FS), "Dockerfile.prod", dockerfile, 0o644)
 			}},
 		{"platforms [\"\"] means default", makeTar(t, file("context/Dockerfile", dockerfile), file(ConfigName, `{"image":"x","platforms":[""]}`)),
-			func(t *testing.T, req *Request) {
+			func(t *testing.T, req *Request, _ *FS) {
 				if req.Config.Platforms != nil {
 					t.Errorf("Platforms = %q, want none", req.Config.Platforms)
 				}
 			}},
-		{"secrets kept in memory", makeTar(t, file(SecretsName, "sealed"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
-			func(t *testing.T, req *Request) {
+		{"secrets kept out of the context", makeTar(t, file(SecretsName, "sealed"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
+			func(t *testing.T, req *Request, f *FS) {
 				if string(req.SealedSecrets) != "sealed" {
 					t.Errorf("SealedSecrets = %q", req.SealedSecrets)
 				}
-				if _, err := os.Lstat(filepath.Join(req.ContextDir, SecretsName)); !os.IsNotExist(err) {
-					t.Errorf("secrets written to the context")
+				if got := walkAll(t, f); len(got) != 1 {
+					t.Errorf("the context holds %v, want only the Dockerfile", got)
 				}
+			}},
+		{"sparse file with holes", makeTar(t, file("context/Dockerfile", dockerfile), sparse(t, "context/holes", 3<<20, sparseRun{0, "head"}, sparseRun{2 << 20, "middle"}), file(ConfigName, goodConfig)),
+			func(t *testing.T, _ *Request, f *FS) {
+				want := make([]byte, 3<<20)
+				copy(want, "head")
+				copy(want[2<<20:], "middle")
+				wantFile(t, f, "holes", string(want), 0o644)
 			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err, _, work := extract(t, tc.tar, Limits{})
+			req, f, err := index(t, tc.tar, Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if req.ContextDir != filepath.Join(work, "context") {
-				t.Errorf("ContextDir = %q", req.ContextDir)
-			}
 			if req.Config.Dockerfile == "" {
-				wantFile(t, req, "Dockerfile", dockerfile, -1)
+				wantFile(t, f, "Dockerfile", dockerfile, -1)
 			}
 			if tc.check != nil {
-				tc.check(t, req)
+				tc.check(t, req, f)
 			}
 		})
 	}
 }
 
 // wantFile checks content and, unless perm < 0, the permission bits.
-func wantFile(t *testing.T, req *Request, rel, content string, perm int) {
+func wantFile(t *testing.T, f *FS, rel, content string, perm int) {
 	t.Helper()
-	p := filepath.Join(req.ContextDir, filepath.FromSlash(rel))
-	got, err := os.ReadFile(p)
+	r, err := f.Open(rel)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
 	if err != nil {
 		t.Error(err)
 		return
 	}
 	if string(got) != content {
-		t.Errorf("%s = %q, want %q", rel, got, content)
+		t.Errorf("%s = %.40q (%d bytes), want %.40q (%d bytes)", rel, got, len(got), content, len(content))
 	}
-	if perm >= 0 {
-		if fi, err := os.Stat(p); err != nil || fi.Mode() != os.FileMode(perm) {
-			t.Errorf("%s mode = %v, want %v", rel, fi.Mode(), os.FileMode(perm))
+	st := statOf(t, f, rel)
+	if st == nil || st.Size != int64(len(content)) {
+		t.Errorf("%s stat %+v, want size %d", rel, st, len(content))
+	}
+	if perm >= 0 && st != nil && os.FileMode(st.Mode) != os.FileMode(perm) {
+		t.Errorf("%s mode = %v, want %v", rel, os.FileMode(st.Mode), os.FileMode(perm))
+	}
+}
+
+// statOf is what a walk of rel alone reports for it; nil when absent.
+func statOf(t *testing.T, f fsutil.FS, rel string) *types.Stat {
+	t.Helper()
+	var out *types.Stat
+	err := f.Walk(context.Background(), rel, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		if p == rel {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			out = fi.Sys().(*types.Stat)
+		}
+		return filepath.SkipDir
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
+}
+
+// walkAll is every path a whole walk reports, with its stat.
+func walkAll(t *testing.T, f fsutil.FS) map[string]*types.Stat {
+	t.Helper()
+	out := map[string]*types.Stat{}
+	err := f.Walk(context.Background(), "/", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[p] = fi.Sys().(*types.Stat)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // expected is the part of a vector's expected.json that the tar layout covers.
@@ -367,7 +486,7 @@ func vectorTars(t testing.TB) map[string]string {
 	return tars
 }
 
-func TestExtractVectors(t *testing.T) {
+func TestIndexVectors(t *testing.T) {
 	// What the vectors README says about each config.
 	spot := map[string]func(c BuildConfig) bool{
 		"01-faas-cli-publish-with-build-secrets": func(c BuildConfig) bool {
@@ -394,7 +513,7 @@ func TestExtractVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, err, _, _ := extract(t, data, DefaultLimits())
+			req, f, err := index(t, data, DefaultLimits())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -410,31 +529,31 @@ func TestExtractVectors(t *testing.T) {
 				t.Errorf("config %+v does not match the vectors README", req.Config)
 			}
 
-			checkAgainstTar(t, req, exp)
+			checkAgainstTar(t, req, f, exp)
 		})
 	}
 }
 
-func TestExtractSealedTestVector(t *testing.T) {
+func TestIndexSealedTestVector(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(vectors, "faas-cli-sealed-test/request.tar"))
 	if err != nil {
 		t.Skipf("vectors not available: %v", err)
 	}
-	req, err, _, _ := extract(t, data, DefaultLimits())
+	req, f, err := index(t, data, DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if req.Config.Image == "" || len(req.SealedSecrets) != 213 {
 		t.Errorf("config %+v, %d bytes of secrets", req.Config, len(req.SealedSecrets))
 	}
-	if got, _ := os.ReadFile(filepath.Join(req.ContextDir, "extra.txt")); len(got) != 19 {
-		t.Errorf("extra.txt = %q", got)
+	if st := statOf(t, f, "extra.txt"); st == nil || st.Size != 19 {
+		t.Errorf("extra.txt: %+v", st)
 	}
 }
 
-// checkAgainstTar compares the extracted tree with the vector's entry list:
+// checkAgainstTar compares the served tree with the vector's entry list:
 // every file present with its sha256 and mode, secrets identical, nothing else.
-func checkAgainstTar(t *testing.T, req *Request, exp expected) {
+func checkAgainstTar(t *testing.T, req *Request, f *FS, exp expected) {
 	t.Helper()
 	want := map[string]bool{}
 	for _, e := range exp.Entries {
@@ -451,19 +570,24 @@ func checkAgainstTar(t *testing.T, req *Request, exp expected) {
 		case strings.HasPrefix(name, ContextName+"/"):
 			rel := strings.TrimPrefix(name, ContextName+"/")
 			want[rel] = true
-			p := filepath.Join(req.ContextDir, filepath.FromSlash(rel))
-			fi, err := os.Lstat(p)
-			if err != nil {
-				t.Error(err)
+			st := statOf(t, f, rel)
+			if st == nil {
+				t.Errorf("%s is missing", rel)
 				continue
 			}
 			if e.Typeflag == "'5'" {
-				if !fi.IsDir() {
+				if !st.IsDir() {
 					t.Errorf("%s is not a directory", rel)
 				}
 				continue
 			}
-			content, err := os.ReadFile(p)
+			r, err := f.Open(rel)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			content, err := io.ReadAll(r)
+			r.Close()
 			if err != nil {
 				t.Error(err)
 				continue
@@ -471,18 +595,16 @@ func checkAgainstTar(t *testing.T, req *Request, exp expected) {
 			if sum := sha256.Sum256(content); hex.EncodeToString(sum[:]) != e.SHA256 {
 				t.Errorf("%s sha256 differs", rel)
 			}
-			if mode, _ := strconv.ParseUint(e.Mode, 8, 32); fi.Mode() != os.FileMode(mode) {
-				t.Errorf("%s mode %v, want %s", rel, fi.Mode(), e.Mode)
+			if mode, _ := strconv.ParseUint(e.Mode, 8, 32); os.FileMode(st.Mode) != os.FileMode(mode) {
+				t.Errorf("%s mode %v, want %s", rel, os.FileMode(st.Mode), e.Mode)
 			}
 		}
 	}
-	filepath.WalkDir(req.ContextDir, func(p string, d os.DirEntry, err error) error {
-		rel, _ := filepath.Rel(req.ContextDir, p)
-		if rel != "." && !want[filepath.ToSlash(rel)] {
+	for rel := range walkAll(t, f) {
+		if !want[rel] {
 			t.Errorf("unexpected %s in the context", rel)
 		}
-		return err
-	})
+	}
 	if hasSecrets := exp.hasEntry(SecretsName); hasSecrets != (req.SealedSecrets != nil) {
 		t.Errorf("SealedSecrets present = %v, want %v", req.SealedSecrets != nil, hasSecrets)
 	}
@@ -559,10 +681,473 @@ func FuzzParseConfig(f *testing.F) {
 	})
 }
 
-// FuzzExtract inputs are whole tars of several KiB, and each run touches the
-// disk, so the default minimization of every new input stalls the progress
-// counter for a long time; -fuzzminimizetime=50x keeps the fuzzer moving.
-func FuzzExtract(f *testing.F) {
+// The issue-10 case: 1000 entries 255 levels deep, each under a new top
+// directory, imply 255,000 directories. They are charged as entries, so
+// the index stops a few hundred entries in, having read a fraction of the
+// tar; the same shape within the limit is indexed whole.
+func TestImpliedDirectoriesAreCharged(t *testing.T) {
+	deep := func(n int) []byte {
+		entries := minimal()
+		for i := range n {
+			entries = append(entries, file(fmt.Sprintf("context/t%04d/", i)+strings.Repeat("d/", 254)+"f", "x"))
+		}
+		return makeTar(t, entries...)
+	}
+	data := deep(1000)
+	in := &countingReader{r: bytes.NewReader(data)}
+	_, err := Index(context.Background(), in, Limits{})
+	var e *Error
+	if !errors.As(err, &e) || !e.TooLarge || !strings.Contains(e.Reason, "entries") {
+		t.Fatalf("got %v, want a TooLarge entries error", err)
+	}
+	var at int
+	if _, err := fmt.Sscanf(e.Entry, "context/t%04d/", &at); err != nil || at >= 400 {
+		t.Fatalf("refused at %q, want within the first 400 entries", e.Entry)
+	}
+	if in.n > int64(len(data))/2 {
+		t.Fatalf("read %d of %d bytes before refusing", in.n, len(data))
+	}
+	t.Logf("%d-byte tar refused at entry %d after reading %d bytes", len(data), at, in.n)
+
+	_, f, err := index(t, deep(10), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := 0
+	for _, st := range walkAll(t, f) {
+		if st.IsDir() {
+			dirs++
+		}
+	}
+	if dirs != 10*255 {
+		t.Fatalf("%d directories served, want %d", dirs, 10*255)
+	}
+}
+
+// The Indexer, fed the bytes in pieces as a body arrives, indexes as
+// Index does; after a refusal it takes the rest without blocking, and the
+// refusal waits for Finish.
+func TestIndexerMatchesIndex(t *testing.T) {
+	for name, p := range vectorTars(t) {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix := NewIndexer(context.Background(), Limits{})
+		for chunk := range slices.Chunk(data, 333) {
+			if n, err := ix.Write(chunk); n != len(chunk) || err != nil {
+				t.Fatalf("%s: Write = %d, %v", name, n, err)
+			}
+		}
+		got, err := ix.Finish()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, f, err := index(t, data, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Config, want.Config) || !bytes.Equal(got.SealedSecrets, want.SealedSecrets) ||
+			!reflect.DeepEqual(walked(t, got.Context.Serve(bytes.NewReader(data)), "/"), walked(t, f, "/")) {
+			t.Errorf("%s: the Indexer and Index disagree", name)
+		}
+	}
+
+	bad := makeTar(t, append(minimal(), file("../x", "x"))...)
+	ix := NewIndexer(context.Background(), Limits{})
+	ix.Write(bad)
+	ix.Write(make([]byte, 1<<20)) // more after the refusal
+	var e *Error
+	if _, err := ix.Finish(); !errors.As(err, &e) || e.Entry != "../x" {
+		t.Fatalf("got %v, want the refusal of ../x", err)
+	}
+	ix = NewIndexer(context.Background(), Limits{})
+	ix.Write(bad[:700])
+	ix.Abandon()
+}
+
+// cancelAfter cancels its context once n bytes have been read through it.
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	read   int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.read += int64(n); c.read >= c.n {
+		c.cancel()
+	}
+	return n, err
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestIndexStopsWhenCancelled(t *testing.T) {
+	t.Run("between entries", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		defer pr.Close()
+		go func() { // an endless tar
+			tw := tar.NewWriter(pw)
+			for i := 0; ; i++ {
+				if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("context/d%d/f", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}); err != nil {
+					return
+				}
+				if _, err := tw.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := Index(ctx, &cancelAfter{r: pr, n: 1 << 20, cancel: cancel}, Limits{MaxEntries: 1 << 30})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+	t.Run("within a large file", func(t *testing.T) {
+		var hdr bytes.Buffer
+		tw := tar.NewWriter(&hdr)
+		if err := tw.WriteHeader(&tar.Header{Name: "context/big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		in := &cancelAfter{r: io.MultiReader(&hdr, zeros{}), n: 8 << 20, cancel: cancel}
+		_, err := Index(ctx, in, Limits{MaxBytes: 2 << 30})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+		if in.read > 8<<20+2*cancelEvery {
+			t.Fatalf("read %d bytes after cancelling at %d", in.read, 8<<20)
+		}
+	})
+}
+
+// BuildKit re-sends a file when its metadata differs from its incremental
+// copy: the mtime served must change with the bytes and only with them.
+func TestMtimesFollowContent(t *testing.T) {
+	request := func(data string, mtime time.Time) *FS {
+		_, f, err := index(t, makeTar(t, at(mtime, file("context/Dockerfile", dockerfile), file("context/data.txt", data), file(ConfigName, goodConfig))...), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	t1, t2 := time.Unix(1700000000, 0), time.Unix(1800000000, 0)
+	a := walkAll(t, request("tenant-a-secret!", t1))
+	b := walkAll(t, request("tenant-b-guess!!", t1)) // same path, size and client mtime
+	c := walkAll(t, request("tenant-a-secret!", t2)) // same bytes, copied afresh
+	if a["data.txt"].ModTime == b["data.txt"].ModTime {
+		t.Errorf("different bytes, same mtime %d", a["data.txt"].ModTime)
+	}
+	for _, p := range []string{"data.txt", "Dockerfile"} {
+		if a[p].ModTime != c[p].ModTime || a[p].Uid != c[p].Uid || a[p].Mode != c[p].Mode {
+			t.Errorf("%s: same bytes served differently: %+v and %+v", p, a[p], c[p])
+		}
+	}
+	if a["Dockerfile"].ModTime != b["Dockerfile"].ModTime {
+		t.Errorf("unchanged Dockerfile got a new mtime")
+	}
+	for _, st := range a {
+		if when := time.Unix(0, st.ModTime); when.Year() < 2000 || when.After(time.Now()) {
+			t.Errorf("%s: mtime %v", st.Path, when)
+		}
+	}
+}
+
+// diskTree is a context laid out on disk, with the tar a client would
+// make of it: directories, modes, symlinks, and a hard link whose name
+// sorts before its file's.
+func diskTree(t *testing.T) (string, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	files := []struct {
+		name, body string
+		mode       os.FileMode
+	}{
+		{"Dockerfile", dockerfile, 0o644},
+		{"a.txt", "a dot txt", 0o600},
+		{"a/b", "a slash b", 0o644},
+		{"a/c/run.sh", "#!/bin/sh\n", 0o755},
+		{"a-b", "a dash b", 0o644},
+		{"z/original", "linked twice", 0o640},
+		{".dockerignore", "ignored/\n*.log\n!keep.log\n", 0o644},
+		{"ignored/secret", "not for the image", 0o644},
+		{"x.log", "log", 0o644},
+		{"keep.log", "kept", 0o644},
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f.body), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"empty", "a/c"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{"a/up": "../Dockerfile", "self": ".", "dangling": "nowhere", "to-a": "a"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Link(filepath.Join(dir, "z/original"), filepath.Join(dir, "a/hard")); err != nil {
+		t.Fatal(err)
+	}
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	inodes := map[uint64]string{}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		link, _ := os.Readlink(p)
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = path.Join("context", filepath.ToSlash(rel))
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
+			if first, seen := inodes[st.Ino]; seen {
+				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+			} else {
+				inodes[st.Ino] = hdr.Name
+			}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			_, err = tw.Write(data)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: ConfigName, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(goodConfig))}); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(tw, goodConfig)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, buf.Bytes()
+}
+
+// walked is one walk's output without what the index decides itself
+// (mtimes, owners).
+func walked(t *testing.T, f fsutil.FS, target string) []string {
+	t.Helper()
+	var out []string
+	err := f.Walk(context.Background(), target, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*types.Stat)
+		out = append(out, fmt.Sprintf("%s %v size=%d link=%q", p, os.FileMode(st.Mode), st.Size, st.Linkname))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// The served tree walks like fsutil's own FS over the same files on disk,
+// which is what BuildKit's client sends for `buildctl --local`: the same
+// paths in the same order with the same types, modes, sizes and links,
+// also through the filters BuildKit applies (.dockerignore patterns,
+// include patterns and followed symlinks) and from a subdirectory.
+func TestWalkMatchesFsutilOnDisk(t *testing.T) {
+	dir, data := diskTree(t)
+	_, served, err := index(t, data, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := fsutil.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare := func(what string, want, got []string) {
+		t.Helper()
+		if !slices.Equal(want, got) {
+			t.Errorf("%s:\nfsutil on disk:\n  %s\nindex:\n  %s", what, strings.Join(want, "\n  "), strings.Join(got, "\n  "))
+		}
+	}
+	compare("whole walk", walked(t, onDisk, "/"), walked(t, served, "/"))
+	for _, target := range []string{"a", "a/c/run.sh", "to-a", "missing", "a/../a.txt"} {
+		compare("walk of "+target, walked(t, onDisk, target), walked(t, served, target))
+	}
+	for _, opt := range []fsutil.FilterOpt{
+		{ExcludePatterns: []string{"ignored/", "*.log", "!keep.log"}},
+		{IncludePatterns: []string{"a/c", "Dockerfile"}},
+		{FollowPaths: []string{"to-a/b", "Dockerfile"}},
+		{IncludePatterns: []string{"a"}, ExcludePatterns: []string{"a/c"}},
+	} {
+		want, err := fsutil.NewFilterFS(onDisk, &opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fsutil.NewFilterFS(served, &opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compare(fmt.Sprintf("filtered %+v", opt), walked(t, want, "/"), walked(t, got, "/"))
+	}
+	subDisk, err := fsutil.NewFS(filepath.Join(dir, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := served.Sub("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare("sub a", walked(t, subDisk, "/"), walked(t, sub, "/"))
+	for _, bad := range []string{"a.txt", "to-a", "nope"} {
+		if _, err := served.Sub(bad); err == nil {
+			t.Errorf("Sub(%q) served a non-directory", bad)
+		}
+	}
+}
+
+// pipeConn is one end of an in-memory fsutil stream.
+type pipeConn struct {
+	ctx        context.Context
+	recv, send chan []byte
+}
+
+func connPair(ctx context.Context) (*pipeConn, *pipeConn) {
+	a, b := make(chan []byte, 64), make(chan []byte, 64)
+	return &pipeConn{ctx, a, b}, &pipeConn{ctx, b, a}
+}
+
+func (c *pipeConn) Context() context.Context { return c.ctx }
+
+func (c *pipeConn) SendMsg(m any) error {
+	data, err := m.(*types.Packet).MarshalVT() // the sender reuses its buffers
+	if err != nil {
+		return err
+	}
+	select {
+	case c.send <- data:
+		return nil
+	case <-c.ctx.Done():
+		return c.ctx.Err()
+	}
+}
+
+func (c *pipeConn) RecvMsg(m any) error {
+	select {
+	case data, ok := <-c.recv:
+		if !ok {
+			return io.EOF
+		}
+		return m.(*types.Packet).UnmarshalVT(data)
+	case <-c.ctx.Done():
+		return c.ctx.Err()
+	}
+}
+
+// openCounter records which files a transfer read.
+type openCounter struct {
+	*FS
+	mu     sync.Mutex
+	opened []string
+}
+
+func (o *openCounter) Open(p string) (io.ReadCloser, error) {
+	o.mu.Lock()
+	o.opened = append(o.opened, p)
+	o.mu.Unlock()
+	return o.FS.Open(p)
+}
+
+// transfer sends f with fsutil.Send into dest with fsutil.Receive, as a
+// BuildKit client and daemon do, and returns the files the daemon asked for.
+func transfer(t *testing.T, f *FS, dest string) []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client, daemon := connPair(ctx)
+	counted := &openCounter{FS: f}
+	var g errgroup.Group
+	g.Go(func() error {
+		defer close(client.send) // the receiver waits for the end of the stream
+		return fsutil.Send(ctx, client, counted, nil)
+	})
+	g.Go(func() error { return fsutil.Receive(ctx, daemon, dest, fsutil.ReceiveOpt{}) })
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(counted.opened)
+	return counted.opened
+}
+
+// What BuildKit's incremental transfer does with served contexts: the
+// first sends every file, a second with one file's bytes changed (same
+// size, every client mtime new) sends that file alone, and a third
+// identical one sends nothing; the copy always holds the latest bytes.
+func TestIncrementalTransferSendsChangedFilesOnly(t *testing.T) {
+	request := func(data string, mtime time.Time) *FS {
+		body := makeTar(t, at(mtime, dir("context/sub"), file("context/Dockerfile", dockerfile), file("context/sub/data.txt", data), file("context/sub/same.txt", "unchanged"),
+			symlink("context/link", "sub/data.txt"), hardlink("context/hard", "context/sub/same.txt"), file(ConfigName, goodConfig))...)
+		_, f, err := index(t, body, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	dest := t.TempDir()
+	first := transfer(t, request("version-1", time.Unix(1700000000, 0)), dest)
+	if want := []string{"Dockerfile", "hard", "sub/data.txt"}; !slices.Equal(first, want) && !slices.Equal(first, []string{"Dockerfile", "sub/data.txt", "sub/same.txt"}) {
+		t.Fatalf("first transfer read %v", first)
+	}
+	second := transfer(t, request("version-2", time.Unix(1800000000, 0)), dest)
+	if !slices.Equal(second, []string{"sub/data.txt"}) {
+		t.Fatalf("second transfer read %v, want only sub/data.txt", second)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "sub/data.txt")); string(got) != "version-2" {
+		t.Fatalf("the copy holds %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "link")); string(got) != "version-2" {
+		t.Fatalf("the link reads %q", got)
+	}
+	if third := transfer(t, request("version-2", time.Unix(1900000000, 0)), dest); len(third) != 0 {
+		t.Fatalf("third transfer read %v, want nothing", third)
+	}
+}
+
+// FuzzIndex feeds mutated tars to Index. Whatever it accepts must serve,
+// for every file, the bytes archive/tar reads for that entry, walk in an
+// order fsutil's receiver accepts, and hold no symlink that resolves
+// outside the context.
+func FuzzIndex(f *testing.F) {
 	for _, p := range vectorTars(f) {
 		if data, err := os.ReadFile(p); err == nil {
 			f.Add(data)
@@ -572,55 +1157,142 @@ func FuzzExtract(f *testing.F) {
 	f.Add(makeTar(f, append(minimal(), symlink("context/a", "sub"), dir("context/sub"), symlink("context/b", "a/.."), file("context/a/x", "x"))...))
 	f.Add(makeTar(f, append(minimal(), file("../x", "x"), hardlink("context/h", "context/Dockerfile"))...))
 	f.Add(makeTar(f, append(minimal(), symlink("context/l", "/tmp"), file("context/l/evil", "x"))...))
+	f.Add(makeTar(f, append(minimal(), dir("context/a.b"), file("context/a/b", "ab"), file("context/a-b", "a-b"), hardlink("context/0", "context/a/b"))...))
+	f.Add(makeTar(f, append(minimal(), sparse(f, "context/s", 2000, sparseRun{10, "xyz"}, sparseRun{1500, "q"}))...))
 	f.Add(hugeHeader(f))
 
 	lim := Limits{MaxBytes: 1 << 20, MaxEntries: 200, MaxConfigBytes: 4 << 10, MaxSecretsBytes: 4 << 10}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		data = fixChecksums(data)
-		parent := t.TempDir()
-		work := filepath.Join(parent, "work")
-		if err := os.Mkdir(work, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		req, err := Extract(bytes.NewReader(data), work, lim)
+		req, err := Index(context.Background(), bytes.NewReader(data), lim)
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
 				t.Fatalf("non-archive error: %v", err)
 			}
-			assertNothingLeft(t, parent, work)
 			return
 		}
-		if top, _ := os.ReadDir(work); len(top) != 1 || top[0].Name() != "context" {
-			t.Fatalf("work dir holds %v", top)
-		}
-		if siblings, _ := os.ReadDir(parent); len(siblings) != 1 {
-			t.Fatalf("written next to the work dir: %v", siblings)
-		}
-		ctx := req.ContextDir
-		filepath.WalkDir(ctx, func(p string, d os.DirEntry, err error) error {
+		served := req.Context.Serve(bytes.NewReader(data))
+
+		// What archive/tar itself reads for each context file.
+		want := map[string][]byte{}
+		tr := tar.NewReader(bytes.NewReader(data))
+		for {
+			hdr, err := tr.Next()
 			if err != nil {
-				t.Fatal(err)
+				break
 			}
-			if d.Type()&os.ModeSymlink == 0 {
-				if d.Type()&^os.ModeDir != 0 {
-					t.Fatalf("%s has special mode %v", p, d.Type())
-				}
-				return nil
+			name, _ := cleanName(hdr.Name)
+			rel, ok := strings.CutPrefix(name, ContextName+"/")
+			switch {
+			case !ok:
+			case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeGNUSparse:
+				want[rel], _ = io.ReadAll(tr)
+			case hdr.Typeflag == tar.TypeLink:
+				target, _ := cleanName(hdr.Linkname)
+				want[rel] = want[strings.TrimPrefix(target, ContextName+"/")]
 			}
-			// Resolve fully when possible; a dangling link is judged by the
-			// part that exists plus the lexical rest.
-			resolved, err := filepath.EvalSymlinks(p)
+		}
+
+		stats := map[string]*types.Stat{}
+		var order fsutil.Validator
+		var links fsutil.Hardlinks
+		err = fsutil.WithHardlinkReset(served).Walk(context.Background(), "/", func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
-				target, _ := os.Readlink(p)
-				resolved = filepath.Join(filepath.Dir(p), target)
+				return err
 			}
-			if resolved != ctx && !strings.HasPrefix(resolved, ctx+string(filepath.Separator)) {
-				t.Fatalf("symlink %s resolves to %s, outside the context", p, resolved)
+			fi, err := d.Info()
+			if err != nil {
+				return err
 			}
+			if err := order.HandleChange(fsutil.ChangeKindAdd, p, fi, nil); err != nil {
+				return err
+			}
+			if err := links.HandleChange(fsutil.ChangeKindAdd, p, fi, nil); err != nil {
+				return err
+			}
+			stats[p] = fi.Sys().(*types.Stat)
 			return nil
 		})
+		if err != nil {
+			t.Fatalf("walk: %v", err)
+		}
+		for p, st := range stats {
+			mode := os.FileMode(st.Mode)
+			switch {
+			case mode.IsRegular():
+				r, err := served.Open(p)
+				if err != nil {
+					t.Fatalf("open %s: %v", p, err)
+				}
+				got, err := io.ReadAll(r)
+				if err != nil {
+					t.Fatalf("read %s: %v", p, err)
+				}
+				if w, ok := want[p]; !ok || !bytes.Equal(got, w) {
+					t.Fatalf("%s serves %d bytes that differ from the tar's %d", p, len(got), len(w))
+				}
+			case mode&os.ModeSymlink != 0:
+				if escapes(stats, p) {
+					t.Fatalf("symlink %s -> %s resolves outside the context", p, st.Linkname)
+				}
+			case mode.IsDir():
+			default:
+				t.Fatalf("%s has special mode %v", p, mode)
+			}
+		}
+		if len(want) != countFiles(stats) {
+			t.Fatalf("%d files in the tar, %d served", len(want), countFiles(stats))
+		}
 	})
+}
+
+func countFiles(stats map[string]*types.Stat) int {
+	n := 0
+	for _, st := range stats {
+		if os.FileMode(st.Mode).IsRegular() {
+			n++
+		}
+	}
+	return n
+}
+
+// escapes follows the symlink at p through the walked tree, lexically
+// where a name does not exist, and reports whether it climbs above the
+// root. A loop stops as the kernel's ELOOP would.
+func escapes(stats map[string]*types.Stat, p string) bool {
+	var follow func(dir, rest []string, hops int) bool
+	follow = func(dir, rest []string, hops int) bool {
+		for len(rest) > 0 {
+			c := rest[0]
+			rest = rest[1:]
+			switch c {
+			case "", ".":
+				continue
+			case "..":
+				if len(dir) == 0 {
+					return true
+				}
+				dir = dir[:len(dir)-1]
+				continue
+			}
+			here := append(slices.Clone(dir), c)
+			st := stats[strings.Join(here, "/")]
+			if st == nil || os.FileMode(st.Mode)&os.ModeSymlink == 0 {
+				dir = here
+				continue
+			}
+			if hops > 40 {
+				return false
+			}
+			if strings.HasPrefix(st.Linkname, "/") {
+				return true
+			}
+			return follow(dir, append(strings.Split(st.Linkname, "/"), rest...), hops+1)
+		}
+		return false
+	}
+	return follow(nil, strings.Split(p, "/"), 0)
 }
 
 // fixChecksums rewrites the checksum of every header it can find, so that the
@@ -648,7 +1320,7 @@ func fixChecksums(data []byte) []byte {
 	return data
 }
 
-func BenchmarkExtract(b *testing.B) {
+func BenchmarkIndex(b *testing.B) {
 	const files, size = 256, 256 << 10 // 64 MiB in total
 	entries := minimal()
 	content := strings.Repeat("0123456789abcdef", size/16)
@@ -656,16 +1328,10 @@ func BenchmarkExtract(b *testing.B) {
 		entries = append(entries, file("context/src/file"+strconv.Itoa(i), content))
 	}
 	data := makeTar(b, entries...)
-	base := b.TempDir()
 	b.SetBytes(files * size)
 	for b.Loop() {
-		work, err := os.MkdirTemp(base, "work")
-		if err != nil {
+		if _, err := Index(context.Background(), bytes.NewReader(data), DefaultLimits()); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := Extract(bytes.NewReader(data), work, DefaultLimits()); err != nil {
-			b.Fatal(err)
-		}
-		os.RemoveAll(work)
 	}
 }

@@ -72,6 +72,12 @@ type Fetched struct {
 // Reader reads the tar from its start.
 func (f *Fetched) Reader() io.Reader { return io.NewSectionReader(f.file, 0, f.size) }
 
+// ReadAt reads the tar at off; it is safe for concurrent use.
+func (f *Fetched) ReadAt(p []byte, off int64) (int, error) { return f.file.ReadAt(p, off) }
+
+// Size is the tar's length in bytes.
+func (f *Fetched) Size() int64 { return f.size }
+
 // Close removes the temp file.
 func (f *Fetched) Close() error {
 	err := f.file.Close()

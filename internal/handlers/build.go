@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"mime"
 	"net/http"
@@ -36,7 +35,10 @@ type BuildOptions struct {
 	// DisableHMAC accepts unsigned requests, as the (only) tenant.
 	DisableHMAC bool
 	// SpoolDir holds request bodies while their signature is checked.
-	SpoolDir     string
+	SpoolDir string
+	// SpoolMemory keeps small request bodies in memory instead; nil keeps
+	// none there.
+	SpoolMemory  *signature.Memory
 	MaxBodyBytes int64
 	// Unverified bounds the bytes of bodies whose signature is not yet
 	// checked, across requests; nil means unlimited.
@@ -67,7 +69,7 @@ type BuildOptions struct {
 	LogFormat buildlog.Format
 }
 
-// MakeBuildHandler answers POST /build: verify, unpack, build, reply.
+// MakeBuildHandler answers POST /build: verify, index, build, reply.
 func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
 	if o.Slots == nil {
 		o.Slots = schedule.New(0, 0)
@@ -111,18 +113,19 @@ func serveBuild(w http.ResponseWriter, r *http.Request, o BuildOptions) {
 	}
 	start := time.Now()
 
-	spooled, t, ok := o.receive(w, r)
+	spooled, t, intake, ok := o.receive(w, r)
 	if !ok {
 		return
 	}
 	defer spooled.Close()
+	defer intake.Abandon() // when no build took it
 	if callID == "" {
-		o.runHoldingSlot(w, r, spooled, t, start)
+		o.runHoldingSlot(w, r, spooled, intake, t, start)
 		return
 	}
 	fingerprint := r.Header.Get("X-Build-Signature")
 	res, shared, err := o.Results.Do(r.Context(), resultID(t, callID), func() results.Result {
-		res := o.runHoldingSlot(w, r, spooled, t, start)
+		res := o.runHoldingSlot(w, r, spooled, intake, t, start)
 		res.Request = fingerprint
 		return res
 	})
@@ -163,48 +166,61 @@ func (o BuildOptions) anyTenantHas(callID string) bool {
 }
 
 // receive spools the body and checks its signature, which names its
-// tenant; on failure it has answered already.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, bool) {
+// tenant; on failure it has answered already. A build tar is indexed while
+// it arrives (intake); a context reference has no intake.
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, *build.Intake, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
-		return nil, tenant.Tenant{}, false
+		return nil, tenant.Tenant{}, nil, false
 	}
 	if !o.Unverified.admit(w, r.ContentLength) {
-		return nil, tenant.Tenant{}, false
+		return nil, tenant.Tenant{}, nil, false
 	}
 	upload := o.unverifiedBody(w, r)
 	defer upload.Close()
 	body := &countingReader{r: upload}
-	spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Build-Signature"}.spool(w, r, body, o.SpoolDir, o.MaxBodyBytes)
+	opts := signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes, Memory: o.SpoolMemory, Size: r.ContentLength}
+	var intake *build.Intake
+	if !isContextRef(r) {
+		intake = o.Pipeline.Intake(r.Context())
+		opts.Tee = intake
+	}
+	spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Build-Signature"}.spool(w, r, body, opts)
 	o.Metrics.BytesReceived.Add(float64(body.n))
-	return spooled, t, err == nil
+	if err != nil {
+		intake.Abandon()
+		return nil, tenant.Tenant{}, nil, false
+	}
+	return spooled, t, intake, true
 }
 
-// prepare unpacks the request and checks it against what its tenant may
-// do; on a refusal it has answered already, with ok false.
-func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant) (_ *build.Job, _ results.Result, ok bool) {
+// prepare indexes the request (or takes intake's index) and checks it
+// against what its tenant may do; on a refusal it has answered already,
+// with ok false. BuildKit reads the context from the tar while the job
+// runs: closeTar, when ok, is for after the job.
+func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, t tenant.Tenant) (_ *build.Job, closeTar func(), _ results.Result, ok bool) {
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
 	if err != nil {
 		code, msg := fetchStatus(err)
-		return nil, refuse(w, code, msg), false
+		return nil, nil, refuse(w, code, msg), false
 	}
-	job, err := o.Pipeline.Prepare(ctx, tar, t)
-	closeTar()
+	job, err := o.Pipeline.Prepare(ctx, tar, intake, t)
 	if err == nil {
-		return job, results.Result{}, true
+		return job, closeTar, results.Result{}, true
 	}
+	closeTar()
 	var in *build.InputError
 	var gwErr *deploy.GatewayError
 	switch {
 	case errors.As(err, &in) && in.TooLarge:
-		return nil, refuse(w, http.StatusRequestEntityTooLarge, err.Error()), false
+		return nil, nil, refuse(w, http.StatusRequestEntityTooLarge, err.Error()), false
 	case errors.As(err, &in):
-		return nil, refuse(w, http.StatusBadRequest, err.Error()), false
+		return nil, nil, refuse(w, http.StatusBadRequest, err.Error()), false
 	case errors.As(err, &gwErr):
-		return nil, refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error()), false
+		return nil, nil, refuse(w, http.StatusBadGateway, "check the function to deploy: "+err.Error()), false
 	}
 	log.Printf("build: %v", err)
-	return nil, refuse(w, http.StatusInternalServerError, err.Error()), false
+	return nil, nil, refuse(w, http.StatusInternalServerError, err.Error()), false
 }
 
 // run builds a prepared job in the slot it holds, deploys if asked, and
@@ -261,11 +277,17 @@ func refuse(w http.ResponseWriter, code int, msg string) results.Result {
 	return results.Result{Code: code, Body: body, Transient: code >= 500}
 }
 
+// isContextRef says whether the body is a context reference, not a tar.
+func isContextRef(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == contextref.MediaType
+}
+
 // openTar returns the request's tar: the body itself, or the tar a signed
 // context reference points at.
-func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (io.Reader, func(), error) {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != contextref.MediaType {
-		return spooled.Reader(), func() {}, nil
+func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (build.Body, func(), error) {
+	if !isContextRef(r) {
+		return spooled, func() {}, nil
 	}
 	ref, err := contextref.Parse(spooled.Reader())
 	if err != nil {
@@ -294,7 +316,7 @@ func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *sig
 	if err != nil {
 		return nil, nil, err
 	}
-	return fetched.Reader(), func() { fetched.Close() }, nil
+	return fetched, func() { fetched.Close() }, nil
 }
 
 // fetchStatus maps a context reference failure to a status code.

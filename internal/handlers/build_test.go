@@ -33,6 +33,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -107,9 +108,8 @@ func startFixture(t *testing.T, run func(context.Context, buildkit.Build, func([
 	runner := &fakeRunner{run: run}
 	o := handlers.BuildOptions{
 		Pipeline: &build.Pipeline{
-			Keys:    func() (*secrets.KeyRing, error) { return ring, nil },
-			Runner:  runner,
-			WorkDir: t.TempDir(),
+			Keys:   func() (*secrets.KeyRing, error) { return ring, nil },
+			Runner: runner,
 		},
 		Metrics:      metrics.New(),
 		Tenants:      oneTenant(func() ([]byte, error) { return os.ReadFile(secretFile) }),
@@ -283,9 +283,11 @@ func TestStreamSuccessArrivesLineByLine(t *testing.T) {
 		if b.Image != testImage || len(b.Platforms) != 1 || !b.Push {
 			return fmt.Errorf("unexpected build %+v", b)
 		}
-		if _, err := os.Stat(filepath.Join(b.ContextDir, "Dockerfile")); err != nil {
+		df, err := b.Context.Open("Dockerfile")
+		if err != nil {
 			return err
 		}
+		df.Close()
 		logf([]string{"v: step one"})
 		select {
 		case <-release:
@@ -920,6 +922,65 @@ func TestBadTarIs400(t *testing.T) {
 	checkErrorReply(t, res, data, http.StatusBadRequest)
 	if f.runner.calls.Load() != 0 {
 		t.Fatal("runner called for a bad tar")
+	}
+}
+
+// The tar is indexed while the body arrives, but a body whose signature
+// fails is refused for its signature alone, whatever its tar holds; the
+// same tar signed is refused for what it holds.
+func TestBadTarUnsignedIs401(t *testing.T) {
+	f := newFixture(t, nil)
+	body := makeTar(t, tarEntry{name: "../escape", body: []byte("x")})
+	req := f.request(nil, http.MethodPost, body, ndjson)
+	req.Header.Set("X-Build-Signature", sign(body, "other"))
+	res := f.do(req)
+	data, _ := io.ReadAll(res.Body)
+	checkErrorReply(t, res, data, http.StatusUnauthorized)
+	if bytes.Contains(data, []byte("escape")) {
+		t.Fatalf("an unsigned request learnt how its tar was judged: %s", data)
+	}
+	res, data = f.post(body, ndjson)
+	checkErrorReply(t, res, data, http.StatusBadRequest)
+	if !bytes.Contains(data, []byte("../escape")) {
+		t.Fatalf("the signed refusal does not name the entry: %s", data)
+	}
+	if f.runner.calls.Load() != 0 {
+		t.Fatal("runner called for a bad tar")
+	}
+}
+
+// A small request is built from memory: nothing reaches the spool
+// directory; a larger one is spooled there while it builds, and removed.
+func TestSmallBodiesStayOffDisk(t *testing.T) {
+	var spoolDir string
+	var during []os.DirEntry
+	var served []byte
+	f := newFixture(t, func(_ context.Context, b buildkit.Build, _ func([]string)) error {
+		during, _ = os.ReadDir(spoolDir)
+		r, err := b.Context.Open("data.bin")
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		served, err = io.ReadAll(r)
+		return err
+	}, func(o *handlers.BuildOptions) { o.SpoolMemory = signature.NewMemory(1<<20, 4<<20) })
+	spoolDir = f.opts.SpoolDir
+	for _, size := range []int{100 << 10, 2 << 20} {
+		data := bytes.Repeat([]byte{byte(size)}, size)
+		res, reply := f.post(makeTar(t, tarEntry{name: "context/data.bin", body: data}), ndjson)
+		if res.StatusCode != http.StatusOK || !bytes.Contains(reply, []byte(`"success"`)) {
+			t.Fatalf("%d bytes: %d %s", size, res.StatusCode, reply)
+		}
+		if !bytes.Equal(served, data) {
+			t.Fatalf("%d bytes: BuildKit was served %d other bytes", size, len(served))
+		}
+		if onDisk := len(during) > 0; onDisk != (size > 1<<20) {
+			t.Fatalf("%d bytes: spool dir during the build: %v", size, during)
+		}
+		if left, _ := os.ReadDir(spoolDir); len(left) != 0 {
+			t.Fatalf("%d bytes: left in the spool dir: %v", size, left)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
+	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -32,7 +33,7 @@ func MakeDeployHandler(o DeployOptions) http.HandlerFunc {
 			reply.MethodNotAllowed(w, "POST")
 			return
 		}
-		spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Deploy-Signature"}.spool(w, r, r.Body, o.SpoolDir, o.MaxBodyBytes)
+		spooled, t, err := verifier{o.Tenants, o.DisableHMAC, "X-Deploy-Signature"}.spool(w, r, r.Body, signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes})
 		if err != nil {
 			return
 		}

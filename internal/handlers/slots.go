@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
@@ -21,7 +22,7 @@ import (
 // queue-worker, go-sdk's Build) gets 429 when no slot is free, so that its
 // caller's retries work. The request is prepared (unpacked and checked)
 // before any wait, so that a refusal comes at once, with its real status.
-func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, t tenant.Tenant, start time.Time) results.Result {
+func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, t tenant.Tenant, start time.Time) results.Result {
 	var ticket *schedule.Ticket
 	var err error
 	if wantsNDJSON(r) {
@@ -35,11 +36,12 @@ func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spo
 	defer ticket.Release()
 
 	prepareCtx, cancel := context.WithTimeout(r.Context(), o.Timeout)
-	job, refused, ok := o.prepare(prepareCtx, w, r, spooled, t)
+	job, closeTar, refused, ok := o.prepare(prepareCtx, w, r, spooled, intake, t)
 	cancel()
 	if !ok {
 		return refused
 	}
+	defer closeTar()
 	defer job.Close()
 
 	var out *progress.NDJSON

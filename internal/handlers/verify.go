@@ -28,9 +28,9 @@ type verifier struct {
 
 // spool stores a verified body and names its tenant; on error it has
 // answered the client already.
-func (v verifier) spool(w http.ResponseWriter, r *http.Request, body io.Reader, dir string, limit int64) (*signature.Spooled, tenant.Tenant, error) {
+func (v verifier) spool(w http.ResponseWriter, r *http.Request, body io.Reader, opts signature.Options) (*signature.Spooled, tenant.Tenant, error) {
 	if v.disabled {
-		s, err := signature.SpoolUnverified(body, dir, limit)
+		s, err := signature.SpoolUnverified(body, opts)
 		if err != nil {
 			v.refuse(w, err)
 			return nil, tenant.Tenant{}, err
@@ -41,7 +41,7 @@ func (v verifier) spool(w http.ResponseWriter, r *http.Request, body io.Reader, 
 	if err != nil {
 		return nil, tenant.Tenant{}, err
 	}
-	s, i, err := signature.Spool(body, r.Header.Get(v.header), keys, dir, limit)
+	s, i, err := signature.Spool(body, r.Header.Get(v.header), keys, opts)
 	if err != nil {
 		v.refuse(w, err)
 		return nil, tenant.Tenant{}, err

@@ -1,6 +1,7 @@
 // Package signature verifies the X-Build-Signature of a build request while
-// spooling its body to a temporary file. The body is never held in memory, and
-// nothing is left on disk unless the HMAC-SHA256 over the exact bytes matches.
+// receiving its body: small bodies stay in memory within a budget, larger
+// ones go to a temporary file, and nothing is kept unless the HMAC-SHA256
+// over the exact bytes matches.
 package signature
 
 import (
@@ -16,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 const prefix = "sha256="
@@ -59,20 +61,49 @@ func Key(secretFileContent []byte) []byte {
 	return bytes.TrimSpace(secretFileContent)
 }
 
-// Spooled is a verified request body stored in a temporary file.
+// Spooled is a request body received in full: in memory when it is small
+// and Options.Memory allows, in a temporary file otherwise.
 type Spooled struct {
-	file *os.File
-	size int64
+	mem    []byte
+	file   *os.File
+	size   int64
+	memory *Memory // what mem is charged to
 }
 
 // Size is the body length in bytes.
 func (s *Spooled) Size() int64 { return s.size }
 
-// Reader reads the body from its start. Each call returns an independent reader.
-func (s *Spooled) Reader() io.Reader { return io.NewSectionReader(s.file, 0, s.size) }
+// ReadAt reads the body at off; it is safe for concurrent use.
+func (s *Spooled) ReadAt(p []byte, off int64) (int, error) {
+	if s.file != nil {
+		return s.file.ReadAt(p, off)
+	}
+	if off < 0 {
+		return 0, errors.New("signature: negative offset")
+	}
+	if off >= int64(len(s.mem)) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.mem[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
 
-// Close closes and removes the temporary file. It is safe to call more than once.
+// Reader reads the body from its start. Each call returns an independent reader.
+func (s *Spooled) Reader() io.Reader { return io.NewSectionReader(s, 0, s.size) }
+
+// OnDisk says whether the body went to a temporary file.
+func (s *Spooled) OnDisk() bool { return s.file != nil }
+
+// Close releases the body: its memory, or its temporary file, which it
+// removes. It is safe to call more than once.
 func (s *Spooled) Close() error {
+	if s.mem != nil {
+		s.memory.release(int64(cap(s.mem)))
+		s.mem = nil
+	}
 	if s.file == nil {
 		return nil
 	}
@@ -82,22 +113,80 @@ func (s *Spooled) Close() error {
 	return errors.Join(err, os.Remove(name))
 }
 
-// copyBufSize bounds the memory used per request while spooling.
-const copyBufSize = 64 << 10
+// Memory bounds the bodies kept in memory instead of a temporary file:
+// each one up to PerBody bytes, all of them together up to Total, so that
+// many uploads at once (signed or not) cannot exhaust the builder.
+type Memory struct {
+	PerBody, Total int64
+	used           atomic.Int64
+}
 
-// Spool copies body into a new temporary file in dir while computing its
-// HMAC-SHA256 under each of keys, and returns the file and the index of the
-// key whose MAC equals the one in header. The header is checked before any
-// body byte is read, so unsigned requests are rejected cheaply. A body
-// longer than limit (when limit > 0) gives *TooLargeError. On any error the
-// temporary file has been removed.
-func Spool(body io.Reader, header string, keys [][]byte, dir string, limit int64) (*Spooled, int, error) {
+// NewMemory makes a budget for bodies of up to perBody bytes, total in all.
+func NewMemory(perBody, total int64) *Memory {
+	return &Memory{PerBody: perBody, Total: total}
+}
+
+func (m *Memory) reserve(n int64) bool {
+	for {
+		used := m.used.Load()
+		if used+n > m.Total {
+			return false
+		}
+		if m.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
+func (m *Memory) release(n int64) {
+	if m != nil {
+		m.used.Add(-n)
+	}
+}
+
+// Options says where and how a body is received.
+type Options struct {
+	// Dir holds the temporary file of a body that is not kept in memory.
+	Dir string
+	// Limit refuses a body longer than this many bytes with
+	// *TooLargeError; zero or less means no limit.
+	Limit int64
+	// Memory keeps small bodies in memory; nil spools every body to Dir.
+	Memory *Memory
+	// Size is the announced length (Content-Length), or -1 when unknown.
+	// It only sizes the memory reserved; the bytes read are what count.
+	Size int64
+	// Tee, when set, is given every byte of the body as it is received,
+	// so that a consumer (the tar index) reads the body while the MAC is
+	// computed. Tee.Write must not keep p and must not fail: its error is
+	// ignored. Nothing it learns may be acted on unless Spool succeeds.
+	Tee io.Writer
+}
+
+// chunkSize and chunks bound the memory one receive uses for buffers.
+const (
+	chunkSize = 256 << 10
+	chunks    = 4
+)
+
+var chunkPool = sync.Pool{New: func() any {
+	c := make([]byte, chunkSize)
+	return &c
+}}
+
+// Spool receives body while computing its HMAC-SHA256 under each of keys,
+// and returns it with the index of the key whose MAC equals the one in
+// header. The header is checked before any body byte is read, so unsigned
+// requests are rejected cheaply. The MACs are computed in their own
+// goroutines while the body is stored and teed, so a receive costs about
+// the time of the MACs alone. On any error nothing is left behind.
+func Spool(body io.Reader, header string, keys [][]byte, o Options) (*Spooled, int, error) {
 	want, err := ParseHeader(header)
 	if err != nil {
 		return nil, -1, err
 	}
 	macs := newMACs(keys)
-	s, err := spool(body, macs, dir, limit)
+	s, err := spool(body, macs, o)
 	if err != nil {
 		return nil, -1, err
 	}
@@ -166,35 +255,190 @@ func (m *macs) match(want []byte) int {
 // SpoolUnverified stores body like Spool but checks no signature at all. It
 // is only for a builder run with disable_hmac, where clients may send any
 // X-Build-Signature or none.
-func SpoolUnverified(body io.Reader, dir string, limit int64) (*Spooled, error) {
-	return spool(body, io.Discard, dir, limit)
+func SpoolUnverified(body io.Reader, o Options) (*Spooled, error) {
+	return spool(body, nil, o)
 }
 
-func spool(body io.Reader, mac io.Writer, dir string, limit int64) (_ *Spooled, err error) {
-	f, err := os.CreateTemp(dir, "fnbuilder-body-*")
-	if err != nil {
-		return nil, fmt.Errorf("spool body: %w", err)
-	}
+func spool(body io.Reader, mac io.Writer, o Options) (_ *Spooled, err error) {
+	st := &store{o: o}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			st.discard()
+		}
+	}()
+	if !st.inMemory() {
+		// A body bound for the disk has its file from the start.
+		if err := st.toFile(); err != nil {
+			return nil, err
+		}
+	}
+	src := body
+	if o.Limit > 0 {
+		// One byte past the limit is enough to tell "exactly limit" from "more".
+		src = io.LimitReader(body, o.Limit+1)
+	}
+
+	// The MAC runs behind the store: each chunk goes to it once stored
+	// and teed, and comes back to free once hashed. Chunks come from a
+	// pool, one more only while the MAC lags behind: a small body takes one.
+	free := make(chan []byte, chunks)
+	taken := 0
+	next := func() []byte {
+		select {
+		case c := <-free:
+			return c
+		default:
+		}
+		if taken < chunks {
+			taken++
+			return *chunkPool.Get().(*[]byte)
+		}
+		return <-free
+	}
+	var toMAC chan []byte
+	macDone := make(chan struct{})
+	if mac != nil {
+		toMAC = make(chan []byte, chunks)
+		go func() {
+			defer close(macDone)
+			for c := range toMAC {
+				mac.Write(c)
+				free <- c[:cap(c)]
+			}
+		}()
+	}
+	defer func() {
+		if mac != nil {
+			close(toMAC)
+			<-macDone
+		}
+		for range taken {
+			c := <-free
+			chunkPool.Put(&c)
 		}
 	}()
 
-	src := body
-	if limit > 0 {
-		// One byte past the limit is enough to tell "exactly limit" from "more".
-		src = io.LimitReader(body, limit+1)
+	for {
+		// Whatever has arrived goes on at once, so that a body held
+		// half-sent is stored (and counted) as far as it came.
+		buf := next()
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			c := buf[:n]
+			if err := st.write(c); err != nil {
+				free <- buf
+				return nil, err
+			}
+			if o.Tee != nil {
+				_, _ = o.Tee.Write(c)
+			}
+		}
+		if mac != nil && n > 0 {
+			toMAC <- buf[:n]
+		} else {
+			free <- buf
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("spool body: %w", rerr)
+		}
 	}
-	n, err := io.CopyBuffer(io.MultiWriter(f, mac), src, make([]byte, copyBufSize))
+	if o.Limit > 0 && st.size > o.Limit {
+		return nil, &TooLargeError{Limit: o.Limit}
+	}
+	return st.spooled(), nil
+}
+
+// store keeps a body in memory while the Memory budget allows, and moves
+// it to a temporary file once it does not.
+type store struct {
+	o        Options
+	mem      []byte
+	reserved int64
+	file     *os.File
+	size     int64
+}
+
+func (st *store) write(p []byte) error {
+	st.size += int64(len(p))
+	if st.file == nil && st.toMemory(len(p)) {
+		st.mem = append(st.mem, p...)
+		return nil
+	}
+	if err := st.toFile(); err != nil {
+		return err
+	}
+	if _, err := st.file.Write(p); err != nil {
+		return fmt.Errorf("spool body: %w", err)
+	}
+	return nil
+}
+
+// inMemory says whether the body may stay in memory, as far as its
+// announced size tells.
+func (st *store) inMemory() bool {
+	return st.o.Memory != nil && st.o.Size <= st.o.Memory.PerBody
+}
+
+// toFile moves the body to its temporary file, once.
+func (st *store) toFile() error {
+	if st.file != nil {
+		return nil
+	}
+	f, err := os.CreateTemp(st.o.Dir, "fnbuilder-body-*")
 	if err != nil {
-		return nil, fmt.Errorf("spool body: %w", err)
+		return fmt.Errorf("spool body: %w", err)
 	}
-	if limit > 0 && n > limit {
-		return nil, &TooLargeError{Limit: limit}
+	st.file = f
+	if _, err := f.Write(st.mem); err != nil {
+		return fmt.Errorf("spool body: %w", err)
 	}
-	return &Spooled{file: f, size: n}, nil
+	st.o.Memory.release(st.reserved)
+	st.mem, st.reserved = nil, 0
+	return nil
+}
+
+// toMemory reserves room for n more bytes in memory if the budget allows:
+// the announced size at once, else growing by doubling.
+func (st *store) toMemory(n int) bool {
+	m := st.o.Memory
+	need := int64(len(st.mem) + n)
+	if m == nil || need > m.PerBody || st.o.Size > m.PerBody {
+		return false
+	}
+	if need <= st.reserved {
+		return true
+	}
+	grow := min(max(need, 2*st.reserved, 64<<10, st.o.Size), m.PerBody)
+	if !m.reserve(grow - st.reserved) {
+		return false
+	}
+	mem := make([]byte, len(st.mem), grow)
+	copy(mem, st.mem)
+	st.mem, st.reserved = mem, grow
+	return true
+}
+
+func (st *store) spooled() *Spooled {
+	if st.file != nil {
+		return &Spooled{file: st.file, size: st.size}
+	}
+	if st.mem == nil {
+		st.mem = []byte{}
+	}
+	return &Spooled{mem: st.mem, size: st.size, memory: st.o.Memory}
+}
+
+func (st *store) discard() {
+	st.o.Memory.release(st.reserved)
+	st.mem, st.reserved = nil, 0
+	if st.file != nil {
+		st.file.Close()
+		os.Remove(st.file.Name())
+		st.file = nil
+	}
 }
 
 // Verify checks a signature over a small message held in memory, such as

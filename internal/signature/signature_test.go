@@ -3,6 +3,7 @@ package signature
 import (
 	"bytes"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -91,7 +92,7 @@ func TestSpoolVectors(t *testing.T) {
 	key := vectorKey(t)
 	for _, v := range requestVectors(t) {
 		t.Run(v.name, func(t *testing.T) {
-			s, _, err := Spool(bytes.NewReader(v.body), v.header, [][]byte{key}, t.TempDir(), 0)
+			s, _, err := Spool(bytes.NewReader(v.body), v.header, [][]byte{key}, Options{Dir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,12 +132,12 @@ func TestSpoolSealedTestVector(t *testing.T) {
 	header := h.Headers["X-Build-Signature"]
 
 	tmp := t.TempDir()
-	if _, _, err := Spool(bytes.NewReader(body), header, [][]byte{secret}, tmp, 0); !errors.Is(err, ErrMismatch) {
+	if _, _, err := Spool(bytes.NewReader(body), header, [][]byte{secret}, Options{Dir: tmp}); !errors.Is(err, ErrMismatch) {
 		t.Errorf("untrimmed key: got %v, want ErrMismatch", err)
 	}
 	assertEmpty(t, tmp)
 
-	s, _, err := Spool(bytes.NewReader(body), header, [][]byte{Key(secret)}, tmp, int64(len(body)))
+	s, _, err := Spool(bytes.NewReader(body), header, [][]byte{Key(secret)}, Options{Dir: tmp, Limit: int64(len(body))})
 	if err != nil {
 		t.Fatalf("trimmed key, limit = body size: %v", err)
 	}
@@ -182,7 +183,9 @@ func TestSpoolErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, _, err := Spool(bytes.NewReader(tc.body), tc.header, [][]byte{tc.key}, dir, tc.limit)
+			memory := NewMemory(1<<20, 1<<20)
+			var teed bytes.Buffer
+			s, _, err := Spool(bytes.NewReader(tc.body), tc.header, [][]byte{tc.key}, Options{Dir: dir, Limit: tc.limit, Memory: memory, Size: -1, Tee: &teed})
 			if s != nil {
 				s.Close()
 				t.Fatal("got a Spooled on error")
@@ -196,6 +199,9 @@ func TestSpoolErrors(t *testing.T) {
 				t.Errorf("got %v, want %v", err, tc.want)
 			}
 			assertEmpty(t, dir)
+			if used := memory.used.Load(); used != 0 {
+				t.Errorf("%d bytes of memory still reserved", used)
+			}
 		})
 	}
 }
@@ -203,11 +209,99 @@ func TestSpoolErrors(t *testing.T) {
 // A bad header must be rejected without consuming the body.
 func TestSpoolFailsFastOnHeader(t *testing.T) {
 	r := strings.NewReader("body")
-	if _, _, err := Spool(r, "sha1=x", [][]byte{nil}, t.TempDir(), 0); !errors.Is(err, ErrMalformed) {
+	var teed bytes.Buffer
+	if _, _, err := Spool(r, "sha1=x", [][]byte{nil}, Options{Dir: t.TempDir(), Tee: &teed}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("got %v", err)
 	}
-	if r.Len() != 4 {
+	if r.Len() != 4 || teed.Len() != 0 {
 		t.Errorf("body was read before the header was checked")
+	}
+}
+
+// random is n bytes that no two calls repeat.
+func random(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkBody reads s whole and at a few offsets, and compares with want.
+func checkBody(t *testing.T, s *Spooled, want []byte) {
+	t.Helper()
+	got, err := io.ReadAll(s.Reader())
+	if err != nil || !bytes.Equal(got, want) || s.Size() != int64(len(want)) {
+		t.Fatalf("body differs: %d bytes read (%v), size %d, want %d", len(got), err, s.Size(), len(want))
+	}
+	for _, off := range []int{0, 1, len(want) / 3, len(want) - 7} {
+		if len(want) < 8 {
+			break
+		}
+		p := make([]byte, 7)
+		if n, err := s.ReadAt(p, int64(off)); n != 7 || (err != nil && err != io.EOF) || !bytes.Equal(p, want[off:off+7]) {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+	}
+	if n, err := s.ReadAt(make([]byte, 1), int64(len(want))); n != 0 || err != io.EOF {
+		t.Fatalf("ReadAt past the end = %d, %v", n, err)
+	}
+}
+
+// Small bodies stay in memory while the budget allows, larger or later
+// ones go to a file, and every byte reaches the tee and the store.
+func TestSpoolMemoryAndFile(t *testing.T) {
+	key := []byte("k")
+	dir := t.TempDir()
+	memory := NewMemory(1<<20, 1<<20+512<<10)
+	spool := func(body []byte, size int64) (*Spooled, []byte) {
+		t.Helper()
+		var teed bytes.Buffer
+		// A reader that hides its length, as a chunked request does.
+		s, _, err := Spool(struct{ io.Reader }{bytes.NewReader(body)}, sign(key, body), [][]byte{key}, Options{Dir: dir, Memory: memory, Size: size, Tee: &teed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBody(t, s, body)
+		return s, teed.Bytes()
+	}
+	files := func() int {
+		entries, _ := os.ReadDir(dir)
+		return len(entries)
+	}
+
+	small := random(t, 700<<10)
+	first, teed := spool(small, -1)
+	if first.OnDisk() || files() != 0 || !bytes.Equal(teed, small) {
+		t.Fatalf("a 700 KiB body: on disk %v, %d files, tee got %d bytes", first.OnDisk(), files(), len(teed))
+	}
+	// The budget has 824 KiB left: the next 700 KiB body goes to a file.
+	second, _ := spool(small, int64(len(small)))
+	if !second.OnDisk() || files() != 1 {
+		t.Fatalf("over the total: on disk %v, %d files", second.OnDisk(), files())
+	}
+	first.Close()
+	second.Close()
+	if files() != 0 || memory.used.Load() != 0 {
+		t.Fatalf("after Close: %d files, %d bytes reserved", files(), memory.used.Load())
+	}
+
+	large := random(t, 3<<20)
+	for _, size := range []int64{-1, int64(len(large))} { // grows past PerBody; announced past it
+		s, teed := spool(large, size)
+		if !s.OnDisk() || !bytes.Equal(teed, large) {
+			t.Fatalf("a 3 MiB body (announced %d): on disk %v, tee got %d bytes", size, s.OnDisk(), len(teed))
+		}
+		s.Close()
+	}
+	empty, _ := spool(nil, 0)
+	if empty.OnDisk() {
+		t.Fatal("an empty body went to disk")
+	}
+	empty.Close()
+	if files() != 0 || memory.used.Load() != 0 {
+		t.Fatalf("at the end: %d files, %d bytes reserved", files(), memory.used.Load())
 	}
 }
 
@@ -260,7 +354,7 @@ func BenchmarkSpool(b *testing.B) {
 	dir := b.TempDir()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		s, _, err := Spool(bytes.NewReader(body), header, [][]byte{key}, dir, 0)
+		s, _, err := Spool(bytes.NewReader(body), header, [][]byte{key}, Options{Dir: dir})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -273,7 +367,7 @@ func TestSpoolFindsTheSigningKey(t *testing.T) {
 	keys := [][]byte{[]byte("tenant-a"), []byte("tenant-b"), []byte("tenant-c")}
 	body := []byte("the body")
 	for want, key := range keys {
-		s, got, err := Spool(bytes.NewReader(body), Sign(body, key), keys, t.TempDir(), 0)
+		s, got, err := Spool(bytes.NewReader(body), Sign(body, key), keys, Options{Dir: t.TempDir()})
 		if err != nil {
 			t.Fatalf("key %d: %v", want, err)
 		}
@@ -286,7 +380,7 @@ func TestSpoolFindsTheSigningKey(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if _, i, err := Spool(bytes.NewReader(body), Sign(body, []byte("nobody")), keys, dir, 0); !errors.Is(err, ErrMismatch) || i != -1 {
+	if _, i, err := Spool(bytes.NewReader(body), Sign(body, []byte("nobody")), keys, Options{Dir: dir}); !errors.Is(err, ErrMismatch) || i != -1 {
 		t.Errorf("unknown key: %d, %v; want -1, ErrMismatch", i, err)
 	}
 	if _, err := Verify(body, Sign(body, []byte("nobody")), keys); !errors.Is(err, ErrMismatch) {

@@ -49,7 +49,7 @@ func BuildPush(t testing.TB, bk *BuildKit, reg *Registry, contextDir, ref string
 		}
 	}
 	b := buildkit.New(buildkit.Daemon{Address: bk.Addr}, r)
-	digest, err := daemon.BuildPush(ctx, b, buildkit.Build{ContextDir: contextDir, Image: ref, BuildArgs: buildArgs})
+	digest, err := daemon.BuildPush(ctx, b, buildkit.Build{Context: buildkit.Dir(contextDir), Image: ref, BuildArgs: buildArgs})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}

@@ -47,6 +47,11 @@ func Symlink(name, target string) TarEntry {
 	return TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: tar.TypeSymlink}}
 }
 
+// Hardlink is a hard link to target, an earlier entry's full tar name.
+func Hardlink(name, target string) TarEntry {
+	return TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
+}
+
 // ConfigEntry is the build config (com.openfaas.docker.config) holding cfg
 // as JSON.
 func ConfigEntry(t testing.TB, cfg map[string]any) TarEntry {

@@ -80,3 +80,18 @@ func fileContains(p string, needle, buf []byte) bool {
 		}
 	}
 }
+
+// WriteFiles lays files (slash-separated name → content, 0644) out under
+// dir, making their directories.
+func WriteFiles(t testing.TB, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
