@@ -14,7 +14,7 @@ func TestSolveOptNamedContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := New(Daemon{}, Registries{})
-	opt, _, err := b.solveOpt(Build{ContextDir: dir, Tenant: "acme",
+	opt, _, err := b.solveOpt(Build{Context: Dir(dir), Tenant: "acme",
 		Contexts: map[string]string{"golang:1.26-alpine": "docker-image://reg:5000/golang:1.26-alpine"}})
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func TestSolveOptNamedContexts(t *testing.T) {
 	if got := opt.FrontendAttrs["context:golang:1.26-alpine"]; got != "docker-image://reg:5000/golang:1.26-alpine" {
 		t.Errorf("context:golang:1.26-alpine = %q; attrs %v", got, opt.FrontendAttrs)
 	}
-	opt, _, err = b.solveOpt(Build{ContextDir: dir, Tenant: "acme"})
+	opt, _, err = b.solveOpt(Build{Context: Dir(dir), Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,11 +187,11 @@ func (c Cluster) buildBuildFn(ctx context.Context, out io.Writer) (built bool, e
 		buildkit.Registries{Insecure: []string{RegistryAddr}})
 	t0 := time.Now()
 	digest, err := daemon.BuildPush(ctx, builder, buildkit.Build{
-		ContextDir: contextDir,
-		Image:      BuildFnImage,
-		BuildArgs:  map[string]string{"FUNCTION": "build-fn", "GOPROXY": "http://" + goproxyAddr},
-		Contexts:   templateContexts,
-		Tenant:     buildFnTenant,
+		Context:   buildkit.Dir(contextDir),
+		Image:     BuildFnImage,
+		BuildArgs: map[string]string{"FUNCTION": "build-fn", "GOPROXY": "http://" + goproxyAddr},
+		Contexts:  templateContexts,
+		Tenant:    buildFnTenant,
 	})
 	if err != nil {
 		return false, err
