@@ -11,7 +11,6 @@ import (
 
 	"github.com/docker/cli/cli/config/configfile"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
@@ -21,6 +20,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
@@ -70,10 +70,10 @@ func New(cfg config.Config) (http.Handler, error) {
 // Router routes build-fn's paths; tests call it to wrap the options.
 func Router(cfg config.Config, opts handlers.BuildOptions) http.Handler {
 	mux := http.NewServeMux()
-	build := handlers.MakeBuildHandler(opts)
+	buildHandler := handlers.MakeBuildHandler(opts)
 	publicKey := handlers.MakePublicKeyHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...))
-	mux.HandleFunc("/build", build)
-	mux.HandleFunc("/{$}", build) // the gateway's /function/build-fn and faas-cli <= 0.17.4
+	mux.HandleFunc("/build", buildHandler)
+	mux.HandleFunc("/{$}", buildHandler) // the gateway's /function/build-fn and faas-cli <= 0.17.4
 	mux.HandleFunc("/results/{id}", handlers.MakeResultHandler(opts))
 	mux.HandleFunc("/publickey", publicKey)
 	mux.HandleFunc("/public-key", publicKey) // the spelling in the docs
@@ -136,7 +136,7 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	if err != nil {
 		return o, nil, err
 	}
-	o.Retry = build.Backoff{Attempts: int(retries), First: firstWait, Max: 16 * firstWait}
+	o.Retry = pipeline.Backoff{Attempts: int(retries), First: firstWait, Max: 16 * firstWait}
 	workDir := cfg.String("work_dir", os.TempDir())
 	resultsTTL, err := cfg.Duration("results_ttl", defaultResultsTTL)
 	if err != nil {
@@ -171,9 +171,9 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 	o.Slots = schedule.New(int(maxInflight), int(maxQueued))
 	o.Metrics = metrics.New()
 	o.Metrics.WatchQueue(o.Slots)
-	o.Pipeline = &build.Pipeline{
+	o.Pipeline = &pipeline.Pipeline{
 		Keys:          secrets.KeyRingLoader(cfg.PrivateKeyPaths()...),
-		Runner:        build.Retrying{Next: runner(builders), Backoff: o.Retry},
+		Runner:        pipeline.Retrying{Next: runner(builders), Backoff: o.Retry},
 		Limits:        limits,
 		Gateway:       deploy.Connect(cfg.GatewayURL(), cfg.GatewayCredentials),
 		DeployBackoff: o.Retry,
@@ -268,7 +268,7 @@ func newBuilders(cfg config.Config, tenants *tenant.Directory) ([]*buildkit.Buil
 }
 
 // runner is one buildkitd, or a pool when buildkit_url lists several.
-func runner(builders []*buildkit.Builder) build.Runner {
+func runner(builders []*buildkit.Builder) pipeline.Runner {
 	if len(builders) == 1 {
 		return builders[0]
 	}

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
@@ -50,7 +50,7 @@ type buildFn struct {
 // countingRunner counts solves, so refusal tests can prove nothing ran,
 // and records which context files BuildKit read for each image.
 type countingRunner struct {
-	next   build.Runner
+	next   pipeline.Runner
 	n      *atomic.Int32
 	opened *openLog
 }

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -70,7 +70,7 @@ type runEnd struct {
 // countingRunner counts solves (refusals must start none) and reports
 // how each one ended.
 type countingRunner struct {
-	next build.Runner
+	next pipeline.Runner
 	runs *atomic.Int32
 	ends chan runEnd
 }

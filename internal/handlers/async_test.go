@@ -19,13 +19,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
@@ -457,7 +457,7 @@ func withFetch(max int64) option {
 	return func(o *handlers.BuildOptions) {
 		o.Fetch = &http.Client{Timeout: 10 * time.Second}
 		o.MaxFetchBytes = max
-		o.Retry = build.Backoff{Attempts: 3, First: time.Millisecond, Max: 2 * time.Millisecond}
+		o.Retry = pipeline.Backoff{Attempts: 3, First: time.Millisecond, Max: 2 * time.Millisecond}
 	}
 }
 

@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 	"github.com/fnbuilder/fnbuilder/internal/results"
@@ -27,7 +27,7 @@ import (
 
 // BuildOptions configures MakeBuildHandler.
 type BuildOptions struct {
-	Pipeline *build.Pipeline
+	Pipeline *pipeline.Pipeline
 	Metrics  *metrics.Metrics
 	// Tenants are who may build, each with its own HMAC key: the key that
 	// verifies a request names its tenant.
@@ -64,7 +64,7 @@ type BuildOptions struct {
 	// MaxFetchBytes bounds a referenced context.
 	MaxFetchBytes int64
 	// Retry is the schedule for fetching a referenced context.
-	Retry build.Backoff
+	Retry pipeline.Backoff
 	// LogFormat is the form of the build log's lines.
 	LogFormat buildlog.Format
 }
@@ -168,7 +168,7 @@ func (o BuildOptions) anyTenantHas(callID string) bool {
 // receive spools the body and checks its signature, which names its
 // tenant; on failure it has answered already. A build tar is indexed while
 // it arrives (intake); a context reference has no intake.
-func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, *build.Intake, bool) {
+func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signature.Spooled, tenant.Tenant, *pipeline.Intake, bool) {
 	if o.MaxBodyBytes > 0 && r.ContentLength > o.MaxBodyBytes {
 		reply.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, o.MaxBodyBytes))
 		return nil, tenant.Tenant{}, nil, false
@@ -180,7 +180,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 	defer upload.Close()
 	body := &countingReader{r: upload}
 	opts := signature.Options{Dir: o.SpoolDir, Limit: o.MaxBodyBytes, Memory: o.SpoolMemory, Size: r.ContentLength}
-	var intake *build.Intake
+	var intake *pipeline.Intake
 	if !isContextRef(r) {
 		intake = o.Pipeline.Intake(r.Context())
 		opts.Tee = intake
@@ -198,7 +198,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 // against what its tenant may do; on a refusal it has answered already,
 // with ok false. BuildKit reads the context from the tar while the job
 // runs: closeTar, when ok, is for after the job.
-func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, t tenant.Tenant) (_ *build.Job, closeTar func(), _ results.Result, ok bool) {
+func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *pipeline.Intake, t tenant.Tenant) (_ *pipeline.Job, closeTar func(), _ results.Result, ok bool) {
 	tar, closeTar, err := o.openTar(ctx, r, spooled)
 	if err != nil {
 		code, msg := fetchStatus(err)
@@ -209,7 +209,7 @@ func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *htt
 		return job, closeTar, results.Result{}, true
 	}
 	closeTar()
-	var in *build.InputError
+	var in *pipeline.InputError
 	var gwErr *deploy.GatewayError
 	switch {
 	case errors.As(err, &in) && in.TooLarge:
@@ -227,7 +227,7 @@ func (o BuildOptions) prepare(ctx context.Context, w http.ResponseWriter, r *htt
 // answers: on out when the stream has begun already (it waited in the
 // queue), else as the request asked. It returns what it answered so that
 // a redelivery can be given the same.
-func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, job *build.Job, start time.Time, out *progress.NDJSON) results.Result {
+func (o BuildOptions) run(w http.ResponseWriter, r *http.Request, job *pipeline.Job, start time.Time, out *progress.NDJSON) results.Result {
 	// build_timeout counts from the slot: a wait in the queue is not the build's.
 	ctx, cancel := context.WithTimeout(buildlog.WithFormat(r.Context(), o.LogFormat), o.Timeout)
 	defer cancel()
@@ -285,7 +285,7 @@ func isContextRef(r *http.Request) bool {
 
 // openTar returns the request's tar: the body itself, or the tar a signed
 // context reference points at.
-func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (build.Body, func(), error) {
+func (o BuildOptions) openTar(ctx context.Context, r *http.Request, spooled *signature.Spooled) (pipeline.Body, func(), error) {
 	if !isContextRef(r) {
 		return spooled, func() {}, nil
 	}
@@ -394,7 +394,7 @@ func beginStream(w http.ResponseWriter, start time.Time) *progress.NDJSON {
 
 // stream runs the job, one NDJSON line per batch of log lines, keep-alive
 // lines while it is quiet, and the final line.
-func stream(ctx context.Context, out *progress.NDJSON, job *build.Job, keepAlive time.Duration, collected *progress.Log) progress.Result {
+func stream(ctx context.Context, out *progress.NDJSON, job *pipeline.Job, keepAlive time.Duration, collected *progress.Log) progress.Result {
 	// The keep-alive goroutine is stopped and waited for before the final
 	// line: nothing may follow it, nor touch w once the handler returns.
 	stop := make(chan struct{})
@@ -425,7 +425,7 @@ func stream(ctx context.Context, out *progress.NDJSON, job *build.Job, keepAlive
 
 // buffered answers one JSON object after the build: 200 on success, 500
 // with the same object on failure (old clients read the body on any code).
-func buffered(ctx context.Context, w http.ResponseWriter, job *build.Job, start time.Time, collected *progress.Log) (progress.Result, int) {
+func buffered(ctx context.Context, w http.ResponseWriter, job *pipeline.Job, start time.Time, collected *progress.Log) (progress.Result, int) {
 	result := runJob(ctx, job, collected.Add)
 	result.Log = collected.Lines()
 	result.Duration = progress.Since(start)
@@ -439,7 +439,7 @@ func buffered(ctx context.Context, w http.ResponseWriter, job *build.Job, start 
 
 // runJob builds, then deploys when the request asked for it. A failed
 // build is never deployed.
-func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.Result {
+func runJob(ctx context.Context, job *pipeline.Job, logf func([]string)) progress.Result {
 	if err := job.Run(ctx, logf); err != nil {
 		return finalResult(job, err)
 	}
@@ -454,7 +454,7 @@ func runJob(ctx context.Context, job *build.Job, logf func([]string)) progress.R
 // maxBufferedLog bounds the memory one buffered reply holds.
 const maxBufferedLog = 4 << 20
 
-func finalResult(job *build.Job, err error) progress.Result {
+func finalResult(job *pipeline.Job, err error) progress.Result {
 	// A build that pushed and then failed to deploy still says what it pushed.
 	res := progress.Result{Image: job.Image(), Digest: job.Digest(), Status: progress.Success}
 	if err != nil {

@@ -26,10 +26,10 @@ import (
 
 	"github.com/openfaas/go-sdk/builder"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/metrics"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
@@ -107,7 +107,7 @@ func startFixture(t *testing.T, run func(context.Context, buildkit.Build, func([
 	}
 	runner := &fakeRunner{run: run}
 	o := handlers.BuildOptions{
-		Pipeline: &build.Pipeline{
+		Pipeline: &pipeline.Pipeline{
 			Keys:   func() (*secrets.KeyRing, error) { return ring, nil },
 			Runner: runner,
 		},

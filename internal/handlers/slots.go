@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
@@ -22,7 +22,7 @@ import (
 // queue-worker, go-sdk's Build) gets 429 when no slot is free, so that its
 // caller's retries work. The request is prepared (unpacked and checked)
 // before any wait, so that a refusal comes at once, with its real status.
-func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *build.Intake, t tenant.Tenant, start time.Time) results.Result {
+func (o BuildOptions) runHoldingSlot(w http.ResponseWriter, r *http.Request, spooled *signature.Spooled, intake *pipeline.Intake, t tenant.Tenant, start time.Time) results.Result {
 	var ticket *schedule.Ticket
 	var err error
 	if wantsNDJSON(r) {

@@ -1,9 +1,9 @@
-// Package build is the pipeline behind build-fn: a verified tar is indexed
+// Package pipeline is the pipeline behind build-fn: a verified tar is indexed
 // (never unpacked), its sealed secrets are opened in memory, and the build
 // runs on BuildKit, which reads the context from the request's own bytes,
 // with every log line redacted. It knows nothing of HTTP; it says whose
 // fault a refusal is with InputError.
-package build
+package pipeline
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package build_test
+package pipeline_test
 
 import (
 	"bytes"
@@ -11,9 +11,9 @@ import (
 
 	"github.com/openfaas/faas-provider/types"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
@@ -58,7 +58,7 @@ func TestPrepareRefusesWhatTheTenantMayNotDo(t *testing.T) {
 			}}
 			p := tenantPipeline(t, gw)
 			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), nil, acme)
-			var in *build.InputError
+			var in *pipeline.InputError
 			if job != nil || !errors.As(err, &in) || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("Prepare = %v, %v; want an InputError naming %q", job, err, tc.message)
 			}
@@ -102,8 +102,8 @@ func TestPrepareAllowsWhatTheTenantMayDo(t *testing.T) {
 	}
 }
 
-func tenantPipeline(t *testing.T, gw deploy.Gateway) *build.Pipeline {
-	p := pipeline(t, gw)
+func tenantPipeline(t *testing.T, gw deploy.Gateway) *pipeline.Pipeline {
+	p := newPipeline(t, gw)
 	p.Deploy = deploy.Policy{
 		ReservedSecrets:   []string{"payload-secret-acme", "build-secrets-key"},
 		ReservedFunctions: []string{"build-fn", "deploy-fn"},

@@ -1,4 +1,4 @@
-package build_test
+package pipeline_test
 
 import (
 	"archive/tar"
@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
@@ -61,13 +61,13 @@ func buildTar(t *testing.T, cfg map[string]any) []byte {
 	return buf.Bytes()
 }
 
-func pipeline(t *testing.T, gw deploy.Gateway) *build.Pipeline {
+func newPipeline(t *testing.T, gw deploy.Gateway) *pipeline.Pipeline {
 	t.Helper()
-	p := &build.Pipeline{
+	p := &pipeline.Pipeline{
 		Keys:          func() (*secrets.KeyRing, error) { return nil, errors.New("no keys in this test") },
 		Runner:        &flakyRunner{},
 		Limits:        buildtar.DefaultLimits(),
-		DeployBackoff: build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond},
+		DeployBackoff: pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond},
 	}
 	if gw != nil {
 		p.Gateway = func() (deploy.Gateway, error) { return gw, nil }
@@ -94,12 +94,12 @@ func TestPrepareRejectsBadDeploySpec(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gw := &deploytest.Gateway{}
-			p := pipeline(t, gw)
+			p := newPipeline(t, gw)
 			if tc.noGW {
 				p.Gateway = nil
 			}
 			job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, tc.cfg)), nil, anyone)
-			var in *build.InputError
+			var in *pipeline.InputError
 			if !errors.As(err, &in) || job != nil {
 				t.Fatalf("Prepare = %v, %v; want *InputError", job, err)
 			}
@@ -130,7 +130,7 @@ func TestPrepareFromIntake(t *testing.T) {
 	body := buildTar(t, map[string]any{"image": image})
 	var got buildkit.Build
 	var dockerfile []byte
-	p := pipeline(t, nil)
+	p := newPipeline(t, nil)
 	p.Runner = runFunc(func(_ context.Context, b buildkit.Build, _ func([]string)) error {
 		got = b
 		r, err := b.Context.Open("Dockerfile")
@@ -142,7 +142,7 @@ func TestPrepareFromIntake(t *testing.T) {
 		return err
 	})
 	for _, viaIntake := range []bool{true, false} {
-		var intake *build.Intake
+		var intake *pipeline.Intake
 		if viaIntake {
 			intake = p.Intake(context.Background())
 			for chunk := range slices.Chunk(body, 700) {
@@ -167,7 +167,7 @@ func TestPrepareFromIntake(t *testing.T) {
 	intake := p.Intake(context.Background())
 	intake.Write(bad)
 	intake.Write(bytes.Repeat([]byte("more bytes after a bad tar do not block"), 1000))
-	var in *build.InputError
+	var in *pipeline.InputError
 	if _, err := p.Prepare(context.Background(), bytes.NewReader(bad), intake, anyone); !errors.As(err, &in) {
 		t.Fatalf("a bad tar: %v, want *InputError", err)
 	}
@@ -176,7 +176,7 @@ func TestPrepareFromIntake(t *testing.T) {
 	abandoned.Abandon() // returns; nothing waits for the rest
 }
 
-func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
+func prepare(t *testing.T, p *pipeline.Pipeline, cfg map[string]any) *pipeline.Job {
 	t.Helper()
 	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, cfg)), nil, anyone)
 	if err != nil {
@@ -188,7 +188,7 @@ func prepare(t *testing.T, p *build.Pipeline, cfg map[string]any) *build.Job {
 
 func TestDeployCreatesOnUpdate404(t *testing.T) {
 	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusNotFound}, DeployCodes: []int{http.StatusAccepted}}
-	p := pipeline(t, gw)
+	p := newPipeline(t, gw)
 	job := prepare(t, p, map[string]any{"image": image, "deploy": map[string]any{
 		"name": "hello", "namespace": "openfaas-fn", "labels": map[string]string{"team": "a"},
 	}})
@@ -220,7 +220,7 @@ func TestDeployCreatesOnUpdate404(t *testing.T) {
 
 func TestDeployUpdates(t *testing.T) {
 	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusOK}}
-	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "image": image}})
+	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello", "image": image}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func TestDeployUpdates(t *testing.T) {
 
 func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
 	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusAccepted}}
-	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	var lines []string
 	res, err := job.Deploy(context.Background(), func(l []string) { lines = append(lines, l...) })
 	if err != nil {
@@ -254,9 +254,9 @@ func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
 
 func TestDeployGivesUpAfterAttempts(t *testing.T) {
 	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadGateway}}
-	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
-	var de *build.DeployError
+	var de *pipeline.DeployError
 	if !errors.As(err, &de) || res != nil {
 		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
 	}
@@ -271,9 +271,9 @@ func TestDeployGivesUpAfterAttempts(t *testing.T) {
 
 func TestDeployPermanentGatewayError(t *testing.T) {
 	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadRequest}}
-	job := prepare(t, pipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
+	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
-	var de *build.DeployError
+	var de *pipeline.DeployError
 	if !errors.As(err, &de) || res != nil {
 		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
 	}
@@ -289,10 +289,10 @@ func TestDeployPermanentGatewayError(t *testing.T) {
 // gateway client that cannot be made fails the request then, as the
 // server's fault, and builds nothing.
 func TestDeployGatewayClientError(t *testing.T) {
-	p := pipeline(t, nil)
+	p := newPipeline(t, nil)
 	p.Gateway = func() (deploy.Gateway, error) { return nil, errors.New("bad gateway_url") }
 	job, err := p.Prepare(context.Background(), bytes.NewReader(buildTar(t, map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})), nil, anyone)
-	var in *build.InputError
+	var in *pipeline.InputError
 	if job != nil || err == nil || errors.As(err, &in) || !strings.Contains(err.Error(), "bad gateway_url") {
 		t.Fatalf("Prepare = %v, %v; want a server-side error naming the cause", job, err)
 	}
@@ -305,7 +305,7 @@ func TestNoDeploySpec(t *testing.T) {
 		{"image": image, "skipPush": true},
 	} {
 		gw := &deploytest.Gateway{}
-		job := prepare(t, pipeline(t, gw), cfg)
+		job := prepare(t, newPipeline(t, gw), cfg)
 		res, err := job.Deploy(context.Background(), func([]string) {})
 		if res != nil || err != nil {
 			t.Fatalf("config %v: Deploy = %+v, %v; want nil, nil", cfg, res, err)
@@ -315,7 +315,7 @@ func TestNoDeploySpec(t *testing.T) {
 		}
 	}
 	// Without a deploy spec no gateway is needed at all.
-	job := prepare(t, pipeline(t, nil), map[string]any{"image": image})
+	job := prepare(t, newPipeline(t, nil), map[string]any{"image": image})
 	if res, err := job.Deploy(context.Background(), func([]string) {}); res != nil || err != nil {
 		t.Fatalf("Deploy without gateway = %+v, %v", res, err)
 	}

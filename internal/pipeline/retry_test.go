@@ -1,4 +1,4 @@
-package build_test
+package pipeline_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/fnbuilder/fnbuilder/internal/build"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 )
 
 var (
@@ -44,7 +44,7 @@ func (l *lineLog) all() []string {
 func TestBackoffStopsAtAttempts(t *testing.T) {
 	var log lineLog
 	calls := 0
-	b := build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Millisecond}
+	b := pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Millisecond}
 	err := b.Do(context.Background(), "thing", isFlaky, log.logf, func() error {
 		calls++
 		return fmt.Errorf("try %d: %w", calls, errFlaky)
@@ -71,7 +71,7 @@ func TestBackoffStopsAtAttempts(t *testing.T) {
 
 func TestBackoffSucceedsAfterRetries(t *testing.T) {
 	calls := 0
-	b := build.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
+	b := pipeline.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
 	err := b.Do(context.Background(), "x", isFlaky, func([]string) {}, func() error {
 		calls++
 		if calls < 3 {
@@ -86,7 +86,7 @@ func TestBackoffSucceedsAfterRetries(t *testing.T) {
 
 func TestBackoffDoublesUpToMax(t *testing.T) {
 	var log lineLog
-	b := build.Backoff{Attempts: 6, First: time.Millisecond, Max: 3 * time.Millisecond}
+	b := pipeline.Backoff{Attempts: 6, First: time.Millisecond, Max: 3 * time.Millisecond}
 	start := time.Now()
 	_ = b.Do(context.Background(), "x", isFlaky, log.logf, func() error { return errFlaky })
 	elapsed := time.Since(start)
@@ -108,7 +108,7 @@ func TestBackoffDoublesUpToMax(t *testing.T) {
 func TestBackoffPermanentErrorStopsAtOnce(t *testing.T) {
 	var log lineLog
 	calls := 0
-	b := build.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}
+	b := pipeline.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}
 	err := b.Do(context.Background(), "x", isFlaky, log.logf, func() error {
 		calls++
 		return errFinal
@@ -123,7 +123,7 @@ func TestBackoffPermanentErrorStopsAtOnce(t *testing.T) {
 
 func TestBackoffZeroAttemptsRunsOnce(t *testing.T) {
 	calls := 0
-	err := build.Backoff{}.Do(context.Background(), "x", isFlaky, func([]string) {}, func() error {
+	err := pipeline.Backoff{}.Do(context.Background(), "x", isFlaky, func([]string) {}, func() error {
 		calls++
 		return errFlaky
 	})
@@ -136,7 +136,7 @@ func TestBackoffStopsWhenCancelled(t *testing.T) {
 	t.Run("during wait", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		calls := 0
-		b := build.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}
+		b := pipeline.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}
 		done := make(chan error, 1)
 		go func() {
 			done <- b.Do(ctx, "x", isFlaky, func([]string) { cancel() }, func() error {
@@ -157,7 +157,7 @@ func TestBackoffStopsWhenCancelled(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		calls := 0
-		b := build.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
+		b := pipeline.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
 		err := b.Do(ctx, "x", isFlaky, func([]string) {}, func() error {
 			calls++
 			if calls == 2 {
@@ -195,7 +195,7 @@ func TestTransient(t *testing.T) {
 		{"wrapped canceled", fmt.Errorf("build: %w", context.Canceled), false},
 		{"deadline", context.DeadlineExceeded, false},
 	} {
-		if got := build.Transient(tc.err); got != tc.want {
+		if got := pipeline.Transient(tc.err); got != tc.want {
 			t.Errorf("%s: Transient(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
@@ -222,12 +222,12 @@ func (f *flakyRunner) Run(_ context.Context, b buildkit.Build, logf func([]strin
 const builtDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func TestRetryingRunner(t *testing.T) {
-	backoff := build.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond}
+	backoff := pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond}
 	t.Run("transient twice", func(t *testing.T) {
 		unavailable := status.Error(codes.Unavailable, "buildkitd restarting")
 		next := &flakyRunner{errs: []error{unavailable, errors.New("connect: connection refused")}}
 		var log lineLog
-		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{Image: "r/x:1"}, log.logf)
+		_, err := pipeline.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{Image: "r/x:1"}, log.logf)
 		if err != nil || next.calls != 3 {
 			t.Fatalf("err %v after %d calls, want success after 3", err, next.calls)
 		}
@@ -239,7 +239,7 @@ func TestRetryingRunner(t *testing.T) {
 	t.Run("permanent", func(t *testing.T) {
 		permanent := errors.New(`process "/bin/sh -c exit 3" did not complete successfully: exit code: 3`)
 		next := &flakyRunner{errs: []error{permanent, permanent}}
-		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
+		_, err := pipeline.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
 		if !errors.Is(err, permanent) || next.calls != 1 {
 			t.Fatalf("err %v after %d calls, want the build error after 1", err, next.calls)
 		}
@@ -247,7 +247,7 @@ func TestRetryingRunner(t *testing.T) {
 	t.Run("transient every time", func(t *testing.T) {
 		unavailable := status.Error(codes.Unavailable, "down")
 		next := &flakyRunner{errs: []error{unavailable, unavailable, unavailable, unavailable}}
-		_, err := build.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
+		_, err := pipeline.Retrying{Next: next, Backoff: backoff}.Run(context.Background(), buildkit.Build{}, func([]string) {})
 		if status.Code(err) != codes.Unavailable || next.calls != 3 {
 			t.Fatalf("err %v after %d calls, want Unavailable after 3", err, next.calls)
 		}
@@ -260,14 +260,14 @@ func TestRetryingRunner(t *testing.T) {
 func TestRetryingRegistryDown(t *testing.T) {
 	down := errors.New(`failed to solve: failed to push r:5000/x:1: failed to do request: Head "https://r:5000/v2/x/blobs/sha256:ab": dial tcp 10.0.0.1:5000: connect: connection refused`)
 	next := &flakyRunner{errs: []error{down, down, down, down}}
-	backoff := build.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
-	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); !errors.Is(err, down) || next.calls != 2 {
+	backoff := pipeline.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
+	if _, err := (pipeline.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); !errors.Is(err, down) || next.calls != 2 {
 		t.Fatalf("err %v after %d calls, want the registry error after 2", err, next.calls)
 	}
 	// buildkitd itself not answering keeps its full schedule.
 	gone := errors.New("connect to buildkitd at unix:///run/buildkit/buildkitd.sock: connection refused")
 	next = &flakyRunner{errs: []error{gone, gone, gone}}
-	if _, err := (build.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); err != nil || next.calls != 4 {
+	if _, err := (pipeline.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); err != nil || next.calls != 4 {
 		t.Fatalf("err %v after %d calls, want success after 4", err, next.calls)
 	}
 }
