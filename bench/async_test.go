@@ -19,6 +19,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // The local stack (cmd/fnb-stack), as `make up` leaves it.
@@ -151,7 +152,7 @@ func (r *report) async(t *testing.T, _ *stack) {
 		body := spec.Tar(image)
 		req, _ := http.NewRequest(http.MethodPost, stackGateway+"/async-function/build-fn", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/octet-stream")
-		req.Header.Set("X-Build-Signature", signature.Sign(body, key))
+		req.Header.Set("X-Build-Signature", testenv.Sign(key, body))
 		req.Header.Set("X-Callback-Url", rcv.url)
 		res, err := client.Do(req)
 		if err != nil {

@@ -3,10 +3,7 @@ package bench
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // contextSpec is a deterministic build context: a Dockerfile, extra small
@@ -162,72 +161,22 @@ func signedTarFromDir(dir, image string, key []byte) ([]byte, string, error) {
 	}
 	var buf bytes.Buffer
 	buf.Grow(size + 4096)
-	mac := hmac.New(sha256.New, key)
-	tw := tar.NewWriter(io.MultiWriter(&buf, mac))
-	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		name := filepath.ToSlash(filepath.Join("context", rel))
-		hdr, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name = name
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(tw, f)
-		return err
-	})
-	if err != nil {
-		return nil, "", err
-	}
+	signer := testenv.NewSigner(key)
 	data, _ := json.Marshal(map[string]any{"image": image})
-	if err := tw.WriteHeader(&tar.Header{Name: "com.openfaas.docker.config", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+	if err := testenv.WriteContextTar(io.MultiWriter(&buf, signer), dir, data); err != nil {
 		return nil, "", err
 	}
-	if _, err := tw.Write(data); err != nil {
-		return nil, "", err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, "", err
-	}
-	return buf.Bytes(), "sha256=" + hex.EncodeToString(mac.Sum(nil)), nil
+	return buf.Bytes(), signer.Signature(), nil
 }
 
 // signStream computes the signature of what gen writes, in a first pass
 // that keeps nothing.
 func signStream(key []byte, gen func(io.Writer) error) (string, int64, error) {
-	mac := hmac.New(sha256.New, key)
-	cw := &countWriter{w: mac}
-	if err := gen(cw); err != nil {
+	signer := testenv.NewSigner(key)
+	if err := gen(signer); err != nil {
 		return "", 0, err
 	}
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil)), cw.n, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return signer.Signature(), signer.N, nil
 }
 
 func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

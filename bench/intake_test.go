@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // intakeSpec is the 256 MiB context of the intake benchmark: 64 files of
@@ -54,16 +54,14 @@ func intakeFixture(tb testing.TB) (path, sig string, size int64) {
 			intake.err = err
 			return
 		}
-		mac := hmac.New(sha256.New, intakeKey)
-		cw := &countWriter{w: io.MultiWriter(f, mac)}
-		if err := intakeSpec.WriteTar(cw, "127.0.0.1:1/intake:1", nil); err != nil {
+		signer := testenv.NewSigner(intakeKey)
+		if err := intakeSpec.WriteTar(io.MultiWriter(f, signer), "127.0.0.1:1/intake:1", nil); err != nil {
 			intake.err = err
 		}
 		if err := f.Close(); err != nil && intake.err == nil {
 			intake.err = err
 		}
-		intake.size = cw.n
-		intake.sig = "sha256=" + hexSum(mac)
+		intake.size, intake.sig = signer.N, signer.Signature()
 	})
 	if intake.err != nil {
 		tb.Fatal(intake.err)
@@ -163,8 +161,6 @@ func BenchmarkHMAC(b *testing.B) {
 	}
 	_ = mac.Sum(nil)
 }
-
-func hexSum(h interface{ Sum([]byte) []byte }) string { return hex.EncodeToString(h.Sum(nil)) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -631,21 +630,17 @@ func describeMachine() []string {
 // other bytes) and only with them (the same bytes under a new client mtime).
 func contextNote(t *testing.T) string {
 	served := func(content string, mtime time.Time) (int64, error) {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, e := range []struct{ name, body string }{
-			{"context/Dockerfile", "FROM scratch\n"}, {"context/data.txt", content}, {"com.openfaas.docker.config", `{"image":"127.0.0.1:1/x:1"}`},
-		} {
-			_ = tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg, ModTime: mtime})
-			_, _ = io.WriteString(tw, e.body)
+		entries := []testenv.TarEntry{testenv.File("context/Dockerfile", "FROM scratch\n"), testenv.File("context/data.txt", content), testenv.File("com.openfaas.docker.config", `{"image":"127.0.0.1:1/x:1"}`)}
+		for i := range entries {
+			entries[i].Header.ModTime = mtime
 		}
-		_ = tw.Close()
-		req, err := buildtar.Index(context.Background(), bytes.NewReader(buf.Bytes()), buildtar.DefaultLimits())
+		data := testenv.BuildTar(t, entries...)
+		req, err := buildtar.Index(context.Background(), bytes.NewReader(data), buildtar.DefaultLimits())
 		if err != nil {
 			return 0, err
 		}
 		var got int64
-		err = req.Context.Serve(bytes.NewReader(buf.Bytes())).Walk(context.Background(), "data.txt", func(_ string, d fs.DirEntry, err error) error {
+		err = req.Context.Serve(bytes.NewReader(data)).Walk(context.Background(), "data.txt", func(_ string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}

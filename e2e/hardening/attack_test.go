@@ -4,9 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -53,6 +50,7 @@ func TestAttacks(t *testing.T) {
 		return testenv.BuildTar(t, append(all, cfg)...)
 	}
 
+	many := testenv.Unterminated(t, testenv.Dir("context/"), dockerfile, testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/many:1"}))
 	truncated := hostile(testenv.File("context/big", strings.Repeat("B", 4096)))
 	bigAt := bytes.Index(truncated, []byte("context/big"))
 	longName := "context/" + strings.Repeat("n", 90) + "/../../../" + m
@@ -85,7 +83,7 @@ func TestAttacks(t *testing.T) {
 		{name: "duplicate config", body: hostile(cfg), code: 400, msg: "com.openfaas.docker.config: duplicate"},
 		{name: "huge declared size", body: hugeHeader(t), code: 413, msg: "context/huge"},
 		{name: "huge sparse file", body: gnuSparse(t, dockerfile, cfg), code: 413, msg: "context/sparse"},
-		{name: "a million tiny entries", gen: func(w io.Writer) error { return millionEntries(w, 1_000_000) }, code: 413, msg: "more than 100000 tar entries"},
+		{name: "a million tiny entries", gen: func(w io.Writer) error { return millionEntries(w, many, 1_000_000) }, code: 413, msg: "more than 100000 tar entries"},
 		{name: "truncated tar", body: truncated[:bigAt+512+1000], code: 400, msg: "context/big"},
 		{name: "truncated header", body: truncated[:bigAt+100], code: 400, msg: "read tar"},
 		{name: "GNU long name with ..", body: gnuLong, code: 400, msg: longName},
@@ -145,12 +143,12 @@ func (b *builder) send(t *testing.T, c attack) *http.Response {
 	if c.gen == nil {
 		return testenv.Post(t, b.url+"/build", c.body, testenv.SignedHeader(b.keys.payload, c.body, true))
 	}
-	mac := hmac.New(sha256.New, b.keys.payload)
-	if err := c.gen(mac); err != nil {
+	signer := testenv.NewSigner(b.keys.payload)
+	if err := c.gen(signer); err != nil {
 		t.Fatal(err)
 	}
 	h := testenv.SignedHeader(b.keys.payload, nil, true)
-	h.Set("X-Build-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	h.Set("X-Build-Signature", signer.Signature())
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(c.gen(pw)) }()
 	return testenv.PostContext(t, context.Background(), b.url+"/build", pr, h)
@@ -221,46 +219,17 @@ func statOf(t *testing.T, p string) string {
 // refuse it from the header alone.
 func hugeHeader(t *testing.T) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range []testenv.TarEntry{testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n")} {
-		h := e.Header
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(e.Body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "context/huge", Mode: 0o644, Size: 1 << 40, Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	// No Close: the writer would insist on the terabyte.
-	return append(buf.Bytes(), bytes.Repeat([]byte{'h'}, 4096)...)
+	out := testenv.Unterminated(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n"))
+	out = append(out, testenv.HeaderBlocks(t, tar.Header{Name: "context/huge", Mode: 0o644, Size: 1 << 40, Typeflag: tar.TypeReg})...)
+	return append(out, bytes.Repeat([]byte{'h'}, 4096)...)
 }
 
 // gnuSparse is an old-GNU sparse file whose logical size is 1 TiB and
 // whose archive holds 512 bytes of it: a sparse bomb.
 func gnuSparse(t *testing.T, before, after testenv.TarEntry) []byte {
 	t.Helper()
-	var hdrBuf bytes.Buffer
-	tw := tar.NewWriter(&hdrBuf)
-	if err := tw.WriteHeader(&tar.Header{Name: "context/sparse", Typeflag: tar.TypeGNUSparse, Size: 512, Mode: 0o644, Format: tar.FormatGNU}); err != nil {
-		t.Fatal(err)
-	}
-	h := append([]byte(nil), hdrBuf.Bytes()[:512]...)
-	octal(h[386:398], 1<<40-512) // sparse[0].offset: the data is the last 512 bytes
-	octal(h[398:410], 512)       // sparse[0].numbytes
-	base256(h[483:495], 1<<40)   // realsize
-	setChecksum(h)
-
-	head := testenv.BuildTar(t, testenv.Dir("context/"), before)
-	head = head[:len(head)-1024] // drop the end-of-archive blocks
-	tail := testenv.BuildTar(t, after)
-	out := append(head, h...)
-	out = append(out, bytes.Repeat([]byte{'S'}, 512)...)
-	out = append(out, tail...)
-
+	sparse := testenv.GNUSparse("context/sparse", 1<<40, testenv.SparseRun{At: 1<<40 - 512, Data: strings.Repeat("S", 512)})
+	out := testenv.BuildTar(t, testenv.Dir("context/"), before, sparse, after)
 	// The Go reader (which build-fn uses) must see the 1 TiB size.
 	tr := tar.NewReader(bytes.NewReader(out))
 	for {
@@ -310,33 +279,17 @@ func paxRaw(t *testing.T, key, value string, before, after testenv.TarEntry) []b
 	raw := testenv.BuildTar(t, testenv.Dir("context/"), before, testenv.File("PaxHeaders/innocent", paxRecord(key, value)), inner, after)
 	at := bytes.Index(raw, []byte("PaxHeaders/innocent"))
 	raw[at+156] = tar.TypeXHeader
-	setChecksum(raw[at : at+512])
+	testenv.TarChecksum(raw[at : at+512])
 	return raw
 }
 
-// millionEntries streams a valid request followed by n empty files.
-func millionEntries(w io.Writer, n int) error {
-	tw := tar.NewWriter(w)
-	df := "FROM scratch\n"
-	cfg := `{"image":"127.0.0.1:1/many:1"}`
-	for _, h := range []*tar.Header{
-		{Name: "context/", Mode: 0o755, Typeflag: tar.TypeDir},
-		{Name: "context/Dockerfile", Mode: 0o644, Size: int64(len(df)), Typeflag: tar.TypeReg},
-		{Name: "com.openfaas.docker.config", Mode: 0o644, Size: int64(len(cfg)), Typeflag: tar.TypeReg},
-	} {
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		body := df
-		if h.Name == "com.openfaas.docker.config" {
-			body = cfg
-		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := io.WriteString(tw, body); err != nil {
-				return err
-			}
-		}
+// millionEntries streams a valid request (head, unterminated) followed by
+// n empty files.
+func millionEntries(w io.Writer, head []byte, n int) error {
+	if _, err := w.Write(head); err != nil {
+		return err
 	}
+	tw := tar.NewWriter(w)
 	hdr := &tar.Header{Mode: 0o644, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
 	for i := range n {
 		hdr.Name = fmt.Sprintf("context/f%07d", i)
@@ -345,27 +298,6 @@ func millionEntries(w io.Writer, n int) error {
 		}
 	}
 	return tw.Close()
-}
-
-func octal(dst []byte, v int64) {
-	copy(dst, fmt.Sprintf("%0*o\x00", len(dst)-1, v))
-}
-
-func base256(dst []byte, v int64) {
-	for i := len(dst) - 1; i >= 0; i-- {
-		dst[i] = byte(v)
-		v >>= 8
-	}
-	dst[0] |= 0x80
-}
-
-func setChecksum(h []byte) {
-	copy(h[148:156], "        ")
-	sum := 0
-	for _, c := range h[:512] {
-		sum += int(c)
-	}
-	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
 }
 
 // paxRecord is "<length> key=value\n", the length counting itself (as

@@ -156,7 +156,7 @@ func (e *asyncEnv) submit(t *testing.T, body []byte, contentType, callbackURL st
 	t.Helper()
 	hdr := http.Header{}
 	hdr.Set("Content-Type", contentType)
-	hdr.Set("X-Build-Signature", signature.Sign(body, e.key))
+	hdr.Set("X-Build-Signature", testenv.Sign(e.key, body))
 	hdr.Set("X-Callback-Url", callbackURL)
 	code, b, rh := e.gw(t, http.MethodPost, "/async-function/build-fn", body, hdr)
 	if code != http.StatusAccepted {
@@ -411,7 +411,7 @@ CMD ["sh", "-c", "echo \"GREETING=$GREETING\" > /www/env.txt && exec httpd -f -p
 		t.Errorf("the callback carries the build secret's value")
 	}
 	// build-fn kept exactly what it answered, for a lost callback.
-	signed := http.Header{"X-Build-Signature": {signature.Sign([]byte(callID), e.key)}}
+	signed := http.Header{"X-Build-Signature": {testenv.Sign(e.key, []byte(callID))}}
 	if code, kept, h := e.gw(t, http.MethodGet, "/function/build-fn/results/"+callID, nil, signed); code != http.StatusOK ||
 		h.Get("X-Build-Code") != "200" || !bytes.Equal(bytes.TrimSpace(kept), bytes.TrimSpace(c.Body)) {
 		t.Errorf("GET /function/build-fn/results/%s: %d, X-Build-Code %q; body differs from the callback's:\n%s\n---\n%s", callID, code, h.Get("X-Build-Code"), kept, c.Body)
@@ -479,7 +479,7 @@ func testLostCallback(t *testing.T, e *asyncEnv) {
 
 	path := "/function/build-fn/results/" + callID
 	signed := http.Header{}
-	signed.Set("X-Build-Signature", signature.Sign([]byte(callID), e.key))
+	signed.Set("X-Build-Signature", testenv.Sign(e.key, []byte(callID)))
 	deadline := time.Now().Add(5 * time.Minute)
 	var res []byte
 	var rh http.Header
@@ -520,8 +520,8 @@ func testLostCallback(t *testing.T, e *asyncEnv) {
 	// Only a signature over the id opens it.
 	for name, hdr := range map[string]http.Header{
 		"unsigned":                    {},
-		"signed with a different key": {"X-Build-Signature": {signature.Sign([]byte(callID), []byte("not the payload secret"))}},
-		"signed over another id":      {"X-Build-Signature": {signature.Sign([]byte(callID+"x"), e.key)}},
+		"signed with a different key": {"X-Build-Signature": {testenv.Sign([]byte("not the payload secret"), []byte(callID))}},
+		"signed over another id":      {"X-Build-Signature": {testenv.Sign(e.key, []byte(callID+"x"))}},
 	} {
 		code, b, _ := e.gw(t, http.MethodGet, path, nil, hdr)
 		if code != http.StatusUnauthorized || bytes.Contains(b, []byte(image)) {

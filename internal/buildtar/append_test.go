@@ -6,20 +6,13 @@ import (
 	"io"
 	"slices"
 	"testing"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 func TestAppendSecrets(t *testing.T) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, name := range []string{"context/Dockerfile", "com.openfaas.docker.config"} {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 3}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte("abc"))
-	}
-	tw.Close()
-
-	out, err := AppendSecrets(buf.Bytes(), []byte("sealed"))
+	in := testenv.BuildTar(t, file("context/Dockerfile", "abc"), file("com.openfaas.docker.config", "abc"))
+	out, err := AppendSecrets(in, []byte("sealed"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,20 +12,20 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tonistiigi/fsutil"
 	"github.com/tonistiigi/fsutil/types"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // vectors is the shared folder of captures from the real clients.
@@ -36,30 +36,33 @@ const (
 	dockerfile = "FROM scratch\nCOPY . /\n"
 )
 
-// entry describes one tar entry for building test archives.
-type entry struct {
-	name  string
-	typ   byte
-	body  string
-	link  string
-	mode  int64
-	mtime time.Time
-	raw   []byte // written as is, whole 512-byte blocks: for entries archive/tar cannot write
-}
+// Short names for the shared tar kit (internal/testenv), for the tables.
+type entry = testenv.TarEntry
+
+var (
+	file     = testenv.File
+	dir      = testenv.Dir
+	symlink  = testenv.Symlink
+	hardlink = testenv.Hardlink
+)
 
 // at gives every entry the client mtime t.
 func at(t time.Time, entries ...entry) []entry {
 	for i := range entries {
-		entries[i].mtime = t
+		entries[i].Header.ModTime = t
 	}
 	return entries
 }
 
-func file(name, body string) entry  { return entry{name: name, typ: tar.TypeReg, body: body} }
-func dir(name string) entry         { return entry{name: name, typ: tar.TypeDir} }
-func symlink(name, to string) entry { return entry{name: name, typ: tar.TypeSymlink, link: to} }
-func hardlink(name, to string) entry {
-	return entry{name: name, typ: tar.TypeLink, link: to}
+// special is an entry of type typ without data: a device or a FIFO.
+func special(name string, typ byte) entry {
+	return entry{Header: tar.Header{Name: name, Typeflag: typ, Mode: 0o644}}
+}
+
+// withMode is e with its permission bits set to mode.
+func withMode(e entry, mode int64) entry {
+	e.Header.Mode = mode
+	return e
 }
 
 // minimal is the smallest valid request: config plus a Dockerfile.
@@ -67,97 +70,9 @@ func minimal() []entry {
 	return []entry{dir("context"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)}
 }
 
-func makeTar(t testing.TB, entries ...entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		if e.raw != nil {
-			if err := tw.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			buf.Write(e.raw)
-			continue
-		}
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, Size: int64(len(e.body)), ModTime: e.mtime}
-		if e.typ != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, e.body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // hugeHeader is a tar whose only file claims 1 TiB and carries no data.
 func hugeHeader(t testing.TB) []byte {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "context/huge", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40}); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes() // deliberately no data and no Close
-}
-
-// sparseRun is one stretch of data in a sparse file; the rest are holes.
-type sparseRun struct {
-	at   int64
-	data string
-}
-
-// sparse is a GNU sparse entry (type 'S', the old GNU format) whose full
-// size is size and whose only stored bytes are the runs (at most 4).
-func sparse(t testing.TB, name string, size int64, runs ...sparseRun) entry {
-	t.Helper()
-	var blk [512]byte
-	var data []byte
-	copy(blk[0:100], name)
-	numeric(blk[100:108], 0o644)
-	numeric(blk[108:116], 0)
-	numeric(blk[116:124], 0)
-	numeric(blk[136:148], 1700000000)
-	blk[156] = tar.TypeGNUSparse
-	copy(blk[257:265], "ustar  \x00")
-	for i, r := range runs {
-		numeric(blk[386+24*i:398+24*i], r.at)
-		numeric(blk[398+24*i:410+24*i], int64(len(r.data)))
-		data = append(data, r.data...)
-	}
-	numeric(blk[124:136], int64(len(data)))
-	numeric(blk[483:495], size)
-	copy(blk[148:156], "        ")
-	var sum int64
-	for _, c := range blk {
-		sum += int64(c)
-	}
-	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
-	raw := append(blk[:], data...)
-	raw = append(raw, make([]byte, (512-len(data)%512)%512)...)
-	return entry{name: name, raw: raw}
-}
-
-// numeric writes a tar number field: octal, or base-256 when too big.
-func numeric(field []byte, v int64) {
-	if s := strconv.FormatInt(v, 8); len(s) < len(field) {
-		copy(field, fmt.Sprintf("%0*s\x00", len(field)-1, s))
-		return
-	}
-	for i := len(field) - 1; i > 0; i-- {
-		field[i] = byte(v)
-		v >>= 8
-	}
-	field[0] = 0x80
+	return testenv.HeaderBlocks(t, tar.Header{Name: "context/huge", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40})
 }
 
 // index runs Index over data and serves the result from the same bytes.
@@ -173,9 +88,9 @@ func index(t testing.TB, data []byte, lim Limits) (*Request, *FS, error) {
 func TestIndexRefuses(t *testing.T) {
 	small := Limits{MaxBytes: 100, MaxEntries: 10, MaxConfigBytes: 64, MaxSecretsBytes: 16}
 	ok := minimal()
-	with := func(extra ...entry) []byte { return makeTar(t, append(minimal(), extra...)...) }
-	withFirst := func(extra ...entry) []byte { return makeTar(t, append(extra, minimal()...)...) }
-	full := makeTar(t, ok...)
+	with := func(extra ...entry) []byte { return testenv.BuildTar(t, append(minimal(), extra...)...) }
+	withFirst := func(extra ...entry) []byte { return testenv.BuildTar(t, append(extra, minimal()...)...) }
+	full := testenv.BuildTar(t, ok...)
 
 	outside := t.TempDir() // an absolute directory
 
@@ -207,9 +122,9 @@ func TestIndexRefuses(t *testing.T) {
 		{"hardlink to config", with(hardlink("context/h", ConfigName)), small, "context/h", "escapes", false},
 		{"hardlink to missing entry", with(hardlink("context/h", "context/nope")), small, "context/h", "not a regular file", false},
 		{"hardlink to symlink", with(symlink("context/s", "Dockerfile"), hardlink("context/h", "context/s")), small, "context/h", "not a regular file", false},
-		{"char device", with(entry{name: "context/null", typ: tar.TypeChar}), small, "context/null", "device", false},
-		{"block device", with(entry{name: "context/sda", typ: tar.TypeBlock}), small, "context/sda", "device", false},
-		{"fifo", with(entry{name: "context/pipe", typ: tar.TypeFifo}), small, "context/pipe", "fifo", false},
+		{"char device", with(special("context/null", tar.TypeChar)), small, "context/null", "device", false},
+		{"block device", with(special("context/sda", tar.TypeBlock)), small, "context/sda", "device", false},
+		{"fifo", with(special("context/pipe", tar.TypeFifo)), small, "context/pipe", "fifo", false},
 		{"name component too long", with(file("context/"+strings.Repeat("n", 300), "x")), small, "context/" + strings.Repeat("n", 300), "name too long", false},
 		{"path too deep", with(file("context/"+strings.Repeat("d/", 300)+"f", "x")), small, "context/" + strings.Repeat("d/", 300) + "f", "too deep", false},
 		{"duplicate file", with(file("context/Dockerfile", "FROM evil")), small, "context/Dockerfile", "duplicate entry", false},
@@ -218,29 +133,29 @@ func TestIndexRefuses(t *testing.T) {
 		{"duplicate config", with(file(ConfigName, goodConfig)), small, ConfigName, "duplicate entry", false},
 		{"duplicate secrets", with(file(SecretsName, "a"), file("./"+SecretsName, "b")), small, "./" + SecretsName, "duplicate entry", false},
 		{"config is a directory", withFirst(dir(ConfigName)), small, ConfigName, "regular file", false},
-		{"context is a file", makeTar(t, file("context", "x"), file(ConfigName, goodConfig)), small, "context", "must be a directory", false},
-		{"context is a symlink", makeTar(t, symlink("context", "/"), file(ConfigName, goodConfig)), small, "context", "must be a directory", false},
+		{"context is a file", testenv.BuildTar(t, file("context", "x"), file(ConfigName, goodConfig)), small, "context", "must be a directory", false},
+		{"context is a symlink", testenv.BuildTar(t, symlink("context", "/"), file(ConfigName, goodConfig)), small, "context", "must be a directory", false},
 		{"root is a file", withFirst(file(".", "x")), small, ".", "must be a directory", false},
 		{"too many entries", with(file("context/a", "1"), file("context/b", "2")), Limits{MaxEntries: 4}, "context/b", "entries", true},
 		{"implied directories count as entries", with(file("context/a/b/c", "1")), Limits{MaxEntries: 5}, "context/a/b/c", "entries", true},
-		{"sparse file charged its full size", with(sparse(t, "context/holes", 1<<40, sparseRun{0, "data"})), small, "context/holes", "larger than", true},
-		{"sparse file over the limit", with(sparse(t, "context/holes", 101, sparseRun{0, "d"}, sparseRun{100, "d"})), small, "context/holes", "larger than", true},
+		{"sparse file charged its full size", with(testenv.GNUSparse("context/holes", 1<<40, testenv.SparseRun{At: 0, Data: "data"})), small, "context/holes", "larger than", true},
+		{"sparse file over the limit", with(testenv.GNUSparse("context/holes", 101, testenv.SparseRun{At: 0, Data: "d"}, testenv.SparseRun{At: 100, Data: "d"})), small, "context/holes", "larger than", true},
 		{"too many bytes", with(file("context/a", strings.Repeat("a", 60)), file("context/b", strings.Repeat("b", 60))), small, "context/b", "larger than", true},
-		{"huge declared size", append(makeTar(t, ok...)[:len(full)-1024], hugeHeader(t)...), small, "context/huge", "larger than", true},
-		{"config too large", makeTar(t, file(ConfigName, `{"image":"`+strings.Repeat("x", 100)+`"}`)), small, ConfigName, "larger than", true},
+		{"huge declared size", append(testenv.BuildTar(t, ok...)[:len(full)-1024], hugeHeader(t)...), small, "context/huge", "larger than", true},
+		{"config too large", testenv.BuildTar(t, file(ConfigName, `{"image":"`+strings.Repeat("x", 100)+`"}`)), small, ConfigName, "larger than", true},
 		{"secrets too large", with(file(SecretsName, strings.Repeat("s", 17))), small, SecretsName, "larger than", true},
 		{"truncated data", with(file("context/big", strings.Repeat("z", 5000)))[:len(full)+2048], Limits{}, "context/big", "unexpected EOF", false},
 		{"bad config JSON", withFirst(file(ConfigName, `{"image":`)), small, ConfigName, "invalid JSON", false},
-		{"config without image", makeTar(t, file(ConfigName, `{"platforms":["linux/amd64"]}`)), small, ConfigName, "image", false},
-		{"config with empty image", makeTar(t, file(ConfigName, `{"image":"  "}`)), small, ConfigName, "image", false},
-		{"config dockerfile escapes", makeTar(t, file(ConfigName, `{"image":"x","dockerfile":"../Dockerfile"}`)), small, ConfigName, "dockerfile", false},
-		{"config dockerfile absolute", makeTar(t, file(ConfigName, `{"image":"x","dockerfile":"/Dockerfile"}`)), small, ConfigName, "dockerfile", false},
-		{"missing config", makeTar(t, dir("context"), file("context/Dockerfile", dockerfile)), small, ConfigName, "missing", false},
+		{"config without image", testenv.BuildTar(t, file(ConfigName, `{"platforms":["linux/amd64"]}`)), small, ConfigName, "image", false},
+		{"config with empty image", testenv.BuildTar(t, file(ConfigName, `{"image":"  "}`)), small, ConfigName, "image", false},
+		{"config dockerfile escapes", testenv.BuildTar(t, file(ConfigName, `{"image":"x","dockerfile":"../Dockerfile"}`)), small, ConfigName, "dockerfile", false},
+		{"config dockerfile absolute", testenv.BuildTar(t, file(ConfigName, `{"image":"x","dockerfile":"/Dockerfile"}`)), small, ConfigName, "dockerfile", false},
+		{"missing config", testenv.BuildTar(t, dir("context"), file("context/Dockerfile", dockerfile)), small, ConfigName, "missing", false},
 		{"empty archive", nil, small, ConfigName, "missing", false},
-		{"missing Dockerfile", makeTar(t, dir("context"), file("context/hello.txt", "hi"), file(ConfigName, goodConfig)), small, "context/Dockerfile", "missing", false},
-		{"missing context", makeTar(t, file(ConfigName, goodConfig)), small, "context/Dockerfile", "missing", false},
-		{"Dockerfile is a symlink", makeTar(t, file("context/real", dockerfile), symlink("context/Dockerfile", "real"), file(ConfigName, goodConfig)), small, "context/Dockerfile", "not a regular file", false},
-		{"configured Dockerfile missing", makeTar(t, file("context/Dockerfile", dockerfile), file(ConfigName, `{"image":"x","dockerfile":"build/Dockerfile"}`)), small, "context/build/Dockerfile", "missing", false},
+		{"missing Dockerfile", testenv.BuildTar(t, dir("context"), file("context/hello.txt", "hi"), file(ConfigName, goodConfig)), small, "context/Dockerfile", "missing", false},
+		{"missing context", testenv.BuildTar(t, file(ConfigName, goodConfig)), small, "context/Dockerfile", "missing", false},
+		{"Dockerfile is a symlink", testenv.BuildTar(t, file("context/real", dockerfile), symlink("context/Dockerfile", "real"), file(ConfigName, goodConfig)), small, "context/Dockerfile", "not a regular file", false},
+		{"configured Dockerfile missing", testenv.BuildTar(t, file("context/Dockerfile", dockerfile), file(ConfigName, `{"image":"x","dockerfile":"build/Dockerfile"}`)), small, "context/build/Dockerfile", "missing", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,7 +184,7 @@ func TestIndexRefuses(t *testing.T) {
 }
 
 func TestIndexTruncatedHeader(t *testing.T) {
-	data := makeTar(t, minimal()...)
+	data := testenv.BuildTar(t, minimal()...)
 	_, _, err := index(t, data[:512+100], Limits{})
 	var e *Error
 	if !errors.As(err, &e) || !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -284,20 +199,20 @@ func TestIndexAccepts(t *testing.T) {
 		tar   []byte
 		check func(t *testing.T, req *Request, f *FS)
 	}{
-		{"absolute names are stripped", makeTar(t, file("/context/Dockerfile", dockerfile), file("/"+ConfigName, goodConfig)), nil},
-		{"parents made implicitly", makeTar(t, file("context/a/b/c.txt", "c"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
+		{"absolute names are stripped", testenv.BuildTar(t, file("/context/Dockerfile", dockerfile), file("/"+ConfigName, goodConfig)), nil},
+		{"parents made implicitly", testenv.BuildTar(t, file("context/a/b/c.txt", "c"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
 			func(t *testing.T, _ *Request, f *FS) {
 				wantFile(t, f, "a/b/c.txt", "c", 0o644)
 				if st := statOf(t, f, "a/b"); st == nil || st.Mode != uint32(os.ModeDir|0o755) {
 					t.Errorf("implied directory a/b: %+v", st)
 				}
 			}},
-		{"modes kept without setuid", makeTar(t, entry{name: "context/run.sh", typ: tar.TypeReg, body: "#!/bin/sh", mode: 0o4755}, entry{name: "context/Dockerfile", typ: tar.TypeReg, body: dockerfile, mode: 0o600}, file(ConfigName, goodConfig)),
+		{"modes kept without setuid", testenv.BuildTar(t, withMode(file("context/run.sh", "#!/bin/sh"), 0o4755), withMode(file("context/Dockerfile", dockerfile), 0o600), file(ConfigName, goodConfig)),
 			func(t *testing.T, _ *Request, f *FS) {
 				wantFile(t, f, "run.sh", "#!/bin/sh", 0o755)
 				wantFile(t, f, "Dockerfile", dockerfile, 0o600)
 			}},
-		{"links inside the context", makeTar(t, dir("context/sub"), file("context/Dockerfile", dockerfile), symlink("context/sub/up", "../Dockerfile"), symlink("context/self", "."), symlink("context/dangling", "sub/nothing"), hardlink("context/sub/copy", "./context/Dockerfile"), file(ConfigName, goodConfig)),
+		{"links inside the context", testenv.BuildTar(t, dir("context/sub"), file("context/Dockerfile", dockerfile), symlink("context/sub/up", "../Dockerfile"), symlink("context/self", "."), symlink("context/dangling", "sub/nothing"), hardlink("context/sub/copy", "./context/Dockerfile"), file(ConfigName, goodConfig)),
 			func(t *testing.T, _ *Request, f *FS) {
 				wantFile(t, f, "sub/copy", dockerfile, 0o644)
 				for link, target := range map[string]string{"sub/up": "../Dockerfile", "self": ".", "dangling": "sub/nothing"} {
@@ -316,25 +231,16 @@ func TestIndexAccepts(t *testing.T) {
 				}
 			}},
 		{"PAX global header and long names", func() []byte {
-			var buf bytes.Buffer
-			tw := tar.NewWriter(&buf)
-			must := func(err error) {
-				if err != nil {
-					t.Fatal(err)
-				}
+			global := entry{Header: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "hi"}}}
+			entries := []entry{global, file(longName, "long"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)}
+			for i := range entries[1:] {
+				entries[i+1].Header.Format = tar.FormatGNU
 			}
-			must(tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "hi"}}))
-			for _, e := range []entry{file(longName, "long"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)} {
-				must(tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(e.body)), Format: tar.FormatGNU}))
-				_, err := io.WriteString(tw, e.body)
-				must(err)
-			}
-			must(tw.Close())
-			return buf.Bytes()
+			return testenv.BuildTar(t, entries...)
 		}(), func(t *testing.T, _ *Request, f *FS) {
 			wantFile(t, f, strings.TrimPrefix(longName, "context/"), "long", 0o644)
 		}},
-		{"configured Dockerfile", makeTar(t, file("./context/build/Dockerfile.prod", dockerfile), file(ConfigName, `{"image":"x","dockerfile":"./build//Dockerfile.prod"}`)),
+		{"configured Dockerfile", testenv.BuildTar(t, file("./context/build/Dockerfile.prod", dockerfile), file(ConfigName, `{"image":"x","dockerfile":"./build//Dockerfile.prod"}`)),
 			func(t *testing.T, req *Request, f *FS) {
 				if req.Config.Dockerfile != "build/Dockerfile.prod" {
 					t.Errorf("Dockerfile = %q", req.Config.Dockerfile)
@@ -345,13 +251,13 @@ func TestIndexAccepts(t *testing.T) {
 				}
 				wantFile(t, sub.(*FS), "Dockerfile.prod", dockerfile, 0o644)
 			}},
-		{"platforms [\"\"] means default", makeTar(t, file("context/Dockerfile", dockerfile), file(ConfigName, `{"image":"x","platforms":[""]}`)),
+		{"platforms [\"\"] means default", testenv.BuildTar(t, file("context/Dockerfile", dockerfile), file(ConfigName, `{"image":"x","platforms":[""]}`)),
 			func(t *testing.T, req *Request, _ *FS) {
 				if req.Config.Platforms != nil {
 					t.Errorf("Platforms = %q, want none", req.Config.Platforms)
 				}
 			}},
-		{"secrets kept out of the context", makeTar(t, file(SecretsName, "sealed"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
+		{"secrets kept out of the context", testenv.BuildTar(t, file(SecretsName, "sealed"), file("context/Dockerfile", dockerfile), file(ConfigName, goodConfig)),
 			func(t *testing.T, req *Request, f *FS) {
 				if string(req.SealedSecrets) != "sealed" {
 					t.Errorf("SealedSecrets = %q", req.SealedSecrets)
@@ -360,7 +266,7 @@ func TestIndexAccepts(t *testing.T) {
 					t.Errorf("the context holds %v, want only the Dockerfile", got)
 				}
 			}},
-		{"sparse file with holes", makeTar(t, file("context/Dockerfile", dockerfile), sparse(t, "context/holes", 3<<20, sparseRun{0, "head"}, sparseRun{2 << 20, "middle"}), file(ConfigName, goodConfig)),
+		{"sparse file with holes", testenv.BuildTar(t, file("context/Dockerfile", dockerfile), testenv.GNUSparse("context/holes", 3<<20, testenv.SparseRun{At: 0, Data: "head"}, testenv.SparseRun{At: 2 << 20, Data: "middle"}), file(ConfigName, goodConfig)),
 			func(t *testing.T, _ *Request, f *FS) {
 				want := make([]byte, 3<<20)
 				copy(want, "head")
@@ -691,7 +597,7 @@ func TestImpliedDirectoriesAreCharged(t *testing.T) {
 		for i := range n {
 			entries = append(entries, file(fmt.Sprintf("context/t%04d/", i)+strings.Repeat("d/", 254)+"f", "x"))
 		}
-		return makeTar(t, entries...)
+		return testenv.BuildTar(t, entries...)
 	}
 	data := deep(1000)
 	in := &countingReader{r: bytes.NewReader(data)}
@@ -753,7 +659,7 @@ func TestIndexerMatchesIndex(t *testing.T) {
 		}
 	}
 
-	bad := makeTar(t, append(minimal(), file("../x", "x"))...)
+	bad := testenv.BuildTar(t, append(minimal(), file("../x", "x"))...)
 	ix := NewIndexer(context.Background(), Limits{})
 	ix.Write(bad)
 	ix.Write(make([]byte, 1<<20)) // more after the refusal
@@ -812,14 +718,10 @@ func TestIndexStopsWhenCancelled(t *testing.T) {
 		}
 	})
 	t.Run("within a large file", func(t *testing.T) {
-		var hdr bytes.Buffer
-		tw := tar.NewWriter(&hdr)
-		if err := tw.WriteHeader(&tar.Header{Name: "context/big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}); err != nil {
-			t.Fatal(err)
-		}
+		hdr := bytes.NewReader(testenv.HeaderBlocks(t, tar.Header{Name: "context/big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		in := &cancelAfter{r: io.MultiReader(&hdr, zeros{}), n: 8 << 20, cancel: cancel}
+		in := &cancelAfter{r: io.MultiReader(hdr, zeros{}), n: 8 << 20, cancel: cancel}
 		_, err := Index(ctx, in, Limits{MaxBytes: 2 << 30})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v, want context.Canceled", err)
@@ -834,7 +736,7 @@ func TestIndexStopsWhenCancelled(t *testing.T) {
 // copy: the mtime served must change with the bytes and only with them.
 func TestMtimesFollowContent(t *testing.T) {
 	request := func(data string, mtime time.Time) *FS {
-		_, f, err := index(t, makeTar(t, at(mtime, file("context/Dockerfile", dockerfile), file("context/data.txt", data), file(ConfigName, goodConfig))...), Limits{})
+		_, f, err := index(t, testenv.BuildTar(t, at(mtime, file("context/Dockerfile", dockerfile), file("context/data.txt", data), file(ConfigName, goodConfig))...), Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -910,47 +812,7 @@ func diskTree(t *testing.T) (string, []byte) {
 	}
 
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	inodes := map[uint64]string{}
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		link, _ := os.Readlink(p)
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = path.Join("context", filepath.ToSlash(rel))
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
-			if first, seen := inodes[st.Ino]; seen {
-				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
-			} else {
-				inodes[st.Ino] = hdr.Name
-			}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if hdr.Typeflag == tar.TypeReg {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			_, err = tw.Write(data)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: ConfigName, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(goodConfig))}); err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(tw, goodConfig)
-	if err := tw.Close(); err != nil {
+	if err := testenv.WriteContextTar(&buf, dir, []byte(goodConfig)); err != nil {
 		t.Fatal(err)
 	}
 	return dir, buf.Bytes()
@@ -1115,7 +977,7 @@ func transfer(t *testing.T, f *FS, dest string) []string {
 // identical one sends nothing; the copy always holds the latest bytes.
 func TestIncrementalTransferSendsChangedFilesOnly(t *testing.T) {
 	request := func(data string, mtime time.Time) *FS {
-		body := makeTar(t, at(mtime, dir("context/sub"), file("context/Dockerfile", dockerfile), file("context/sub/data.txt", data), file("context/sub/same.txt", "unchanged"),
+		body := testenv.BuildTar(t, at(mtime, dir("context/sub"), file("context/Dockerfile", dockerfile), file("context/sub/data.txt", data), file("context/sub/same.txt", "unchanged"),
 			symlink("context/link", "sub/data.txt"), hardlink("context/hard", "context/sub/same.txt"), file(ConfigName, goodConfig))...)
 		_, f, err := index(t, body, Limits{})
 		if err != nil {
@@ -1153,12 +1015,12 @@ func FuzzIndex(f *testing.F) {
 			f.Add(data)
 		}
 	}
-	f.Add(makeTar(f, minimal()...))
-	f.Add(makeTar(f, append(minimal(), symlink("context/a", "sub"), dir("context/sub"), symlink("context/b", "a/.."), file("context/a/x", "x"))...))
-	f.Add(makeTar(f, append(minimal(), file("../x", "x"), hardlink("context/h", "context/Dockerfile"))...))
-	f.Add(makeTar(f, append(minimal(), symlink("context/l", "/tmp"), file("context/l/evil", "x"))...))
-	f.Add(makeTar(f, append(minimal(), dir("context/a.b"), file("context/a/b", "ab"), file("context/a-b", "a-b"), hardlink("context/0", "context/a/b"))...))
-	f.Add(makeTar(f, append(minimal(), sparse(f, "context/s", 2000, sparseRun{10, "xyz"}, sparseRun{1500, "q"}))...))
+	f.Add(testenv.BuildTar(f, minimal()...))
+	f.Add(testenv.BuildTar(f, append(minimal(), symlink("context/a", "sub"), dir("context/sub"), symlink("context/b", "a/.."), file("context/a/x", "x"))...))
+	f.Add(testenv.BuildTar(f, append(minimal(), file("../x", "x"), hardlink("context/h", "context/Dockerfile"))...))
+	f.Add(testenv.BuildTar(f, append(minimal(), symlink("context/l", "/tmp"), file("context/l/evil", "x"))...))
+	f.Add(testenv.BuildTar(f, append(minimal(), dir("context/a.b"), file("context/a/b", "ab"), file("context/a-b", "a-b"), hardlink("context/0", "context/a/b"))...))
+	f.Add(testenv.BuildTar(f, append(minimal(), testenv.GNUSparse("context/s", 2000, testenv.SparseRun{At: 10, Data: "xyz"}, testenv.SparseRun{At: 1500, Data: "q"}))...))
 	f.Add(hugeHeader(f))
 
 	lim := Limits{MaxBytes: 1 << 20, MaxEntries: 200, MaxConfigBytes: 4 << 10, MaxSecretsBytes: 4 << 10}
@@ -1305,12 +1167,7 @@ func fixChecksums(data []byte) []byte {
 		if bytes.Count(blk, []byte{0}) == 512 {
 			break
 		}
-		copy(blk[148:156], "        ")
-		var sum int64
-		for _, c := range blk {
-			sum += int64(c)
-		}
-		copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		testenv.TarChecksum(blk)
 		size, err := strconv.ParseInt(strings.Trim(string(blk[124:136]), " \x00"), 8, 64)
 		if err != nil || size < 0 || size > int64(len(data)) {
 			break
@@ -1327,7 +1184,7 @@ func BenchmarkIndex(b *testing.B) {
 	for i := range files {
 		entries = append(entries, file("context/src/file"+strconv.Itoa(i), content))
 	}
-	data := makeTar(b, entries...)
+	data := testenv.BuildTar(b, entries...)
 	b.SetBytes(files * size)
 	for b.Loop() {
 		if _, err := Index(context.Background(), bytes.NewReader(data), DefaultLimits()); err != nil {

@@ -1,7 +1,6 @@
 package handlers_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
-	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/contextref"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
@@ -29,7 +27,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/results"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
-	"github.com/fnbuilder/fnbuilder/internal/signature"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const asyncCallID = "0c5f2d3e-7a41-4b8e-9d1f-6e2a8b7c9d01"
@@ -43,33 +41,6 @@ func withResults(t *testing.T) option {
 		}
 		o.Results = store
 	}
-}
-
-// configTar is a valid build tar with the given build config.
-func configTar(t *testing.T, cfg map[string]any) []byte {
-	t.Helper()
-	config, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	write := func(hdr *tar.Header, body []byte) {
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(&tar.Header{Name: "context", Mode: 0o755, Typeflag: tar.TypeDir}, nil)
-	dockerfile := []byte("FROM scratch\nCOPY . /\n")
-	write(&tar.Header{Name: "context/Dockerfile", Mode: 0o644, Size: int64(len(dockerfile)), Typeflag: tar.TypeReg}, dockerfile)
-	write(&tar.Header{Name: buildtar.ConfigName, Mode: 0o644, Size: int64(len(config)), Typeflag: tar.TypeReg}, config)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // withCallID is a signed build request carrying X-Call-Id.
@@ -263,7 +234,7 @@ func TestCallIDReusedForOtherBody(t *testing.T) {
 	if r1.res.StatusCode != http.StatusOK {
 		t.Fatalf("first: %d %s", r1.res.StatusCode, r1.data)
 	}
-	other := makeTar(t, tarEntry{name: "context/extra.txt", body: []byte("different")})
+	other := makeTar(t, testenv.File("context/extra.txt", "different"))
 	r2 := await(t, f.send(f.withCallID(other, "", asyncCallID)))
 	e := checkErrorReply(t, r2.res, r2.data, http.StatusConflict)
 	if !strings.Contains(e.Error, asyncCallID) {
@@ -318,7 +289,7 @@ func getResult(t *testing.T, srv *httptest.Server, id, sig string) (*http.Respon
 	return res, data
 }
 
-func signID(id string) string { return signature.Sign([]byte(id), []byte(payloadText)) }
+func signID(id string) string { return testenv.Sign([]byte(payloadText), []byte(id)) }
 
 func TestResultFetch(t *testing.T) {
 	b := newBlocking()
@@ -348,8 +319,8 @@ func TestResultFetch(t *testing.T) {
 		"unsigned":     "",
 		"malformed":    "sha256=xyz",
 		"other id":     signID("another-call"),
-		"other key":    signature.Sign([]byte(asyncCallID), []byte("wrong key")),
-		"signed body?": sign(makeTar(t), payloadText),
+		"other key":    testenv.Sign([]byte("wrong key"), []byte(asyncCallID)),
+		"signed body?": testenv.Sign([]byte(payloadText), makeTar(t)),
 	} {
 		res, data := getResult(t, rs, asyncCallID, sig)
 		checkErrorReply(t, res, data, http.StatusUnauthorized)
@@ -541,7 +512,7 @@ func TestContextReference(t *testing.T) {
 		ref, _ := json.Marshal(contextref.Ref{URL: url, Digest: sha256Digest(tarBody)})
 		req := f.request(nil, http.MethodPost, ref, "")
 		req.Header.Set("Content-Type", contextref.MediaType)
-		req.Header.Set("X-Build-Signature", sign(ref, "not the key"))
+		req.Header.Set("X-Build-Signature", testenv.Sign([]byte("not the key"), ref))
 		res := f.do(req)
 		data, _ := io.ReadAll(res.Body)
 		checkErrorReply(t, res, data, http.StatusUnauthorized)

@@ -1,13 +1,9 @@
 package handlers_test
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +31,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const (
@@ -133,39 +130,22 @@ func startFixture(t *testing.T, run func(context.Context, buildkit.Build, func([
 	return &fixture{t: t, srv: srv, opts: o, runner: runner, ring: ring, pub: kp.Public}
 }
 
-type tarEntry struct {
-	name string
-	dir  bool
-	body []byte
+// makeTar is the fixture's request: a Dockerfile, handler.go and the build
+// config, then extra.
+func makeTar(t *testing.T, extra ...testenv.TarEntry) []byte {
+	t.Helper()
+	return testenv.BuildTar(t, append([]testenv.TarEntry{
+		testenv.Dir("context"),
+		testenv.File("context/Dockerfile", "FROM scratch\nCOPY . /\n"),
+		testenv.File("context/handler.go", "package function\n"),
+		testenv.ConfigEntry(t, map[string]any{"image": testImage, "platforms": []string{"linux/amd64"}}),
+	}, extra...)...)
 }
 
-func makeTar(t *testing.T, extra ...tarEntry) []byte {
+// configTar is a valid build tar with the given build config.
+func configTar(t *testing.T, cfg map[string]any) []byte {
 	t.Helper()
-	cfg, _ := json.Marshal(map[string]any{"image": testImage, "platforms": []string{"linux/amd64"}})
-	entries := append([]tarEntry{
-		{name: "context", dir: true},
-		{name: "context/Dockerfile", body: []byte("FROM scratch\nCOPY . /\n")},
-		{name: "context/handler.go", body: []byte("package function\n")},
-		{name: "com.openfaas.docker.config", body: cfg},
-	}, extra...)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		hdr := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}
-		if e.dir {
-			hdr = &tar.Header{Name: e.name, Mode: 0o755, Typeflag: tar.TypeDir}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM scratch\nCOPY . /\n"), testenv.ConfigEntry(t, cfg))
 }
 
 func (f *fixture) sealedTar(values map[string][]byte) []byte {
@@ -174,13 +154,7 @@ func (f *fixture) sealedTar(values map[string][]byte) []byte {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return makeTar(f.t, tarEntry{name: secrets.FileName, body: sealed})
-}
-
-func sign(body []byte, key string) string {
-	mac := hmac.New(sha256.New, []byte(key))
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	return makeTar(f.t, testenv.File(secrets.FileName, string(sealed)))
 }
 
 func (f *fixture) request(ctx context.Context, method string, body []byte, accept string) *http.Request {
@@ -192,7 +166,7 @@ func (f *fixture) request(ctx context.Context, method string, body []byte, accep
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	req.Header.Set("X-Build-Signature", sign(body, payloadText))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte(payloadText), body))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	if accept != "" {
 		req.Header.Set("Accept", accept)
@@ -823,7 +797,7 @@ func TestPayloadSecretUnusable(t *testing.T) {
 			body := makeTar(t)
 			for _, key := range []string{payloadText, ""} {
 				req := f.request(nil, http.MethodPost, body, "")
-				req.Header.Set("X-Build-Signature", sign(body, key))
+				req.Header.Set("X-Build-Signature", testenv.Sign([]byte(key), body))
 				res := f.do(req)
 				data, _ := io.ReadAll(res.Body)
 				checkErrorReply(t, res, data, http.StatusInternalServerError)
@@ -840,9 +814,9 @@ func TestSignatureRequired(t *testing.T) {
 	body := makeTar(t)
 	for name, header := range map[string]string{
 		"missing":   "",
-		"wrong key": sign(body, "other"),
+		"wrong key": testenv.Sign([]byte("other"), body),
 		"malformed": "sha1=abc",
-		"untrimmed": sign(body, "  "+payloadText+"\n"),
+		"untrimmed": testenv.Sign([]byte("  "+payloadText+"\n"), body),
 	} {
 		req := f.request(nil, http.MethodPost, body, "")
 		if header == "" {
@@ -871,7 +845,7 @@ func TestDisableHMAC(t *testing.T) {
 	body := makeTar(t)
 	for name, header := range map[string]string{
 		"unsigned":       "",
-		"signed anyway":  sign(body, "whatever the client has"),
+		"signed anyway":  testenv.Sign([]byte("whatever the client has"), body),
 		"garbage header": "nonsense",
 	} {
 		req := f.request(nil, http.MethodPost, body, "")
@@ -897,7 +871,7 @@ func TestDisableHMAC(t *testing.T) {
 
 func TestBodyTooLarge(t *testing.T) {
 	f := newFixture(t, nil, func(o *handlers.BuildOptions) { o.MaxBodyBytes = 2048 })
-	body := makeTar(t, tarEntry{name: "context/big.bin", body: bytes.Repeat([]byte{1}, 8<<10)})
+	body := makeTar(t, testenv.File("context/big.bin", strings.Repeat("\x01", 8<<10)))
 	res, data := f.post(body, ndjson)
 	checkErrorReply(t, res, data, http.StatusRequestEntityTooLarge)
 	if f.runner.calls.Load() != 0 {
@@ -930,9 +904,9 @@ func TestBadTarIs400(t *testing.T) {
 // same tar signed is refused for what it holds.
 func TestBadTarUnsignedIs401(t *testing.T) {
 	f := newFixture(t, nil)
-	body := makeTar(t, tarEntry{name: "../escape", body: []byte("x")})
+	body := makeTar(t, testenv.File("../escape", "x"))
 	req := f.request(nil, http.MethodPost, body, ndjson)
-	req.Header.Set("X-Build-Signature", sign(body, "other"))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte("other"), body))
 	res := f.do(req)
 	data, _ := io.ReadAll(res.Body)
 	checkErrorReply(t, res, data, http.StatusUnauthorized)
@@ -968,7 +942,7 @@ func TestSmallBodiesStayOffDisk(t *testing.T) {
 	spoolDir = f.opts.SpoolDir
 	for _, size := range []int{100 << 10, 2 << 20} {
 		data := bytes.Repeat([]byte{byte(size)}, size)
-		res, reply := f.post(makeTar(t, tarEntry{name: "context/data.bin", body: data}), ndjson)
+		res, reply := f.post(makeTar(t, testenv.File("context/data.bin", string(data))), ndjson)
 		if res.StatusCode != http.StatusOK || !bytes.Contains(reply, []byte(`"success"`)) {
 			t.Fatalf("%d bytes: %d %s", size, res.StatusCode, reply)
 		}
@@ -995,7 +969,7 @@ func TestMetrics(t *testing.T) {
 	body := makeTar(t)
 	// 401
 	req := f.request(nil, http.MethodPost, body, "")
-	req.Header.Set("X-Build-Signature", sign(body, "wrong"))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte("wrong"), body))
 	res := f.do(req)
 	io.Copy(io.Discard, res.Body)
 	// 200 success, twice (buffered and streamed)

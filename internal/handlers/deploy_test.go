@@ -16,6 +16,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 type deployFixture struct {
@@ -66,7 +67,7 @@ func (f *deployFixture) post(body []byte, sig string) (*http.Response, []byte) {
 
 func (f *deployFixture) postSigned(body string) (*http.Response, []byte) {
 	f.t.Helper()
-	return f.post([]byte(body), sign([]byte(body), payloadText))
+	return f.post([]byte(body), testenv.Sign([]byte(payloadText), []byte(body)))
 }
 
 const helloSpec = `{"name":"hello","image":"` + testImage + `","namespace":"openfaas-fn","labels":{"team":"a"},"limits":{"memory":"128Mi"},"secrets":["db"],"env":{"MODE":"prod"}}`
@@ -127,8 +128,8 @@ func TestDeployHandlerSignature(t *testing.T) {
 	for name, sig := range map[string]string{
 		"unsigned":   "",
 		"malformed":  "sha256=nothex",
-		"wrong key":  sign([]byte(helloSpec), "another secret"),
-		"other body": sign([]byte(strings.Replace(helloSpec, "hello", "other", 1)), payloadText),
+		"wrong key":  testenv.Sign([]byte("another secret"), []byte(helloSpec)),
+		"other body": testenv.Sign([]byte(payloadText), []byte(strings.Replace(helloSpec, "hello", "other", 1))),
 	} {
 		res, data := f.post([]byte(helloSpec), sig)
 		checkErrorReply(t, res, data, http.StatusUnauthorized)
@@ -138,7 +139,7 @@ func TestDeployHandlerSignature(t *testing.T) {
 	}
 	// X-Build-Signature is not the deploy header.
 	req, _ := http.NewRequest(http.MethodPost, f.srv.URL, strings.NewReader(helloSpec))
-	req.Header.Set("X-Build-Signature", sign([]byte(helloSpec), payloadText))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte(payloadText), []byte(helloSpec)))
 	res, err := f.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +220,7 @@ func TestDeployHandlerMisconfigured(t *testing.T) {
 		f := newDeployFixture(t, gw, func(o *handlers.DeployOptions) {
 			o.Tenants = oneTenant(func() ([]byte, error) { return []byte(" \n"), nil })
 		})
-		res, data := f.post([]byte(helloSpec), sign([]byte(helloSpec), ""))
+		res, data := f.post([]byte(helloSpec), testenv.Sign([]byte(""), []byte(helloSpec)))
 		checkErrorReply(t, res, data, http.StatusInternalServerError)
 		if u, d := gw.Calls(); u+d != 0 {
 			t.Fatal("gateway called with an empty payload secret")
@@ -256,7 +257,7 @@ func TestDeployHandlerDisableHMAC(t *testing.T) {
 	})
 	for name, sig := range map[string]string{
 		"unsigned":      "",
-		"signed anyway": sign([]byte(helloSpec), "whatever"),
+		"signed anyway": testenv.Sign([]byte("whatever"), []byte(helloSpec)),
 		"garbage":       "nonsense",
 	} {
 		res, data := f.post([]byte(helloSpec), sig)
@@ -291,7 +292,7 @@ func TestDeployHandlerTenants(t *testing.T) {
 		"over deploy-fn":      `{"name":"deploy-fn","image":"registry.example.com/acme/fn:1"}`,
 		"over bob's function": `{"name":"bobs","image":"registry.example.com/acme/fn:1"}`,
 	} {
-		res, data := f.post([]byte(spec), sign([]byte(spec), "acme-key"))
+		res, data := f.post([]byte(spec), testenv.Sign([]byte("acme-key"), []byte(spec)))
 		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(data), "deploy refused") {
 			t.Errorf("%s: %d %s, want 400 deploy refused", name, res.StatusCode, data)
 		}
@@ -304,7 +305,7 @@ func TestDeployHandlerTenants(t *testing.T) {
 		"acme-key": `{"name":"a","image":"registry.example.com/acme/fn:1","secrets":["acme-db"]}`,
 		"bob-key":  `{"name":"bobs","image":"registry.example.com/bob/fn:1"}`,
 	} {
-		if res, data := f.post([]byte(spec), sign([]byte(spec), key)); res.StatusCode != http.StatusOK {
+		if res, data := f.post([]byte(spec), testenv.Sign([]byte(key), []byte(spec))); res.StatusCode != http.StatusOK {
 			t.Errorf("%s: %d %s", key, res.StatusCode, data)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // gauge records how many builds run at once, and the most ever seen.
@@ -101,7 +102,7 @@ func TestRedeliveryBuildsOnlyInASlot(t *testing.T) {
 	t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF) })
 	redelivery := f.callRequest(context.Background(), nil, asyncCallID)
 	redelivery.Body, redelivery.ContentLength = pr, int64(len(body))
-	redelivery.Header.Set("X-Build-Signature", sign(body, payloadText))
+	redelivery.Header.Set("X-Build-Signature", testenv.Sign([]byte(payloadText), body))
 	second := f.send(redelivery)
 	f.waitSpooled(2)
 

@@ -13,8 +13,8 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/schedule"
-	"github.com/fnbuilder/fnbuilder/internal/signature"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // Two tenants, each with its own key. The images are open to both, so
@@ -46,7 +46,7 @@ func (r *tenantRecorder) run(_ context.Context, b buildkit.Build, logf func([]st
 func (f *fixture) postAs(body []byte, key, named string) (*http.Response, []byte) {
 	f.t.Helper()
 	req := f.request(nil, http.MethodPost, body, "")
-	req.Header.Set("X-Build-Signature", sign(body, key))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte(key), body))
 	if named != "" {
 		req.Header.Set(handlers.TenantHeader, named)
 	}
@@ -99,14 +99,14 @@ func TestResultsArePerTenant(t *testing.T) {
 	rec := &tenantRecorder{}
 	f := newFixture(t, rec.run, withTwoTenants, withResults(t))
 	rs := f.resultServer()
-	acmeBody, bobBody := makeTar(t), makeTar(t, tarEntry{name: "context/bob.txt", body: []byte("bob")})
+	acmeBody, bobBody := makeTar(t), makeTar(t, testenv.File("context/bob.txt", "bob"))
 
 	for _, sent := range []struct {
 		body []byte
 		key  string
 	}{{acmeBody, "acme-key"}, {bobBody, "bob-key"}} {
 		req := f.withCallID(sent.body, "", asyncCallID)
-		req.Header.Set("X-Build-Signature", sign(sent.body, sent.key))
+		req.Header.Set("X-Build-Signature", testenv.Sign([]byte(sent.key), sent.body))
 		res := f.do(req)
 		data, _ := io.ReadAll(res.Body)
 		if res.StatusCode != http.StatusOK || res.Header.Get("X-Fnbuilder-Replayed") != "" {
@@ -117,13 +117,13 @@ func TestResultsArePerTenant(t *testing.T) {
 		t.Fatalf("built as %v, want acme then bob", rec.tenants)
 	}
 	for key, want := range map[string]string{"acme-key": "built for acme", "bob-key": "built for bob"} {
-		res, data := getResult(t, rs, asyncCallID, signature.Sign([]byte(asyncCallID), []byte(key)))
+		res, data := getResult(t, rs, asyncCallID, testenv.Sign([]byte(key), []byte(asyncCallID)))
 		if res.StatusCode != http.StatusOK || !strings.Contains(string(data), want) {
 			t.Fatalf("%s fetched %d %s, want its own result (%s)", key, res.StatusCode, data, want)
 		}
 	}
 	// A third tenant-less key sees nothing at all.
-	if res, _ := getResult(t, rs, asyncCallID, signature.Sign([]byte(asyncCallID), []byte("no-ones-key"))); res.StatusCode != http.StatusUnauthorized {
+	if res, _ := getResult(t, rs, asyncCallID, testenv.Sign([]byte("no-ones-key"), []byte(asyncCallID))); res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("unknown key fetched with status %d", res.StatusCode)
 	}
 }
@@ -139,7 +139,7 @@ func TestOneTenantAtATime(t *testing.T) {
 	body := makeTar(t)
 
 	first := f.request(nil, http.MethodPost, body, ndjson)
-	first.Header.Set("X-Build-Signature", sign(body, "acme-key"))
+	first.Header.Set("X-Build-Signature", testenv.Sign([]byte("acme-key"), body))
 	firstRes := f.do(first)
 	b.waitStarted(t)
 
@@ -149,7 +149,7 @@ func TestOneTenantAtATime(t *testing.T) {
 		t.Fatalf("429 %q, Retry-After %q", e.Error, res.Header.Get("Retry-After"))
 	}
 	second := f.request(nil, http.MethodPost, body, ndjson)
-	second.Header.Set("X-Build-Signature", sign(body, "acme-key"))
+	second.Header.Set("X-Build-Signature", testenv.Sign([]byte("acme-key"), body))
 	secondRes := f.do(second)
 	b.waitStarted(t) // the same tenant's second build runs beside the first
 

@@ -16,6 +16,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 func withUnverified(max int64, uploadTimeout time.Duration) option {
@@ -43,7 +44,7 @@ func (f *fixture) startUpload(length int, first []byte) *rawUpload {
 	}
 	f.t.Cleanup(func() { conn.Close() })
 	head := fmt.Sprintf("POST /build HTTP/1.1\r\nHost: build-fn\r\nContent-Type: application/octet-stream\r\n"+
-		"Content-Length: %d\r\nX-Build-Signature: %s\r\n\r\n", length, sign([]byte("not this body"), "not the payload secret"))
+		"Content-Length: %d\r\nX-Build-Signature: %s\r\n\r\n", length, testenv.Sign([]byte("not the payload secret"), []byte("not this body")))
 	if _, err := conn.Write(append([]byte(head), first...)); err != nil {
 		f.t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestUnverifiedBudgetFull(t *testing.T) {
 	b := f.startUpload(101<<10, randomBytes(t, 100<<10))
 	f.waitHeld(200 << 10)
 
-	big := makeTar(t, tarEntry{name: "context/blob", body: randomBytes(t, 100<<10)})
+	big := makeTar(t, testenv.File("context/blob", string(randomBytes(t, 100<<10))))
 	before := f.bytesReceived()
 	res, data := f.post(big, "")
 	e := checkErrorReply(t, res, data, http.StatusServiceUnavailable)
@@ -216,7 +217,7 @@ func TestUnverifiedBytesGivenBack(t *testing.T) {
 	f.waitHeld(0)
 
 	req := f.request(nil, http.MethodPost, body, "")
-	req.Header.Set("X-Build-Signature", sign(body, "not the payload secret"))
+	req.Header.Set("X-Build-Signature", testenv.Sign([]byte("not the payload secret"), body))
 	res := f.do(req)
 	data, _ := io.ReadAll(res.Body)
 	checkErrorReply(t, res, data, http.StatusUnauthorized)

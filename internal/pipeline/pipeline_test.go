@@ -1,10 +1,8 @@
 package pipeline_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -20,6 +18,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const image = "registry.example:5000/team/hello:1.0"
@@ -30,35 +29,7 @@ var anyone = tenant.Implicit("payload-secret")
 // buildTar is a valid build tar whose config is cfg.
 func buildTar(t *testing.T, cfg map[string]any) []byte {
 	t.Helper()
-	config, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range []struct {
-		name string
-		body []byte
-	}{
-		{"context/", nil},
-		{"context/Dockerfile", []byte("FROM scratch\n")},
-		{buildtar.ConfigName, config},
-	} {
-		hdr := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}
-		if strings.HasSuffix(e.name, "/") {
-			hdr = &tar.Header{Name: e.name, Mode: 0o755, Typeflag: tar.TypeDir}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testenv.BuildTar(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n"), testenv.ConfigEntry(t, cfg))
 }
 
 func newPipeline(t *testing.T, gw deploy.Gateway) *pipeline.Pipeline {

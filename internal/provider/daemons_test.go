@@ -6,7 +6,6 @@ package provider
 // test, naming hack/install-provider.sh; nothing here skips.
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"io"
@@ -124,31 +123,11 @@ func pushFunctionImage(t *testing.T, reg *testenv.Registry, ref, index, script s
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(name string, mode int64, typ byte, data []byte) {
-		h := &tar.Header{Name: name, Mode: mode, Typeflag: typ, Size: int64(len(data)), ModTime: time.Unix(0, 0)}
-		if typ == tar.TypeDir {
-			h.Size = 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if typ != tar.TypeDir {
-			if _, err := tw.Write(data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	add("bin/", 0o755, tar.TypeDir, nil)
-	add("bin/busybox", 0o755, tar.TypeReg, bbBytes)
-	add("www/", 0o755, tar.TypeDir, nil)
-	add("www/index.html", 0o644, tar.TypeReg, []byte(index))
-	add("tmp/", 0o1777, tar.TypeDir, nil)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	layerBytes := buf.Bytes()
+	exe := testenv.File("bin/busybox", string(bbBytes))
+	exe.Header.Mode = 0o755
+	tmp := testenv.Dir("tmp/")
+	tmp.Header.Mode = 0o1777
+	layerBytes := testenv.BuildTar(t, testenv.Dir("bin/"), exe, testenv.Dir("www/"), testenv.File("www/index.html", index), tmp)
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -19,87 +18,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
-	"github.com/fnbuilder/fnbuilder/internal/signature"
 )
-
-// ConfigName is the build config's entry name in a request tar.
-const ConfigName = "com.openfaas.docker.config"
-
-// TarEntry is one entry of a hand-made build request tar: the header is
-// written as is, so a test may set any field of it.
-type TarEntry struct {
-	Header tar.Header
-	Body   string
-}
-
-// File is a regular file (0644) holding body.
-func File(name, body string) TarEntry {
-	return TarEntry{Header: tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}, Body: body}
-}
-
-// Dir is a directory (0755).
-func Dir(name string) TarEntry {
-	return TarEntry{Header: tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir}}
-}
-
-// Symlink is a symbolic link to target.
-func Symlink(name, target string) TarEntry {
-	return TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: tar.TypeSymlink}}
-}
-
-// Hardlink is a hard link to target, an earlier entry's full tar name.
-func Hardlink(name, target string) TarEntry {
-	return TarEntry{Header: tar.Header{Name: name, Linkname: target, Mode: 0o644, Typeflag: tar.TypeLink}}
-}
-
-// ConfigEntry is the build config (com.openfaas.docker.config) holding cfg
-// as JSON.
-func ConfigEntry(t testing.TB, cfg map[string]any) TarEntry {
-	t.Helper()
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return File(ConfigName, string(data))
-}
-
-// BuildTar writes entries, in order, as one tar stream.
-func BuildTar(t testing.TB, entries ...TarEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := e.Header
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatalf("tar header %q: %v", h.Name, err)
-		}
-		if _, err := tw.Write([]byte(e.Body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// Sign is the X-Build-Signature of body under the payload secret key:
-// "sha256=" and the hex HMAC-SHA256.
-func Sign(key, body []byte) string {
-	return signature.Sign(body, key)
-}
-
-// SignedHeader is the header of a build request for body signed with key;
-// ndjson asks for the streamed (NDJSON) reply.
-func SignedHeader(key, body []byte, ndjson bool) http.Header {
-	h := http.Header{}
-	h.Set("X-Build-Signature", Sign(key, body))
-	h.Set("Content-Type", "application/octet-stream")
-	if ndjson {
-		h.Set("Accept", "application/x-ndjson")
-	}
-	return h
-}
 
 // Post sends body to url with a copy of header; the response body is
 // closed in t.Cleanup.
