@@ -16,22 +16,22 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
-func (s *Stack) registryDaemon() component {
-	c := component{Spec: s.registry().Spec(), What: "the image registry (docker-registry)", Listens: []string{registryAddr}}
+func (s *Stack) registryDaemon() daemon.Member {
+	c := daemon.Member{Spec: s.registry().Spec(), What: "the image registry (docker-registry)", Listens: []string{registryAddr}}
 	c.Settings = "registry=" + s.registryMode()
 	return c
 }
 
-func (s *Stack) natsDaemon() component {
+func (s *Stack) natsDaemon() daemon.Member {
 	addr := net.JoinHostPort(natsHost, natsPort)
-	return component{
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name: "nats",
 			Args: []string{daemon.Find("nats-streaming-server"), "-a", natsHost, "-p", natsPort,
 				"--cluster_id", natsCluster, "--store", "memory"},
 			Env: daemon.BaseEnv(),
 			Ready: func(ctx context.Context, from int64) error {
-				if err := tcpOpen(ctx, addr); err != nil {
+				if err := daemon.DialReady("tcp", addr)(ctx, from); err != nil {
 					return err
 				}
 				if from > 0 && !strings.Contains(daemon.Since(s.logPath("nats"), from), "Streaming Server is ready") {
@@ -45,10 +45,10 @@ func (s *Stack) natsDaemon() component {
 	}
 }
 
-func (s *Stack) prometheusDaemon() component {
+func (s *Stack) prometheusDaemon() daemon.Member {
 	dir := s.path("prometheus")
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	return component{
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name: "prometheus",
 			Args: []string{daemon.Find("prometheus"), "--config.file=" + cfgPath,
@@ -94,34 +94,27 @@ func (s *Stack) providerFlags() []string {
 	}
 }
 
-func (s *Stack) containerdDaemon() component {
-	return component{
+func (s *Stack) containerdDaemon() daemon.Member {
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name: "containerd",
 			Args: append([]string{filepath.Join(s.binDir(), "fnb-provider"), "containerd",
 				"-containerd-bin", daemon.Find("containerd")}, s.providerFlags()...),
-			Env: daemon.BaseEnv(),
-			Ready: func(ctx context.Context, _ int64) error {
-				var d net.Dialer
-				c, err := d.DialContext(ctx, "unix", s.containerdSocket())
-				if err != nil {
-					return err
-				}
-				return c.Close()
-			},
+			Env:   daemon.BaseEnv(),
+			Ready: daemon.DialReady("unix", s.containerdSocket()),
 		},
 		What: "containerd, the provider's private container runtime",
 	}
 }
 
-func (s *Stack) providerDaemon() component {
+func (s *Stack) providerDaemon() daemon.Member {
 	args := append([]string{filepath.Join(s.binDir(), "fnb-provider"), "serve"}, s.providerFlags()...)
 	if s.plainHTTPRegistry() {
 		args = append(args, "-insecure-registries", registryAddr)
 	} else {
 		args = append(args, "-insecure-registries", "", "-registry-ca", s.registry().CA, "-registry-auth", s.registry().UserConfig(pullUser))
 	}
-	return component{
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name:         "provider",
 			Args:         append(args, "-port", strings.TrimPrefix(providerAddr, "127.0.0.1:"), "-listen", "127.0.0.1", "-upstream-timeout", "15m"),
@@ -135,8 +128,8 @@ func (s *Stack) providerDaemon() component {
 	}
 }
 
-func (s *Stack) gatewayDaemon() component {
-	c := component{
+func (s *Stack) gatewayDaemon() daemon.Member {
+	c := daemon.Member{
 		Spec: daemon.Spec{
 			Name: "gateway",
 			Args: []string{daemon.Find("gateway")},
@@ -166,9 +159,9 @@ func (s *Stack) gatewayDaemon() component {
 	return c
 }
 
-func (s *Stack) queueWorkerDaemon(n int) component {
+func (s *Stack) queueWorkerDaemon(n int) daemon.Member {
 	name := fmt.Sprintf("queue-worker-%d", n)
-	return component{
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name: name,
 			// Its NATS client id is faas-worker-<hostname>: each replica gets
@@ -201,7 +194,7 @@ func (s *Stack) queueWorkerDaemon(n int) component {
 // buildkitdDaemon is rootless buildkitd under rootlesskit as the fnbuilder
 // user, on a unix socket (for fnb-stack) and on the bridge address with
 // mutual TLS (for build-fn), keeping BuildKit's process sandbox.
-func (s *Stack) buildkitdDaemon() component {
+func (s *Stack) buildkitdDaemon() daemon.Member {
 	spec, err := daemon.BuildKitd{
 		Dir:        s.path("buildkit"),
 		Rootless:   true,
@@ -215,7 +208,7 @@ func (s *Stack) buildkitdDaemon() component {
 		spec = daemon.Spec{Name: "buildkitd", Args: []string{"buildkitd"}, Prepare: func() error { return err }}
 	}
 	spec.Settings = "registry=" + s.registryMode()
-	return component{Spec: spec, What: "rootless buildkitd (rootlesskit, user " + daemon.RootlessUser + ")", Listens: []string{buildkitTCPAddr}}
+	return daemon.Member{Spec: spec, What: "rootless buildkitd (rootlesskit, user " + daemon.RootlessUser + ")", Listens: []string{buildkitTCPAddr}}
 }
 
 // buildkitTCP is buildkitd as build-fn reaches it, with its client certificate.
@@ -224,8 +217,8 @@ func (s *Stack) buildkitTCP() buildkit.Daemon {
 		CA: s.secretPath("buildkit-tls-ca"), Cert: s.secretPath("buildkit-tls-cert"), Key: s.secretPath("buildkit-tls-key"), ServerName: bridgeIP}}
 }
 
-func (s *Stack) forwardDaemon() component {
-	return component{
+func (s *Stack) forwardDaemon() daemon.Member {
+	return daemon.Member{
 		Spec: daemon.Spec{
 			Name: "builder-forward",
 			Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "forward", "--dir", s.Dir,
@@ -242,15 +235,6 @@ func (s *Stack) forwardDaemon() component {
 var httpClient = &http.Client{
 	Timeout:   30 * time.Second,
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
-}
-
-func tcpOpen(ctx context.Context, addr string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	return c.Close()
 }
 
 func dirExists(p string) bool {

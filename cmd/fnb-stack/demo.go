@@ -199,7 +199,7 @@ func (s *Stack) Demo(o demoOptions) error {
 	var answer []byte
 	invokeCtx, cancelInvoke := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelInvoke()
-	err = retryUntil(invokeCtx, func() error {
+	err = daemon.RetryUntil(invokeCtx, func() error {
 		code, body, _, err := invoke(ctx, http.MethodGet, "/function/"+o.name, nil, nil)
 		if err != nil {
 			return err
@@ -241,7 +241,7 @@ func (s *Stack) functionLog(fn string) string {
 func (s *Stack) preflight(ctx context.Context) (*sdk.Client, error) {
 	var ok []string
 	for _, c := range append(s.daemons(), s.forwardDaemon()) {
-		if err := s.check(ctx, c); err != nil {
+		if err := s.group().Check(ctx, c); err != nil {
 			return nil, fmt.Errorf("component %s: %v\n  log: %s\n  `make up` starts what is missing", c.Name, err, s.logPath(c.Name))
 		}
 		ok = append(ok, c.Name)

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,15 +30,15 @@ func (s *Stack) Down() error {
 	}
 	defer unlock()
 	s.logf("stack            %s (down)", s.Dir)
-	if other := activeStack(); other != "" && other != s.Dir && len((&Stack{Dir: other}).livePIDs()) > 0 {
+	if other := activeStack(); other != "" && other != s.Dir && len((&Stack{Dir: other}).group().Live()) > 0 {
 		// The bridge, namespaces and chains have per-machine names: they
 		// belong to the stack that is up. Only this one's processes go.
-		for name := range s.livePIDs() {
-			s.stop(name, 15*time.Second)
+		for name := range s.group().Live() {
+			s.group().Stop(name, 15*time.Second)
 		}
 		fmt.Fprintf(s.out, "\nThe stack that is up runs from %s, not %s: its network (%s, %s* namespaces, %s-* chains) is left alone.\nStop it with: fnb-stack down --dir %s\n",
 			other, s.Dir, bridgeName, netnsPrefix, chainPrefix, other)
-		if left := s.strayProcesses(); len(left) > 0 {
+		if left := s.strays(); len(left) > 0 {
 			return fmt.Errorf("processes of %s still run: %v", s.Dir, left)
 		}
 		return nil
@@ -48,27 +46,23 @@ func (s *Stack) Down() error {
 
 	// Front to back: nothing new comes in while the rest stops.
 	for _, name := range []string{"builder-forward", "queue-worker-2", "queue-worker-1", "gateway", "prometheus", "provider"} {
-		s.stop(name, 15*time.Second)
+		s.group().Stop(name, 15*time.Second)
 	}
 	var problems []string
 	problems = append(problems, s.teardownProvider()...)
 	for _, name := range []string{"containerd", "buildkitd", "nats", "registry"} {
-		s.stop(name, 20*time.Second)
+		s.group().Stop(name, 20*time.Second)
 	}
 	problems = append(problems, unguardGateway()...)
 	// Anything else left in pids/ (a daemon from a newer fnb-stack).
-	if ents, err := os.ReadDir(s.path("pids")); err == nil {
-		for _, e := range ents {
-			if name, ok := strings.CutSuffix(e.Name(), ".pid"); ok {
-				s.stop(name, 10*time.Second)
-			}
-		}
+	for _, name := range s.group().Recorded() {
+		s.group().Stop(name, 10*time.Second)
 	}
 	// containerd's shims set their own process groups: any still alive
 	// belongs to a task teardown could not delete.
-	for _, p := range s.strayProcesses() {
-		problems = append(problems, fmt.Sprintf("process %d outlived its daemon, killed: %s", p.pid, p.cmdline))
-		syscall.Kill(p.pid, syscall.SIGKILL)
+	for _, p := range s.strays() {
+		problems = append(problems, fmt.Sprintf("process %d outlived its daemon, killed: %s", p.PID, p.Cmdline))
+		syscall.Kill(p.PID, syscall.SIGKILL)
 	}
 	for _, m := range daemon.Unmount(s.Dir) {
 		problems = append(problems, "mount left, unmounted: "+m)
@@ -99,8 +93,8 @@ func (s *Stack) teardownProvider() []string {
 		return nil // up never got as far as building it
 	}
 	var problems []string
-	if _, ok := s.running("containerd"); !ok && fileExists(s.providerState()) {
-		if err := s.start(context.Background(), s.containerdDaemon()); err != nil {
+	if _, ok := s.group().Running("containerd"); !ok && fileExists(s.providerState()) {
+		if err := s.group().Start(context.Background(), s.containerdDaemon()); err != nil {
 			problems = append(problems, fmt.Sprintf("containerd did not start for the teardown: %v", err))
 		} else {
 			problems = append(problems, "containerd was not running: started again for the teardown")
@@ -115,75 +109,22 @@ func (s *Stack) teardownProvider() []string {
 	return problems
 }
 
-// livePIDs lists the stack's daemons still running, by PID file.
-func (s *Stack) livePIDs() map[string]int {
-	out := map[string]int{}
-	ents, err := os.ReadDir(s.path("pids"))
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".pid")
-		if !ok {
-			continue
-		}
-		if r, ok := daemon.ReadRecord(s.pidPath(name)); ok && r.Ours() {
-			out[name] = r.PID
-		}
-	}
-	return out
-}
-
-type proc struct {
-	pid     int
-	cmdline string
-}
-
-// strayProcesses are live processes whose command line names the stack
-// directory (containerd shims name its socket), other than this one.
-func (s *Stack) strayProcesses() []proc {
-	var out []proc
-	self := os.Getpid()
-	for _, pid := range daemon.PIDs() {
-		if pid == self {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		if st, err := daemon.Stat(pid); err != nil || st.State == "Z" || st.State == "X" {
-			continue
-		}
-		cmd := strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
-		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(argv) > 1 && filepath.Base(argv[0]) == "fnb-stack" && argv[1] != "forward" && argv[1] != "uts-exec" {
-			continue // another fnb-stack command looking at this stack
-		}
-		// Only arguments that are the stack directory or lie inside it.
-		for _, arg := range argv {
-			if v, ok := strings.CutPrefix(arg, "--"); ok {
-				if _, after, found := strings.Cut(v, "="); found {
-					arg = after
-				}
-			}
-			if arg == s.Dir || strings.HasPrefix(arg, s.Dir+"/") || strings.Contains(arg, "unix://"+s.Dir+"/") {
-				out = append(out, proc{pid, cmd})
-				break
-			}
-		}
-	}
-	return out
+// strays are live processes that name the stack directory (containerd's
+// shims name its socket), other than fnb-stack commands looking at it.
+func (s *Stack) strays() []daemon.Stray {
+	return s.group().Strays(func(argv []string) bool {
+		return len(argv) > 1 && filepath.Base(argv[0]) == "fnb-stack" && argv[1] != "forward" && argv[1] != "uts-exec"
+	})
 }
 
 // leftovers lists what the stack may have left on the host.
 func (s *Stack) leftovers() []string {
 	var left []string
-	for name, pid := range s.livePIDs() {
-		left = append(left, fmt.Sprintf("process %s (PID %d, %s)", name, pid, s.pidPath(name)))
+	for name, pid := range s.group().Live() {
+		left = append(left, fmt.Sprintf("process %s (PID %d, %s)", name, pid, s.group().PIDPath(name)))
 	}
-	for _, p := range s.strayProcesses() {
-		left = append(left, fmt.Sprintf("process %d: %s", p.pid, p.cmdline))
+	for _, p := range s.strays() {
+		left = append(left, fmt.Sprintf("process %d: %s", p.PID, p.Cmdline))
 	}
 	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
 		for _, line := range strings.Split(string(out), "\n") {

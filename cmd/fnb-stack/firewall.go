@@ -1,9 +1,10 @@
 package main
 
 import (
-	"fmt"
+	"context"
 	"os/exec"
-	"strings"
+
+	"github.com/fnbuilder/fnbuilder/internal/provider/network"
 )
 
 // guardChain keeps the gateway on loopback and the bridge. Upstream binds
@@ -11,7 +12,15 @@ import (
 // arrives for them from anywhere else, for IPv4 and IPv6.
 const guardChain = chainPrefix + "-STACK-INPUT"
 
-var guardedPorts = []string{gatewayPort, gatewayMetrics}
+var guard = network.Chains{
+	Jumps: []network.Rule{{Chain: "INPUT", Args: []string{"-j", guardChain}}},
+	Rules: []network.Rule{
+		{Chain: guardChain, Args: []string{"-i", "lo", "-j", "RETURN"}},
+		{Chain: guardChain, Args: []string{"-i", bridgeName, "-j", "RETURN"}},
+		{Chain: guardChain, Args: []string{"-p", "tcp", "--dport", gatewayPort, "-j", "DROP"}},
+		{Chain: guardChain, Args: []string{"-p", "tcp", "--dport", gatewayMetrics, "-j", "DROP"}},
+	},
+}
 
 func iptablesCmds() []string {
 	var out []string
@@ -25,14 +34,6 @@ func iptablesCmds() []string {
 	return out
 }
 
-func ipt(bin string, args ...string) error {
-	out, err := exec.Command(bin, append([]string{"-w", "5"}, args...)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
 // guardGateway (re)creates the chain and its one jump from INPUT.
 func guardGateway() error {
 	cmds := iptablesCmds()
@@ -40,25 +41,12 @@ func guardGateway() error {
 		return errMissing{[]string{"iptables (from Debian iptables)"}}
 	}
 	for i, bin := range cmds {
-		if err := ipt(bin, "-N", guardChain); err != nil && ipt(bin, "-S", guardChain) != nil {
-			if i > 0 { // IPv6 may be unavailable: only IPv4 is required
-				continue
-			}
+		ipt := network.IptablesOf(bin)
+		if i > 0 && ipt(context.Background(), "-S", "INPUT") != nil {
+			continue // IPv6 may be unavailable: only IPv4 is required
+		}
+		if err := guard.Apply(context.Background(), ipt); err != nil {
 			return err
-		}
-		rules := [][]string{{"-F", guardChain}, {"-A", guardChain, "-i", "lo", "-j", "RETURN"}, {"-A", guardChain, "-i", bridgeName, "-j", "RETURN"}}
-		for _, p := range guardedPorts {
-			rules = append(rules, []string{"-A", guardChain, "-p", "tcp", "--dport", p, "-j", "DROP"})
-		}
-		for _, r := range rules {
-			if err := ipt(bin, r...); err != nil {
-				return err
-			}
-		}
-		if ipt(bin, "-C", "INPUT", "-j", guardChain) != nil {
-			if err := ipt(bin, "-I", "INPUT", "1", "-j", guardChain); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -68,19 +56,8 @@ func guardGateway() error {
 func unguardGateway() []string {
 	var problems []string
 	for _, bin := range iptablesCmds() {
-		for i := 0; i < 10 && ipt(bin, "-C", "INPUT", "-j", guardChain) == nil; i++ {
-			if err := ipt(bin, "-D", "INPUT", "-j", guardChain); err != nil {
-				problems = append(problems, err.Error())
-				break
-			}
-		}
-		if ipt(bin, "-S", guardChain) == nil {
-			if err := ipt(bin, "-F", guardChain); err != nil {
-				problems = append(problems, err.Error())
-			}
-			if err := ipt(bin, "-X", guardChain); err != nil {
-				problems = append(problems, err.Error())
-			}
+		if err := guard.Remove(context.Background(), network.IptablesOf(bin)); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	return problems

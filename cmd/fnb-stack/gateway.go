@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/openfaas/faas-provider/types"
 	sdk "github.com/openfaas/go-sdk"
 )
@@ -82,7 +83,7 @@ func function(ctx context.Context, g *sdk.Client, name string) (types.FunctionSt
 func waitReady(ctx context.Context, g *sdk.Client, name string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return retryUntil(ctx, func() error {
+	return daemon.RetryUntil(ctx, func() error {
 		st, found, err := function(ctx, g, name)
 		switch {
 		case err != nil:

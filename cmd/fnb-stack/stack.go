@@ -99,8 +99,7 @@ func (s *Stack) path(elem ...string) string {
 	return filepath.Join(append([]string{s.Dir}, elem...)...)
 }
 func (s *Stack) binDir() string             { return s.path("bin") }
-func (s *Stack) logPath(name string) string { return s.path("logs", name+".log") }
-func (s *Stack) pidPath(name string) string { return s.path("pids", name+".pid") }
+func (s *Stack) logPath(name string) string { return s.group().LogPath(name) }
 func (s *Stack) secretsDir() string         { return s.path("secrets") }
 func (s *Stack) secretPath(name string) string {
 	return filepath.Join(s.secretsDir(), name)
@@ -110,6 +109,9 @@ func (s *Stack) containerdSocket() string {
 	return s.path("run", "containerd", "containerd.sock")
 }
 func (s *Stack) buildkitAddr() string { return "unix://" + s.path("buildkit", "buildkitd.sock") }
+
+// group is the stack's daemons: pids/ and logs/ in the stack directory.
+func (s *Stack) group() daemon.Group { return daemon.Group{Dir: s.Dir, Logf: s.logf} }
 
 // logf prints one progress line with the time since the command started.
 func (s *Stack) logf(format string, args ...any) {

@@ -29,7 +29,7 @@ func (s *Stack) Up() error {
 		return fmt.Errorf("stack directory %s is too long: %s would not fit a unix socket path; choose a shorter FNB_STACK_DIR", s.Dir, p)
 	}
 	if other := activeStack(); other != "" && other != s.Dir {
-		if len((&Stack{Dir: other}).livePIDs()) > 0 {
+		if len((&Stack{Dir: other}).group().Live()) > 0 {
 			return fmt.Errorf("another stack is up from %s (the gateway's ports and the %s bridge are per machine): stop it first with `fnb-stack down --dir %s`", other, bridgeName, other)
 		}
 	}
@@ -62,7 +62,7 @@ func (s *Stack) Up() error {
 		return fmt.Errorf("keeping the gateway's :%s and :%s off other interfaces: %w", gatewayPort, gatewayMetrics, err)
 	}
 	for _, d := range s.daemons() {
-		if err := s.start(ctx, d); err != nil {
+		if err := s.group().Start(ctx, d); err != nil {
 			return fmt.Errorf("%w\n  (what started keeps running: `make down` stops it)", err)
 		}
 	}
@@ -75,7 +75,7 @@ func (s *Stack) Up() error {
 		return err
 	}
 	// build-fn at the root of its own origin, as faas-cli wants it.
-	if err := s.start(ctx, s.forwardDaemon()); err != nil {
+	if err := s.group().Start(ctx, s.forwardDaemon()); err != nil {
 		return err
 	}
 	s.printSummary()
@@ -85,8 +85,8 @@ func (s *Stack) Up() error {
 // daemons are the stack's daemons in dependency order (the provider
 // creates the fnb0 bridge that buildkitd listens on); builder-forward
 // starts after the functions are deployed.
-func (s *Stack) daemons() []component {
-	return []component{
+func (s *Stack) daemons() []daemon.Member {
+	return []daemon.Member{
 		s.registryDaemon(),
 		s.natsDaemon(),
 		s.prometheusDaemon(),
@@ -128,8 +128,8 @@ func (s *Stack) Restart(names []string) error {
 		if !slices.Contains(names, d.Name) {
 			continue
 		}
-		s.stop(d.Name, 15*time.Second)
-		if err := s.start(ctx, d); err != nil {
+		s.group().Stop(d.Name, 15*time.Second)
+		if err := s.group().Start(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -59,31 +59,57 @@ func (f Firewall) Rules() []Rule {
 	}
 }
 
-func (f Firewall) chains() []string { return []string{f.ForwardChain(), f.InputChain()} }
+// Chains is the whole of one's own iptables footprint in the filter
+// table: the rules of chains of one's own, and one jump into each from a
+// built-in chain. Everything Apply adds, Remove can take away exactly:
+// delete the jumps, flush and delete the chains.
+type Chains struct {
+	Jumps []Rule
+	Rules []Rule
+}
 
-// iptables runs iptables with args against the filter table; the error of
-// a non-zero exit carries the tool's output.
-type iptables func(ctx context.Context, args ...string) error
+// Chains is the provider's footprint.
+func (f Firewall) Chains() Chains { return Chains{Jumps: f.Jumps(), Rules: f.Rules()} }
+
+// own names the chains the jumps lead to.
+func (c Chains) own() []string {
+	var out []string
+	for _, j := range c.Jumps {
+		out = append(out, j.Args[len(j.Args)-1])
+	}
+	return out
+}
+
+// Iptables runs iptables (or ip6tables) with args against the filter
+// table; the error of a non-zero exit carries the tool's output.
+type Iptables func(ctx context.Context, args ...string) error
+
+// IptablesOf runs bin ("iptables", "ip6tables"), waiting for the xtables lock.
+func IptablesOf(bin string) Iptables {
+	return func(ctx context.Context, args ...string) error {
+		return run(ctx, bin, append([]string{"-w", "5", "-t", "filter"}, args...)...)
+	}
+}
 
 // Apply makes the live rules match the description: it creates the chains
 // if needed, replaces their contents, and inserts each jump once.
-func (f Firewall) Apply(ctx context.Context, ipt iptables) error {
-	for _, c := range f.chains() {
-		if ipt(ctx, "-S", c) != nil {
-			if err := ipt(ctx, "-N", c); err != nil {
-				return fmt.Errorf("create chain %s: %w", c, err)
+func (c Chains) Apply(ctx context.Context, ipt Iptables) error {
+	for _, ch := range c.own() {
+		if ipt(ctx, "-S", ch) != nil {
+			if err := ipt(ctx, "-N", ch); err != nil {
+				return fmt.Errorf("create chain %s: %w", ch, err)
 			}
 		}
-		if err := ipt(ctx, "-F", c); err != nil {
-			return fmt.Errorf("flush chain %s: %w", c, err)
+		if err := ipt(ctx, "-F", ch); err != nil {
+			return fmt.Errorf("flush chain %s: %w", ch, err)
 		}
 	}
-	for _, r := range f.Rules() {
+	for _, r := range c.Rules {
 		if err := ipt(ctx, slices.Concat([]string{"-A", r.Chain}, r.Args)...); err != nil {
 			return fmt.Errorf("add rule %s: %w", r, err)
 		}
 	}
-	for _, j := range f.Jumps() {
+	for _, j := range c.Jumps {
 		if ipt(ctx, slices.Concat([]string{"-C", j.Chain}, j.Args)...) == nil {
 			continue
 		}
@@ -94,11 +120,11 @@ func (f Firewall) Apply(ctx context.Context, ipt iptables) error {
 	return nil
 }
 
-// Remove deletes every jump (however many copies) and both chains. Missing
+// Remove deletes every jump (however many copies) and the chains. Missing
 // pieces are not errors, so it can run any number of times.
-func (f Firewall) Remove(ctx context.Context, ipt iptables) error {
+func (c Chains) Remove(ctx context.Context, ipt Iptables) error {
 	var errs []error
-	for _, j := range f.Jumps() {
+	for _, j := range c.Jumps {
 		// Bounded: a rule that cannot be deleted must not loop forever.
 		for i := 0; i < 100 && ipt(ctx, slices.Concat([]string{"-C", j.Chain}, j.Args)...) == nil; i++ {
 			if err := ipt(ctx, slices.Concat([]string{"-D", j.Chain}, j.Args)...); err != nil {
@@ -107,25 +133,25 @@ func (f Firewall) Remove(ctx context.Context, ipt iptables) error {
 			}
 		}
 	}
-	for _, c := range f.chains() {
-		if ipt(ctx, "-S", c) != nil {
+	for _, ch := range c.own() {
+		if ipt(ctx, "-S", ch) != nil {
 			continue
 		}
-		if err := ipt(ctx, "-F", c); err != nil {
-			errs = append(errs, fmt.Errorf("flush chain %s: %w", c, err))
+		if err := ipt(ctx, "-F", ch); err != nil {
+			errs = append(errs, fmt.Errorf("flush chain %s: %w", ch, err))
 			continue
 		}
-		if err := ipt(ctx, "-X", c); err != nil {
-			errs = append(errs, fmt.Errorf("delete chain %s: %w", c, err))
+		if err := ipt(ctx, "-X", ch); err != nil {
+			errs = append(errs, fmt.Errorf("delete chain %s: %w", ch, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Present reports whether either chain exists.
-func (f Firewall) Present(ctx context.Context, ipt iptables) bool {
-	for _, c := range f.chains() {
-		if ipt(ctx, "-S", c) == nil {
+// Present reports whether any of the chains exists.
+func (c Chains) Present(ctx context.Context, ipt Iptables) bool {
+	for _, ch := range c.own() {
+		if ipt(ctx, "-S", ch) == nil {
 			return true
 		}
 	}

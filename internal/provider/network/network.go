@@ -141,7 +141,7 @@ func (n *Network) NetNSPath(function string) string {
 // function exists). It is idempotent; the CNI bridge plugin accepts a bridge
 // that already carries its gateway address.
 func (n *Network) Setup(ctx context.Context) error {
-	if err := n.firewall.Apply(ctx, runIptables); err != nil {
+	if err := n.firewall.Chains().Apply(ctx, runIptables); err != nil {
 		return err
 	}
 	return n.ensureBridge(ctx)
@@ -294,7 +294,7 @@ func (n *Network) Teardown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete bridge: %w", err))
 		}
 	}
-	if err := n.firewall.Remove(ctx, runIptables); err != nil {
+	if err := n.firewall.Chains().Remove(ctx, runIptables); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(n.cfg.StateDir); err != nil {
@@ -374,13 +374,11 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 // runIptables runs iptables on the filter table, waiting for the xtables lock.
-func runIptables(ctx context.Context, args ...string) error {
-	return run(ctx, "iptables", append([]string{"-w", "5", "-t", "filter"}, args...)...)
-}
+var runIptables = IptablesOf("iptables")
 
 // FirewallPresent reports whether any of the provider's chains exist.
 func (n *Network) FirewallPresent(ctx context.Context) bool {
-	return n.firewall.Present(ctx, runIptables)
+	return n.firewall.Chains().Present(ctx, runIptables)
 }
 
 // CheckTools reports the host tools this package runs that are missing.

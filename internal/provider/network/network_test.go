@@ -89,7 +89,7 @@ func TestFirewallApplyRemove(t *testing.T) {
 	ipt.chains["FNB-FORWARD"] = []string{"-j stale"} // left from an older version
 
 	for i := 0; i < 2; i++ { // idempotent
-		if err := f.Apply(ctx, ipt.run); err != nil {
+		if err := f.Chains().Apply(ctx, ipt.run); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,14 +102,14 @@ func TestFirewallApplyRemove(t *testing.T) {
 	if !reflect.DeepEqual(ipt.chains, want) {
 		t.Fatalf("after Apply:\n got %q\nwant %q", ipt.chains, want)
 	}
-	if !f.Present(ctx, ipt.run) {
+	if !f.Chains().Present(ctx, ipt.run) {
 		t.Fatal("Present = false after Apply")
 	}
 
 	// A duplicated jump (two providers' starts racing) is removed too.
 	ipt.chains["INPUT"] = append(ipt.chains["INPUT"], "-j FNB-INPUT")
 	for i := 0; i < 2; i++ { // idempotent
-		if err := f.Remove(ctx, ipt.run); err != nil {
+		if err := f.Chains().Remove(ctx, ipt.run); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +120,7 @@ func TestFirewallApplyRemove(t *testing.T) {
 	if !reflect.DeepEqual(ipt.chains, want) {
 		t.Fatalf("after Remove:\n got %q\nwant %q", ipt.chains, want)
 	}
-	if f.Present(ctx, ipt.run) {
+	if f.Chains().Present(ctx, ipt.run) {
 		t.Fatal("Present = true after Remove")
 	}
 }
