@@ -133,12 +133,9 @@ func (s *Stack) gatewayDaemon() daemon.Member {
 		Spec: daemon.Spec{
 			Name: "gateway",
 			Args: []string{daemon.Find("gateway")},
-			Env: daemon.BaseEnv(
+			Env: daemon.BaseEnv(append(natsEnv(),
 				"functions_provider_url=http://"+providerAddr+"/",
 				"direct_functions=false",
-				"faas_nats_address="+natsHost,
-				"faas_nats_port="+natsPort,
-				"faas_nats_cluster_name="+natsCluster,
 				"basic_auth=true",
 				"secret_mount_path="+s.secretsDir(),
 				"read_timeout=15m",
@@ -146,7 +143,7 @@ func (s *Stack) gatewayDaemon() daemon.Member {
 				"upstream_timeout=15m",
 				"faas_prometheus_host=127.0.0.1",
 				"faas_prometheus_port="+strings.TrimPrefix(prometheusAddr, "127.0.0.1:"),
-			),
+			)...),
 			Ready: daemon.HTTPReady(gatewayURL + "/healthz"),
 		},
 		What:    "the OpenFaaS CE gateway",
@@ -167,17 +164,14 @@ func (s *Stack) queueWorkerDaemon(n int) daemon.Member {
 			// Its NATS client id is faas-worker-<hostname>: each replica gets
 			// its own hostname in its own UTS namespace.
 			Args: []string{filepath.Join(s.binDir(), "fnb-stack"), "uts-exec", fmt.Sprintf("fnb-qw-%d", n), daemon.Find("queue-worker")},
-			Env: daemon.BaseEnv(
-				"faas_nats_address="+natsHost,
-				"faas_nats_port="+natsPort,
-				"faas_nats_cluster_name="+natsCluster,
+			Env: daemon.BaseEnv(append(natsEnv(),
 				"faas_gateway_address=127.0.0.1",
 				"faas_gateway_port="+gatewayPort,
 				// By default longer than the gateway's upstream_timeout: a build
 				// is never delivered twice because it outlived its ack.
 				"ack_wait="+s.AckWait.String(),
 				"faas_print_body=false",
-			),
+			)...),
 			Settings:   "ack_wait=" + s.AckWait.String(),
 			Cloneflags: syscall.CLONE_NEWUTS,
 			Ready: func(ctx context.Context, from int64) error {
@@ -189,6 +183,11 @@ func (s *Stack) queueWorkerDaemon(n int) daemon.Member {
 		},
 		What: "an OpenFaaS queue-worker (runs async invocations)",
 	}
+}
+
+// natsEnv is how the gateway and the queue-workers reach NATS Streaming.
+func natsEnv() []string {
+	return []string{"faas_nats_address=" + natsHost, "faas_nats_port=" + natsPort, "faas_nats_cluster_name=" + natsCluster}
 }
 
 // buildkitdDaemon is rootless buildkitd under rootlesskit as the fnbuilder

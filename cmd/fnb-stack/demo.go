@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 
 	sdk "github.com/openfaas/go-sdk"
 	"github.com/openfaas/go-sdk/builder"
+	"golang.org/x/term"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
 	"github.com/fnbuilder/fnbuilder/internal/callback"
@@ -283,10 +282,7 @@ func demoSecret(file string) ([]byte, string, error) {
 
 // secretFingerprint is what the example's build writes into its page:
 // the first 16 hex digits of the secret's SHA-256.
-func secretFingerprint(secret []byte) string {
-	h := sha256.Sum256(secret)
-	return hex.EncodeToString(h[:])[:16]
-}
+func secretFingerprint(secret []byte) string { return sha256Hex(string(secret))[:16] }
 
 // waitCallback waits for the callback of callID, printing what the
 // queue-workers and build-fn are doing meanwhile.
@@ -296,7 +292,8 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID 
 	defer deadline.Stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	tty := isTerminal(s.out)
+	f, ok := s.out.(*os.File)
+	tty := ok && term.IsTerminal(int(f.Fd()))
 	clearLine := func() {
 		if tty {
 			fmt.Fprint(s.out, "\r\033[K")
@@ -382,15 +379,6 @@ func (s *Stack) logOffsets(names ...string) map[string]int64 {
 		out[n] = daemon.Size(s.logPath(n))
 	}
 	return out
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func randomHex(n int) string {

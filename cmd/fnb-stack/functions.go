@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/openfaas/faas-provider/types"
 )
 
@@ -101,20 +101,13 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		}
 		action := "unchanged"
 		if !found || st.Annotations == nil || (*st.Annotations)[specAnnotation] != hash {
-			// The builder's own functions: not a tenant's deploy (internal/deploy).
-			action = "updated"
-			code, err := g.Update(ctx, d)
-			if code == http.StatusNotFound {
-				action = "created"
-				_, err = g.Deploy(ctx, d)
-			}
-			if err != nil {
+			// The builder's own functions: not a tenant's deploy.
+			if action, err = deploy.CreateOrUpdate(ctx, g, d); err != nil {
 				return fmt.Errorf("gateway: deploy %s: %w\n  provider log: %s", fn, err, s.logPath("provider"))
 			}
 		}
 		if err := waitReady(ctx, g, fn, 2*time.Minute); err != nil {
-			return fmt.Errorf("function %s not ready: %v\n  its log: %s\n  provider log: %s", fn, err,
-				filepath.Join(s.providerState(), "logs", fn+".log"), s.logPath("provider"))
+			return fmt.Errorf("function %s not ready: %v\n  its log: %s\n  provider log: %s", fn, err, s.functionLog(fn), s.logPath("provider"))
 		}
 		s.logf("function         %-12s %s, ready (%.1fs)", fn, action, time.Since(t1).Seconds())
 	}

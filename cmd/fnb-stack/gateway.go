@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/openfaas/faas-provider/types"
 	sdk "github.com/openfaas/go-sdk"
 )
@@ -67,16 +68,11 @@ func putSecret(ctx context.Context, g *sdk.Client, name string, value []byte) er
 
 // function returns a function's status; found is false when it does not exist.
 func function(ctx context.Context, g *sdk.Client, name string) (types.FunctionStatus, bool, error) {
-	fns, err := g.GetFunctions(ctx, "")
+	st, found, err := deploy.Find(ctx, g, "", name)
 	if err != nil {
-		return types.FunctionStatus{}, false, fmt.Errorf("gateway: GET /system/functions: %w", err)
+		err = fmt.Errorf("gateway: GET /system/functions: %w", err)
 	}
-	for _, f := range fns {
-		if f.Name == name {
-			return f, true, nil
-		}
-	}
-	return types.FunctionStatus{}, false, nil
+	return st, found, err
 }
 
 // waitReady polls until the provider reports an available replica.

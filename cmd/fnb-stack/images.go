@@ -14,8 +14,6 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // fnbuilder's four functions, each an image FROM the stack's busybox base
@@ -79,7 +77,7 @@ func (s *Stack) ensureImage(ctx context.Context, ref, contextDir, dockerfile, in
 	recPath := s.path("images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".json")
 	var rec imageRecord
 	if b, err := os.ReadFile(recPath); err == nil && json.Unmarshal(b, &rec) == nil && rec.Inputs == inputs {
-		if d, err := s.registryDigest(ctx, ref); err == nil && d == rec.Digest {
+		if d, err := s.registry().Digest(ctx, ref, pushUser); err == nil && d == rec.Digest {
 			return rec.Digest, nil
 		}
 	}
@@ -167,7 +165,7 @@ func (s *Stack) ensureBase(ctx context.Context) (string, error) {
 func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	b, err := s.builder()
+	b, err := s.registry().Builder(buildkit.Daemon{Address: s.buildkitAddr()}, pushUser)
 	if err != nil {
 		return "", err
 	}
@@ -176,23 +174,6 @@ func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref strin
 		return "", fmt.Errorf("buildkitd: %w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
 	}
 	return d, nil
-}
-
-// registryDigest asks the registry which manifest ref's tag points to.
-func (s *Stack) registryDigest(ctx context.Context, ref string) (string, error) {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return "", err
-	}
-	opts, err := s.registry().RemoteOptions(pushUser)
-	if err != nil {
-		return "", err
-	}
-	d, err := remote.Head(r, append(opts, remote.WithContext(ctx))...)
-	if err != nil {
-		return "", err
-	}
-	return d.Digest.String(), nil
 }
 
 func sha256Hex(s string) string {

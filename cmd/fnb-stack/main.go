@@ -3,20 +3,8 @@
 // OpenFaaS CE gateway with basic auth, two queue-workers, Prometheus,
 // fnb-provider (functions as containerd containers on the fnb0 bridge) and a
 // rootless buildkitd, then the four fnbuilder functions behind the gateway.
-//
-//	fnb-stack up       start what is not running (idempotent; a second run is fast)
-//	fnb-stack restart  stop and start named daemons (buildkitd, queue-worker-1...),
-//	                   building and deploying nothing
-//	fnb-stack demo     the main job: build examples/hello-secret with a sealed
-//	                   secret through /async-function/build-fn, deploy it, invoke it
-//	fnb-stack status   what runs, what answers, what is left behind
-//	fnb-stack check    whether every tool `up` runs is installed
-//	fnb-stack down     stop everything by PID, tear the provider's network down,
-//	                   and fail loudly if any process, netns, bridge, iptables
-//	                   rule or mount is left
-//
-// State, logs, PID files and credentials live in the stack directory
-// ($FNB_STACK_DIR, default /var/lib/fnbuilder-stack). Needs root.
+// Its commands are in usage below; README.md says what each does. State,
+// logs, PID files and credentials live in the stack directory. Needs root.
 package main
 
 import (
@@ -36,11 +24,15 @@ const usage = `fnb-stack - fnbuilder's local OpenFaaS stack (see cmd/fnb-stack/R
 
 Usage:
   fnb-stack up      [--dir DIR] [--repo DIR] [--ack-wait 20m] [--plain-http-registry]
-  fnb-stack restart [--dir DIR] [--ack-wait 20m] DAEMON...   (e.g. buildkitd; builds and deploys nothing)
+                    start what is not running (idempotent; a second run is fast)
+  fnb-stack restart [--dir DIR] [--ack-wait 20m] DAEMON...
+                    stop and start named daemons (e.g. buildkitd); builds and deploys nothing
   fnb-stack demo    [--dir DIR] [--repo DIR] [--example DIR] [--secret-file FILE] [--timeout 10m]
-  fnb-stack status  [--dir DIR]
-  fnb-stack check                   (are the tools up needs installed?)
-  fnb-stack down    [--dir DIR]
+                    build examples/hello-secret with a sealed secret through
+                    /async-function/build-fn, deploy it, invoke it
+  fnb-stack status  [--dir DIR]    what runs, what answers, what is left behind
+  fnb-stack check                  whether every tool up runs is installed
+  fnb-stack down    [--dir DIR]    stop everything and fail loudly if anything is left
 
 DIR defaults to $FNB_STACK_DIR, then /var/lib/fnbuilder-stack. Tools come
 from $FNB_TOOLS/bin (default ~/.cache/fnbuilder/bin): run hack/install.sh.

@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -72,18 +71,4 @@ func (s *Stack) registryNote() string {
 // registryAccess is how buildkitd reaches the registry.
 func (s *Stack) registryAccess() daemon.RegistryAccess {
 	return daemon.RegistryAccess{Host: registryAddr, PlainHTTP: s.plainHTTPRegistry(), CA: s.registry().CA}
-}
-
-// builder builds on the stack's buildkitd (unix socket), pushing as the
-// push user (or over plain HTTP).
-func (s *Stack) builder() (*buildkit.Builder, error) {
-	auth, err := s.secureRegistry().Login(pushUser)
-	if err != nil {
-		return nil, err
-	}
-	r := buildkit.Registries{Auth: auth}
-	if s.plainHTTPRegistry() {
-		r.Insecure = []string{registryAddr}
-	}
-	return buildkit.New(buildkit.Daemon{Address: s.buildkitAddr()}, r), nil
 }

@@ -137,41 +137,34 @@ func (s *Stack) Restart(names []string) error {
 }
 
 func (s *Stack) printSummary() {
-	user, _ := s.readSecret("basic-auth-user")
+	b, _ := s.readSecret("basic-auth-user")
+	user, password, payload := strings.TrimSpace(string(b)), s.secretPath("basic-auth-password"), s.secretPath("payload-secret")
 	fmt.Fprintf(s.out, `
 fnbuilder's local stack is up (%.0fs). Everything listens on loopback; the gateway binds
 :8080 and :8082 (hard-coded upstream) but iptables chain %s drops what comes for them
 from other interfaces than lo and %s; buildkitd also listens on %s (mutual TLS, for build-fn).
 
-  Gateway            %s            (UI: %s/ui/)
-  Credentials        user %s, password in %s
-                     faas-cli login -g %s -u %s --password-stdin < %s
-  Functions          %s/function/publickey-fn   (also seal-fn, build-fn, deploy-fn)
-                     %s/async-function/build-fn  (async, X-Callback-Url)
-  build-fn's root    http://%s   (faas-cli publish --remote-builder http://%s --payload-secret %s)
-  Payload secret     %s
-  Registry           %s   (images %s/fnbuilder/*:dev)
-                     %s
-  NATS Streaming     nats://%s:%s (cluster %s)
-  Prometheus         http://%s
-  Provider           http://%s
-  buildkitd          %s (rootless, user %s) and tcp://%s (mutual TLS)
-  Logs, PID files    %s, %s
-
+`, time.Since(s.t0).Seconds(), guardChain, bridgeName, buildkitTCPAddr)
+	for _, row := range [][2]string{
+		{"Gateway", gatewayURL + "            (UI: " + gatewayURL + "/ui/)"},
+		{"Credentials", "user " + user + ", password in " + password},
+		{"", "faas-cli login -g " + gatewayURL + " -u " + user + " --password-stdin < " + password},
+		{"Functions", gatewayURL + "/function/publickey-fn   (also seal-fn, build-fn, deploy-fn)"},
+		{"", gatewayURL + "/async-function/build-fn  (async, X-Callback-Url)"},
+		{"build-fn's root", "http://" + builderAddr + "   (faas-cli publish --remote-builder http://" + builderAddr + " --payload-secret " + payload + ")"},
+		{"Payload secret", payload},
+		{"Registry", s.registry().URL() + "   (images " + registryAddr + "/fnbuilder/*:dev)"},
+		{"", s.registryNote()},
+		{"NATS Streaming", "nats://" + natsHost + ":" + natsPort + " (cluster " + natsCluster + ")"},
+		{"Prometheus", "http://" + prometheusAddr},
+		{"Provider", "http://" + providerAddr},
+		{"buildkitd", s.buildkitAddr() + " (rootless, user " + daemon.RootlessUser + ") and tcp://" + buildkitTCPAddr + " (mutual TLS)"},
+		{"Logs, PID files", s.path("logs") + ", " + s.path("pids")},
+	} {
+		fmt.Fprintf(s.out, "  %-18s %s\n", row[0], row[1])
+	}
+	fmt.Fprint(s.out, `
 Next: make demo    (build, deploy and invoke examples/hello-secret)
       make down    (stop everything)
-`,
-		time.Since(s.t0).Seconds(), guardChain, bridgeName, buildkitTCPAddr,
-		gatewayURL, gatewayURL,
-		strings.TrimSpace(string(user)), s.secretPath("basic-auth-password"),
-		gatewayURL, strings.TrimSpace(string(user)), s.secretPath("basic-auth-password"),
-		gatewayURL, gatewayURL,
-		builderAddr, builderAddr, s.secretPath("payload-secret"),
-		s.secretPath("payload-secret"),
-		s.registry().URL(), registryAddr, s.registryNote(),
-		natsHost, natsPort, natsCluster,
-		prometheusAddr,
-		providerAddr,
-		s.buildkitAddr(), daemon.RootlessUser, buildkitTCPAddr,
-		s.path("logs"), s.path("pids"))
+`)
 }

@@ -18,7 +18,9 @@ import (
 	"strings"
 
 	"github.com/docker/cli/cli/config/configfile"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -197,6 +199,40 @@ func (r Registry) Login(user string) (*configfile.ConfigFile, error) {
 	}
 	cfg := configfile.New(r.UserConfig(user))
 	return cfg, cfg.LoadFromReader(bytes.NewReader(b))
+}
+
+// Builder is a BuildKit client on bk that pushes here as user (no login
+// when user is ""), over plain HTTP when the registry has no CA.
+func (r Registry) Builder(bk buildkit.Daemon, user string) (*buildkit.Builder, error) {
+	var regs buildkit.Registries
+	if r.CA == "" {
+		regs.Insecure = []string{r.Addr}
+	}
+	if user != "" {
+		auth, err := r.Login(user)
+		if err != nil {
+			return nil, err
+		}
+		regs.Auth = auth
+	}
+	return buildkit.New(bk, regs), nil
+}
+
+// Digest is the manifest digest ref's tag points to, asked as user.
+func (r Registry) Digest(ctx context.Context, ref, user string) (string, error) {
+	parsed, err := name.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	opts, err := r.RemoteOptions(user)
+	if err != nil {
+		return "", err
+	}
+	d, err := remote.Head(parsed, append(opts, remote.WithContext(ctx))...)
+	if err != nil {
+		return "", err
+	}
+	return d.Digest.String(), nil
 }
 
 // RemoteOptions reach the registry with go-containerregistry: its CA and,

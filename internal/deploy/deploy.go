@@ -128,14 +128,40 @@ func Apply(ctx context.Context, gw Gateway, p Policy, spec Spec) (Result, error)
 		return Result{}, err
 	}
 	spec = p.owned(spec)
-	res := Result{Name: spec.Name, Namespace: spec.Namespace, Image: spec.Image, Action: "updated"}
-	status, err := gw.Update(ctx, spec.deployment())
+	action, err := CreateOrUpdate(ctx, gw, spec.deployment())
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Name: spec.Name, Namespace: spec.Namespace, Image: spec.Image, Action: action}, nil
+}
+
+// CreateOrUpdate tries an update first and turns a 404 into a create, with
+// no policy: the builder's own functions (the local stack's) are nobody's
+// tenant's. It returns "created" or "updated", or a *GatewayError.
+func CreateOrUpdate(ctx context.Context, gw Gateway, d types.FunctionDeployment) (string, error) {
+	action := "updated"
+	status, err := gw.Update(ctx, d)
 	if status == http.StatusNotFound {
-		res.Action = "created"
-		status, err = gw.Deploy(ctx, spec.deployment())
+		action = "created"
+		status, err = gw.Deploy(ctx, d)
 	}
 	if err != nil {
-		return Result{}, &GatewayError{Status: status, Err: err}
+		return "", &GatewayError{Status: status, Err: err}
 	}
-	return res, nil
+	return action, nil
+}
+
+// Find is a function's status in namespace; found is false when it does
+// not exist.
+func Find(ctx context.Context, gw Gateway, namespace, name string) (_ types.FunctionStatus, found bool, _ error) {
+	fns, err := gw.GetFunctions(ctx, namespace)
+	if err != nil {
+		return types.FunctionStatus{}, false, fmt.Errorf("list functions: %w", err)
+	}
+	for _, f := range fns {
+		if f.Name == name {
+			return f, true, nil
+		}
+	}
+	return types.FunctionStatus{}, false, nil
 }

@@ -66,21 +66,16 @@ func (p Policy) namespace(spec Spec) string {
 // deployed by this tenant: one whose owner label names another tenant,
 // or that has none (the operator's own, or deployed by other means).
 func (p Policy) CheckOwner(ctx context.Context, gw Gateway, spec Spec) error {
-	fns, err := gw.GetFunctions(ctx, p.namespace(spec))
+	fn, found, err := Find(ctx, gw, p.namespace(spec), spec.Name)
 	if err != nil {
-		return &GatewayError{Status: http.StatusBadGateway, Err: fmt.Errorf("list functions: %w", err)}
+		return &GatewayError{Status: http.StatusBadGateway, Err: err}
 	}
-	for _, fn := range fns {
-		if fn.Name != spec.Name {
-			continue
-		}
-		var owner string
-		if fn.Labels != nil {
-			owner = (*fn.Labels)[OwnerLabel]
-		}
-		if owner != p.Tenant.Name {
-			return &PolicyError{fmt.Sprintf("function %q already exists and does not belong to tenant %s", spec.Name, p.Tenant.Name)}
-		}
+	var owner string
+	if found && fn.Labels != nil {
+		owner = (*fn.Labels)[OwnerLabel]
+	}
+	if found && owner != p.Tenant.Name {
+		return &PolicyError{fmt.Sprintf("function %q already exists and does not belong to tenant %s", spec.Name, p.Tenant.Name)}
 	}
 	return nil
 }

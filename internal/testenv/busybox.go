@@ -38,17 +38,13 @@ func BuildPush(t testing.TB, bk *BuildKit, reg *Registry, contextDir, ref string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := buildkit.Registries{Insecure: []string{"*"}}
-	if reg != nil && reg.CA != "" {
-		r.Insecure = nil
-	}
-	if reg != nil && reg.User != "" {
+	b := buildkit.New(buildkit.Daemon{Address: bk.Addr}, buildkit.Registries{Insecure: []string{"*"}})
+	if reg != nil {
 		var err error
-		if r.Auth, err = reg.Login(reg.User); err != nil {
+		if b, err = reg.Registry.Builder(buildkit.Daemon{Address: bk.Addr}, reg.User); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b := buildkit.New(buildkit.Daemon{Address: bk.Addr}, r)
 	digest, err := daemon.BuildPush(ctx, b, buildkit.Build{Context: buildkit.Dir(contextDir), Image: ref, BuildArgs: buildArgs})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
