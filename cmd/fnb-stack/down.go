@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/provider/network"
 )
 
 // Down stops every daemon by its PID file (process group, SIGTERM then
@@ -126,35 +127,7 @@ func (s *Stack) leftovers() []string {
 	for _, p := range s.strays() {
 		left = append(left, fmt.Sprintf("process %d: %s", p.PID, p.Cmdline))
 	}
-	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], netnsPrefix) {
-				left = append(left, "network namespace "+f[0])
-			}
-		}
-	}
-	if matches, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*"); len(matches) > 0 {
-		for _, m := range matches {
-			left = append(left, "netns file "+m)
-		}
-	}
-	if err := exec.Command("ip", "link", "show", bridgeName).Run(); err == nil {
-		left = append(left, "bridge "+bridgeName)
-	}
-	for _, bin := range iptablesCmds() {
-		out, err := exec.Command(bin, "-w", "5", "-S").Output()
-		if err != nil {
-			if filepath.Base(bin) == "iptables" {
-				left = append(left, "iptables -S failed: "+err.Error())
-			}
-			continue
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, " "+chainPrefix+"-") || strings.HasPrefix(line, "-N "+chainPrefix+"-") {
-				left = append(left, filepath.Base(bin)+": "+line)
-			}
-		}
-	}
+	left = append(left, network.Leftovers(netnsPrefix, bridgeName, chainPrefix)...)
 	for _, m := range daemon.MountsUnder(s.Dir) {
 		left = append(left, "mount "+m)
 	}

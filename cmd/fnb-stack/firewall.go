@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os/exec"
 
 	"github.com/fnbuilder/fnbuilder/internal/provider/network"
 )
@@ -22,21 +21,9 @@ var guard = network.Chains{
 	},
 }
 
-func iptablesCmds() []string {
-	var out []string
-	for _, c := range []string{"iptables", "ip6tables"} {
-		if p, err := exec.LookPath(c); err == nil {
-			out = append(out, p)
-		} else if p := "/usr/sbin/" + c; fileExists(p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // guardGateway (re)creates the chain and its one jump from INPUT.
 func guardGateway() error {
-	cmds := iptablesCmds()
+	cmds := network.IptablesBinaries()
 	if len(cmds) == 0 {
 		return errMissing{[]string{"iptables (from Debian iptables)"}}
 	}
@@ -55,7 +42,7 @@ func guardGateway() error {
 // unguardGateway removes every jump to the chain and the chain.
 func unguardGateway() []string {
 	var problems []string
-	for _, bin := range iptablesCmds() {
+	for _, bin := range network.IptablesBinaries() {
 		if err := guard.Remove(context.Background(), network.IptablesOf(bin)); err != nil {
 			problems = append(problems, err.Error())
 		}

@@ -228,7 +228,7 @@ func hugeHeader(t *testing.T) []byte {
 // whose archive holds 512 bytes of it: a sparse bomb.
 func gnuSparse(t *testing.T, before, after testenv.TarEntry) []byte {
 	t.Helper()
-	sparse := testenv.GNUSparse("context/sparse", 1<<40, testenv.SparseRun{At: 1<<40 - 512, Data: strings.Repeat("S", 512)})
+	sparse := testenv.GNUSparse(t, "context/sparse", 1<<40, testenv.SparseRun{At: 1<<40 - 512, Data: strings.Repeat("S", 512)})
 	out := testenv.BuildTar(t, testenv.Dir("context/"), before, sparse, after)
 	// The Go reader (which build-fn uses) must see the 1 TiB size.
 	tr := tar.NewReader(bytes.NewReader(out))

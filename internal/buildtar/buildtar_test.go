@@ -138,8 +138,8 @@ func TestIndexRefuses(t *testing.T) {
 		{"root is a file", withFirst(file(".", "x")), small, ".", "must be a directory", false},
 		{"too many entries", with(file("context/a", "1"), file("context/b", "2")), Limits{MaxEntries: 4}, "context/b", "entries", true},
 		{"implied directories count as entries", with(file("context/a/b/c", "1")), Limits{MaxEntries: 5}, "context/a/b/c", "entries", true},
-		{"sparse file charged its full size", with(testenv.GNUSparse("context/holes", 1<<40, testenv.SparseRun{At: 0, Data: "data"})), small, "context/holes", "larger than", true},
-		{"sparse file over the limit", with(testenv.GNUSparse("context/holes", 101, testenv.SparseRun{At: 0, Data: "d"}, testenv.SparseRun{At: 100, Data: "d"})), small, "context/holes", "larger than", true},
+		{"sparse file charged its full size", with(testenv.GNUSparse(t, "context/holes", 1<<40, testenv.SparseRun{At: 0, Data: "data"})), small, "context/holes", "larger than", true},
+		{"sparse file over the limit", with(testenv.GNUSparse(t, "context/holes", 101, testenv.SparseRun{At: 0, Data: "d"}, testenv.SparseRun{At: 100, Data: "d"})), small, "context/holes", "larger than", true},
 		{"too many bytes", with(file("context/a", strings.Repeat("a", 60)), file("context/b", strings.Repeat("b", 60))), small, "context/b", "larger than", true},
 		{"huge declared size", append(testenv.BuildTar(t, ok...)[:len(full)-1024], hugeHeader(t)...), small, "context/huge", "larger than", true},
 		{"config too large", testenv.BuildTar(t, file(ConfigName, `{"image":"`+strings.Repeat("x", 100)+`"}`)), small, ConfigName, "larger than", true},
@@ -266,7 +266,7 @@ func TestIndexAccepts(t *testing.T) {
 					t.Errorf("the context holds %v, want only the Dockerfile", got)
 				}
 			}},
-		{"sparse file with holes", testenv.BuildTar(t, file("context/Dockerfile", dockerfile), testenv.GNUSparse("context/holes", 3<<20, testenv.SparseRun{At: 0, Data: "head"}, testenv.SparseRun{At: 2 << 20, Data: "middle"}), file(ConfigName, goodConfig)),
+		{"sparse file with holes", testenv.BuildTar(t, file("context/Dockerfile", dockerfile), testenv.GNUSparse(t, "context/holes", 3<<20, testenv.SparseRun{At: 0, Data: "head"}, testenv.SparseRun{At: 2 << 20, Data: "middle"}), file(ConfigName, goodConfig)),
 			func(t *testing.T, _ *Request, f *FS) {
 				want := make([]byte, 3<<20)
 				copy(want, "head")
@@ -1020,7 +1020,7 @@ func FuzzIndex(f *testing.F) {
 	f.Add(testenv.BuildTar(f, append(minimal(), file("../x", "x"), hardlink("context/h", "context/Dockerfile"))...))
 	f.Add(testenv.BuildTar(f, append(minimal(), symlink("context/l", "/tmp"), file("context/l/evil", "x"))...))
 	f.Add(testenv.BuildTar(f, append(minimal(), dir("context/a.b"), file("context/a/b", "ab"), file("context/a-b", "a-b"), hardlink("context/0", "context/a/b"))...))
-	f.Add(testenv.BuildTar(f, append(minimal(), testenv.GNUSparse("context/s", 2000, testenv.SparseRun{At: 10, Data: "xyz"}, testenv.SparseRun{At: 1500, Data: "q"}))...))
+	f.Add(testenv.BuildTar(f, append(minimal(), testenv.GNUSparse(f, "context/s", 2000, testenv.SparseRun{At: 10, Data: "xyz"}, testenv.SparseRun{At: 1500, Data: "q"}))...))
 	f.Add(hugeHeader(f))
 
 	lim := Limits{MaxBytes: 1 << 20, MaxEntries: 200, MaxConfigBytes: 4 << 10, MaxSecretsBytes: 4 << 10}

@@ -66,10 +66,8 @@ func startRegistry(t testing.TB, fixed string, secure bool) *Registry {
 		reg.Addr = fixed
 		if fixed == "" {
 			reg.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-		} else if l, err := net.Listen("tcp", fixed); err != nil {
-			t.Fatalf("testenv: %s is taken (is the local stack up? run make down): %v", fixed, err)
-		} else {
-			l.Close()
+		} else if err := daemon.CheckFree(fixed); err != nil {
+			t.Fatalf("testenv: %v (is the local stack up? run make down)", err)
 		}
 		if secure {
 			os.RemoveAll(filepath.Join(dir, "users")) // made for another address

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // ConfigName is the build config's entry name in a request tar.
@@ -167,31 +168,26 @@ type SparseRun struct {
 
 // GNUSparse is an old-GNU sparse entry (type 'S') whose full size is size
 // and whose only stored bytes are the runs (at most 4): archive/tar reads
-// such entries but does not write them.
-func GNUSparse(name string, size int64, runs ...SparseRun) TarEntry {
-	var blk [512]byte
+// such entries but does not write their sparse map.
+func GNUSparse(t testing.TB, name string, size int64, runs ...SparseRun) TarEntry {
+	t.Helper()
 	var data []byte
-	copy(blk[0:100], name)
-	TarNumber(blk[100:108], 0o644)
-	TarNumber(blk[108:116], 0)
-	TarNumber(blk[116:124], 0)
-	TarNumber(blk[136:148], 1700000000)
-	blk[156] = tar.TypeGNUSparse
-	copy(blk[257:265], "ustar  \x00")
-	for i, r := range runs {
-		TarNumber(blk[386+24*i:398+24*i], r.At)
-		TarNumber(blk[398+24*i:410+24*i], int64(len(r.Data)))
+	for _, r := range runs {
 		data = append(data, r.Data...)
 	}
-	TarNumber(blk[124:136], int64(len(data)))
-	TarNumber(blk[483:495], size)
-	TarChecksum(blk[:])
-	raw := append(blk[:], data...)
+	h := HeaderBlocks(t, tar.Header{Name: name, Typeflag: tar.TypeGNUSparse, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(1700000000, 0), Format: tar.FormatGNU})
+	for i, r := range runs {
+		tarNumber(h[386+24*i:398+24*i], r.At)
+		tarNumber(h[398+24*i:410+24*i], int64(len(r.Data)))
+	}
+	tarNumber(h[483:495], size)
+	TarChecksum(h)
+	raw := append(h, data...)
 	return TarEntry{Header: tar.Header{Name: name}, Raw: append(raw, make([]byte, (512-len(data)%512)%512)...)}
 }
 
-// TarNumber writes a tar number field: octal, or base-256 when too big.
-func TarNumber(field []byte, v int64) {
+// tarNumber writes a tar number field: octal, or base-256 when too big.
+func tarNumber(field []byte, v int64) {
 	if s := strconv.FormatInt(v, 8); len(s) < len(field) {
 		copy(field, fmt.Sprintf("%0*s\x00", len(field)-1, s))
 		return

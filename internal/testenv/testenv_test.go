@@ -76,20 +76,11 @@ func TestFindInTree(t *testing.T) {
 	dir := t.TempDir()
 	secret := []byte("sk-live-my-secret-key")
 	big := bytes.Repeat([]byte("x"), 3<<20-5) // needle straddles a 1 MiB chunk boundary
-	files := map[string][]byte{
-		"a.txt":       []byte("nothing here"),
-		"sub/b.txt":   append([]byte("key="), secret...),
-		"sub/big.bin": append(append(big[:1<<20-4:1<<20-4], secret...), big...),
-	}
-	for name, b := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	WriteFiles(t, dir, map[string]string{
+		"a.txt":       "nothing here",
+		"sub/b.txt":   "key=" + string(secret),
+		"sub/big.bin": string(append(append(big[:1<<20-4:1<<20-4], secret...), big...)),
+	})
 	// A symlink to a matching file is not followed.
 	if err := os.Symlink(filepath.Join(dir, "sub", "b.txt"), filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)

@@ -394,3 +394,51 @@ func CheckTools() error {
 	}
 	return nil
 }
+
+// IptablesBinaries are iptables and ip6tables, where installed.
+func IptablesBinaries() []string {
+	var out []string
+	for _, c := range []string{"iptables", "ip6tables"} {
+		if p := lookPath(c); filepath.IsAbs(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Leftovers lists what a network named by these prefixes still has on the
+// host — namespaces (named, or stale files), the bridge, iptables and
+// ip6tables rules of chains with chainPrefix — for a caller that checks
+// that a teardown left nothing.
+func Leftovers(netnsPrefix, bridge, chainPrefix string) []string {
+	var left []string
+	if out, err := exec.Command(lookPath("ip"), "netns", "list").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], netnsPrefix) {
+				left = append(left, "network namespace "+f[0])
+			}
+		}
+	}
+	matches, _ := filepath.Glob(filepath.Join(NetNSDir, netnsPrefix+"*"))
+	for _, m := range matches {
+		left = append(left, "netns file "+m)
+	}
+	if linkExists(bridge) {
+		left = append(left, "bridge "+bridge)
+	}
+	for _, bin := range IptablesBinaries() {
+		out, err := exec.Command(bin, "-w", "5", "-S").Output()
+		if err != nil {
+			if filepath.Base(bin) == "iptables" {
+				left = append(left, "iptables -S failed: "+err.Error())
+			}
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, " "+chainPrefix+"-") || strings.HasPrefix(line, "-N "+chainPrefix+"-") {
+				left = append(left, filepath.Base(bin)+": "+line)
+			}
+		}
+	}
+	return left
+}
