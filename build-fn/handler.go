@@ -6,17 +6,11 @@ package function
 
 import (
 	"net/http"
-	"sync"
 
-	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
-var handler = sync.OnceValue(func() http.Handler {
-	return handlers.Serve("build-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
-})
+var handle = handlers.Serve("build-fn", New)
 
 // Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) {
-	handler().ServeHTTP(w, r)
-}
+func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }

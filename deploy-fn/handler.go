@@ -5,24 +5,18 @@
 package function
 
 import (
-	"fmt"
 	"net/http"
 	"os"
-	"sync"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
-var handler = sync.OnceValue(func() http.Handler {
-	return handlers.Serve("deploy-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
-})
+var handle = handlers.Serve("deploy-fn", New)
 
 // Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) {
-	handler().ServeHTTP(w, r)
-}
+func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
 
 // New builds deploy-fn's handler from its settings: gateway_url, the
 // gateway's basic-auth secrets, and the tenants that sign deploys.
@@ -31,12 +25,9 @@ func New(cfg config.Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	maxBody, err := cfg.Int("max_request_bytes", 1<<20)
+	maxBody, err := cfg.Positive("max_request_bytes", 1<<20)
 	if err != nil {
 		return nil, err
-	}
-	if maxBody <= 0 {
-		return nil, fmt.Errorf("setting max_request_bytes=%d: must be positive", maxBody)
 	}
 	tenants, err := cfg.Tenants()
 	if err != nil {

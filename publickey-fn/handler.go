@@ -5,21 +5,16 @@ package function
 
 import (
 	"net/http"
-	"sync"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
-var handler = sync.OnceValue(func() http.Handler {
-	return handlers.Serve("publickey-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
-})
+var handle = handlers.Serve("publickey-fn", New)
 
 // Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) {
-	handler().ServeHTTP(w, r)
-}
+func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
 
 // New builds publickey-fn's handler; its only settings are where the
 // private keys are.

@@ -4,9 +4,7 @@
 package function
 
 import (
-	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
@@ -16,23 +14,16 @@ import (
 // defaultMaxBody bounds the JSON request; secrets are small.
 const defaultMaxBody = 1 << 20
 
-var handler = sync.OnceValue(func() http.Handler {
-	return handlers.Serve("seal-fn", func() (http.Handler, error) { return New(config.FromEnv()) })
-})
+var handle = handlers.Serve("seal-fn", New)
 
 // Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) {
-	handler().ServeHTTP(w, r)
-}
+func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
 
 // New builds seal-fn's handler from its settings.
 func New(cfg config.Config) (http.Handler, error) {
-	maxBody, err := cfg.Int("max_request_bytes", defaultMaxBody)
+	maxBody, err := cfg.Positive("max_request_bytes", defaultMaxBody)
 	if err != nil {
 		return nil, err
-	}
-	if maxBody <= 0 {
-		return nil, fmt.Errorf("setting max_request_bytes=%d: must be positive", maxBody)
 	}
 	return handlers.MakeSealHandler(secrets.KeyRingLoader(cfg.PrivateKeyPaths()...), maxBody), nil
 }

@@ -57,6 +57,15 @@ func (c Config) Int(name string, def int64) (int64, error) {
 	return n, nil
 }
 
+// Positive is Int for a setting that must be above zero (a byte limit).
+func (c Config) Positive(name string, def int64) (int64, error) {
+	n, err := c.Int(name, def)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("setting %s=%d: must be positive", name, n)
+	}
+	return n, err
+}
+
 // Bool returns a boolean setting ("true", "1", ...).
 func (c Config) Bool(name string, def bool) (bool, error) {
 	v := c.String(name, "")

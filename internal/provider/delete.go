@@ -16,24 +16,13 @@ type FunctionDeleter interface {
 // {"functionName": …}. The task is stopped and everything made for the
 // function removed before it answers 200.
 func MakeDeleteHandler(deleter FunctionDeleter) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var req types.DeleteFunctionRequest
-		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, r, err)
-			return
-		}
+	return jsonHandler(http.StatusOK, func(r *http.Request, req types.DeleteFunctionRequest) error {
 		if err := validateNamespace(req.Namespace); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		if err := validateFunctionName(req.FunctionName); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
-		if err := deleter.Delete(r.Context(), req.FunctionName); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}
+		return deleter.Delete(r.Context(), req.FunctionName)
+	})
 }

@@ -16,21 +16,17 @@ type FunctionDeployer interface {
 // the task started before it answers 202; the function is available once
 // its readiness probe passes (availableReplicas in the status).
 func MakeDeployHandler(deployer FunctionDeployer) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var d types.FunctionDeployment
-		if err := decodeJSON(w, r, &d); err != nil {
-			writeError(w, r, err)
-			return
-		}
+	return deploymentHandler(deployer.Deploy)
+}
+
+// deploymentHandler decodes and validates a deployment and hands it to
+// apply: deploy and update differ only there.
+func deploymentHandler(apply func(context.Context, types.FunctionDeployment) error) http.HandlerFunc {
+	return jsonHandler(http.StatusAccepted, func(r *http.Request, d types.FunctionDeployment) error {
 		d, err := validateDeployment(d)
 		if err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
-		if err := deployer.Deploy(r.Context(), d); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	}
+		return apply(r.Context(), d)
+	})
 }

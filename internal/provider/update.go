@@ -16,21 +16,5 @@ type FunctionUpdater interface {
 // does not exist, 202 once the new container's task was started (or, for a
 // function scaled to zero, once the new deployment is recorded).
 func MakeUpdateHandler(updater FunctionUpdater) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var d types.FunctionDeployment
-		if err := decodeJSON(w, r, &d); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		d, err := validateDeployment(d)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		if err := updater.Update(r.Context(), d); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	}
+	return deploymentHandler(updater.Update)
 }

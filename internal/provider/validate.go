@@ -30,6 +30,23 @@ var (
 	secretName = regexp.MustCompile(`^[A-Za-z0-9]([-._A-Za-z0-9]{0,251}[A-Za-z0-9])?$`)
 )
 
+// jsonHandler decodes the request's JSON body into a T and hands it to act;
+// it answers status, or the error of either as writeError maps it.
+func jsonHandler[T any](status int, act func(r *http.Request, req T) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req T
+		err := decodeJSON(w, r, &req)
+		if err == nil {
+			err = act(r, req)
+		}
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		w.WriteHeader(status)
+	}
+}
+
 // decodeJSON reads one JSON value of at most maxBody bytes.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.Body == nil {

@@ -290,14 +290,28 @@ func (r *Runtime) Create(ctx context.Context, spec Spec) error {
 
 // Exists reports whether container id exists.
 func (r *Runtime) Exists(ctx context.Context, id string) (bool, error) {
-	_, err := r.client.LoadContainer(r.with(ctx), id)
+	_, err := r.load(r.with(ctx), id)
+	return err == nil, ignoreNotFound(err)
+}
+
+// ignoreNotFound is err unless it says there is no such container.
+func ignoreNotFound(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// load loads container id; ErrNotFound when there is none.
+func (r *Runtime) load(ctx context.Context, id string) (containerd.Container, error) {
+	c, err := r.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return false, nil
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return false, fmt.Errorf("load container %s: %w", id, err)
+		return nil, fmt.Errorf("load container %s: %w", id, err)
 	}
-	return true, nil
+	return c, nil
 }
 
 // TaskState is what is known of a container's task.
@@ -312,12 +326,9 @@ type TaskState struct {
 // ErrNotFound; a container without a task is a zero TaskState.
 func (r *Runtime) Task(ctx context.Context, id string) (TaskState, error) {
 	ctx = r.with(ctx)
-	c, err := r.client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return TaskState{}, ErrNotFound
-	}
+	c, err := r.load(ctx, id)
 	if err != nil {
-		return TaskState{}, fmt.Errorf("load container %s: %w", id, err)
+		return TaskState{}, err
 	}
 	t, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
@@ -337,12 +348,9 @@ func (r *Runtime) Task(ctx context.Context, id string) (TaskState, error) {
 // A running task is left alone.
 func (r *Runtime) Start(ctx context.Context, id string) error {
 	ctx = r.with(ctx)
-	c, err := r.client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return ErrNotFound
-	}
+	c, err := r.load(ctx, id)
 	if err != nil {
-		return fmt.Errorf("load container %s: %w", id, err)
+		return err
 	}
 	if t, err := c.Task(ctx, nil); err == nil {
 		st, err := t.Status(ctx)
@@ -374,12 +382,9 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 // container without a task, or no container at all, is not an error.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	ctx = r.with(ctx)
-	c, err := r.client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("load container %s: %w", id, err)
+	c, err := r.load(ctx, id)
+	if c == nil {
+		return ignoreNotFound(err)
 	}
 	t, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
@@ -430,12 +435,9 @@ func (r *Runtime) Remove(ctx context.Context, id string, grace time.Duration) er
 		return err
 	}
 	ctx = r.with(ctx)
-	c, err := r.client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("load container %s: %w", id, err)
+	c, err := r.load(ctx, id)
+	if c == nil {
+		return ignoreNotFound(err)
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
