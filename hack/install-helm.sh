@@ -13,16 +13,8 @@ HELM_VERSION=v3.22.0
 FNB_TOOLS=${FNB_TOOLS:-$HOME/.cache/fnbuilder}
 BIN=$FNB_TOOLS/bin
 
-log() { printf 'install-helm.sh: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-if ! command -v go >/dev/null 2>&1; then
-	if [ -x /usr/local/go/bin/go ]; then
-		export PATH=$PATH:/usr/local/go/bin
-	else
-		die "go not found (need Go to build helm $HELM_VERSION)"
-	fi
-fi
+. "$(dirname "$0")/lib.sh"
+need_go "helm $HELM_VERSION"
 
 # A helm built with `go install` says only "v3.22" (its release ldflags are
 # not set), so read the module version Go stamps into the binary.

@@ -20,11 +20,8 @@ export GONOSUMDB=github.com/openfaas
 export CGO_ENABLED=0
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-log() { printf 'install-openfaas.sh: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-SUDO=()
-[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
 . "$(dirname "$0")/lib.sh"
+need_root
 
 apt_ensure prometheus
 # Debian starts its own prometheus on :9090; the stack runs its own.

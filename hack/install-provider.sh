@@ -27,15 +27,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 export DEBIAN_FRONTEND=noninteractive
 
-log() { printf 'install-provider.sh: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 . "$(dirname "$0")/lib.sh"
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null 2>&1 || die "must run as root (or with passwordless sudo)"
-	SUDO=(sudo -n)
-fi
+need_root
 
 # --- Debian packages ---------------------------------------------------------
 apt_ensure "${APT_PACKAGES[@]}"
@@ -45,13 +38,7 @@ for p in bridge host-local; do
 done
 
 # --- fnb-provider ----------------------------------------------------------------
-if ! command -v go >/dev/null 2>&1; then
-	if [ -x /usr/local/go/bin/go ]; then
-		export PATH=$PATH:/usr/local/go/bin
-	else
-		die "go not found (needed to build fnb-provider)"
-	fi
-fi
+need_go fnb-provider
 mkdir -p "$BIN"
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || true)
 # go build is incremental: when nothing changed this is a cache hit.

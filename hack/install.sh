@@ -22,27 +22,14 @@ SRC=$FNB_TOOLS/src/buildkit-$BUILDKIT_VERSION
 
 export DEBIAN_FRONTEND=noninteractive
 
-log() { printf 'install.sh: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 . "$(dirname "$0")/lib.sh"
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null 2>&1 || die "must run as root (or with passwordless sudo)"
-	SUDO=(sudo -n)
-fi
+need_root
 
 # --- Debian packages ---------------------------------------------------------
 apt_ensure "${APT_PACKAGES[@]}"
 
 # --- buildkitd / buildctl ----------------------------------------------------
-if ! command -v go >/dev/null 2>&1; then
-	if [ -x /usr/local/go/bin/go ]; then
-		export PATH=$PATH:/usr/local/go/bin
-	else
-		die "go not found (need Go to build buildkit $BUILDKIT_VERSION)"
-	fi
-fi
+need_go "buildkit $BUILDKIT_VERSION"
 
 # "buildkitd github.com/moby/buildkit v0.33.1 <rev>" -> third field.
 has_version() {

@@ -1,4 +1,25 @@
-# Shared by the hack/install*.sh scripts; source it, then call apt_ensure.
+# Shared by the hack/install*.sh scripts; source it first.
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# need_root sets SUDO to what runs a command as root: nothing for root,
+# sudo -n for a user with passwordless sudo.
+need_root() {
+	SUDO=()
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null 2>&1 || die "must run as root (or with passwordless sudo)"
+		SUDO=(sudo -n)
+	fi
+}
+
+# need_go WHAT: go on PATH (or in /usr/local/go), or die naming what needs it.
+need_go() {
+	if ! command -v go >/dev/null 2>&1; then
+		[ -x /usr/local/go/bin/go ] || die "go not found (need Go to build $1)"
+		export PATH=$PATH:/usr/local/go/bin
+	fi
+}
 
 # apt_ensure PKG...: installs the Debian packages that are missing, with one
 # apt-get update, and says so; does nothing when all are there.
