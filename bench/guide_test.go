@@ -36,15 +36,7 @@ func guideRebuild(t *testing.T, bin string, n int) guideResult {
 
 	dir := t.TempDir()
 	login := filepath.Join(dir, "docker", "config.json")
-	write := func(name, body string) {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, body string) { testenv.WriteFiles(t, dir, map[string]string{name: body}) }
 	write("docker/config.json", string(reg.DockerConfig(t, "")))
 	fn := startFnb(t, bin, map[string]string{"buildkit_url": bk.Addr, "registry_config_path": login})
 	write("payload.txt", string(fn.key))

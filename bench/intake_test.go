@@ -75,78 +75,67 @@ func intakeLimits() buildtar.Limits {
 	return lim
 }
 
+// timeIntake runs step on the intake fixture b.N times; done (the
+// clean-up) is not timed.
+func timeIntake(b *testing.B, step func(f *os.File, sig string, size int64) (done func(), err error)) {
+	path, sig, size := intakeFixture(b)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done, err := step(f, sig, size)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		done()
+		b.StartTimer()
+	}
+}
+
 // BenchmarkIntake is what build-fn does with a request body before any
 // build: receive it into a file in the work directory while verifying its
 // HMAC-SHA256 and indexing its tar from the same bytes (signature.Spool
 // with a buildtar.Indexer as its tee), for a 256 MiB context read from the
 // page cache. The clean-up of each iteration is not timed.
 func BenchmarkIntake(b *testing.B) {
-	path, sig, size := intakeFixture(b)
-	work := b.TempDir()
-	lim := intakeLimits()
-	b.SetBytes(size)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
+	work, lim := b.TempDir(), intakeLimits()
+	timeIntake(b, func(f *os.File, sig string, size int64) (func(), error) {
 		ix := buildtar.NewIndexer(context.Background(), lim)
 		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, signature.Options{Dir: work, Limit: 2 << 30, Size: size, Tee: ix})
-		f.Close()
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
-		if _, err := ix.Finish(); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		sp.Close()
-		b.StartTimer()
-	}
+		_, err = ix.Finish()
+		return func() { sp.Close() }, err
+	})
 }
 
 // BenchmarkSpool is the intake without the index: HMAC verify while
 // receiving into a file.
 func BenchmarkSpool(b *testing.B) {
-	path, sig, size := intakeFixture(b)
 	work := b.TempDir()
-	b.SetBytes(size)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
+	timeIntake(b, func(f *os.File, sig string, size int64) (func(), error) {
 		sp, _, err := signature.Spool(f, sig, [][]byte{intakeKey}, signature.Options{Dir: work, Limit: 2 << 30, Size: size})
-		f.Close()
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
-		b.StopTimer()
-		sp.Close()
-		b.StartTimer()
-	}
+		return func() { sp.Close() }, nil
+	})
 }
 
 // BenchmarkIndex is the index alone, of a verified tar in the page cache:
 // what a context fetched by reference costs on top of its download.
 func BenchmarkIndex(b *testing.B) {
-	path, _, size := intakeFixture(b)
 	lim := intakeLimits()
-	b.SetBytes(size)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, err = buildtar.Index(context.Background(), f, lim)
-		f.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
+	timeIntake(b, func(f *os.File, _ string, _ int64) (func(), error) {
+		_, err := buildtar.Index(context.Background(), f, lim)
+		return func() {}, err
+	})
 }
 
 // BenchmarkHMAC is Go's HMAC-SHA256 over 16 KiB blocks in memory, the

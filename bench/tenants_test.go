@@ -13,29 +13,22 @@ import (
 // its tenant (faas-cli, go-sdk) has its body checked under every key, and
 // the one that signed it is the last tried.
 func benchmarkSpoolTenants(b *testing.B, n int) {
-	path, sig, size := intakeFixture(b)
 	keys := make([][]byte, n)
 	for i := range n - 1 {
 		keys[i] = []byte(fmt.Sprintf("another-tenant-%d", i))
 	}
 	keys[n-1] = intakeKey
 	work := b.TempDir()
-	b.SetBytes(size)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
+	timeIntake(b, func(f *os.File, sig string, _ int64) (func(), error) {
 		sp, who, err := signature.Spool(f, sig, keys, signature.Options{Dir: work, Limit: 2 << 30})
-		f.Close()
-		if err != nil || who != n-1 {
-			b.Fatalf("key %d, %v", who, err)
+		if err == nil && who != n-1 {
+			err = fmt.Errorf("key %d", who)
 		}
-		b.StopTimer()
-		sp.Close()
-		b.StartTimer()
-	}
+		if err != nil {
+			return nil, err
+		}
+		return func() { sp.Close() }, nil
+	})
 }
 
 func BenchmarkSpoolTenants1(b *testing.B)  { benchmarkSpoolTenants(b, 1) }

@@ -72,15 +72,7 @@ func runFaasCLI(t *testing.T, dir string, args ...string) cliRun {
 func project(t *testing.T, s *testenv.Stack, n int, secrets bool, tag string) string {
 	t.Helper()
 	dir := t.TempDir()
-	write := func(name, body string) {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, body string) { testenv.WriteFiles(t, dir, map[string]string{name: body}) }
 	write("template/dockerfile/template.yml", "language: dockerfile\nfprocess: cat\n")
 	write(".secrets/api_key.txt", "sk-faas-cli-"+tag)
 	var stack strings.Builder

@@ -85,9 +85,7 @@ func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 // restart the next build succeeds.
 func testBuildKitKilled(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "2", "retry_backoff": "200ms"})
-	body := buildTar(t, "FROM "+s.Base+"\nRUN echo start-"+randHex(t, 4)+" && sleep 30\n", s.Reg.Addr+"/killed:1")
-	st := testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
-	st.WaitLog(t, "sleep 30")
+	st := b.streamRun(t, s, "echo start-"+randHex(t, 4)+" && sleep 30", "killed:1", "sleep 30")
 	time.Sleep(500 * time.Millisecond)
 	killedAt := time.Now()
 	s.BK.Kill(t)
@@ -201,9 +199,7 @@ func testClientGone(t *testing.T, s *stack) {
 // in success, and the retry shows in its log.
 func testBuildKitRestarted(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "4", "retry_backoff": "1s"})
-	body := buildTar(t, "FROM "+s.Base+"\nRUN echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok\n", s.Reg.Addr+"/retried:1")
-	st := testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
-	st.WaitLog(t, "sleep 3")
+	st := b.streamRun(t, s, "echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok", "retried:1", "sleep 3")
 	time.Sleep(300 * time.Millisecond)
 	s.BK.Kill(t)
 	time.Sleep(1500 * time.Millisecond)

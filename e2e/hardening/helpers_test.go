@@ -147,6 +147,21 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 }
 
 // workDirEmpty fails the test when a request left anything in work_dir.
+// stream posts a signed build body and follows its NDJSON reply.
+func (b *builder) stream(t *testing.T, body []byte) *testenv.Stream {
+	t.Helper()
+	return testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
+}
+
+// streamRun builds FROM the base with one RUN step, pushed as
+// REG/image, and follows it until its log shows waitFor.
+func (b *builder) streamRun(t *testing.T, s *stack, run, image, waitFor string) *testenv.Stream {
+	t.Helper()
+	st := b.stream(t, buildTar(t, "FROM "+s.Base+"\nRUN "+run+"\n", s.Reg.Addr+"/"+image))
+	st.WaitLog(t, waitFor)
+	return st
+}
+
 func (b *builder) workDirEmpty(t *testing.T) {
 	t.Helper()
 	entries, err := os.ReadDir(b.workDir)

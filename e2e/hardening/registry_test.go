@@ -51,7 +51,7 @@ func TestRegistryRefusals(t *testing.T) {
 			}
 			body := buildTar(t, "FROM "+s.Base+"\nRUN echo refused-"+randHex(t, 4)+" > /x\n", c.image)
 			start := time.Now()
-			fin := testenv.Follow(t, testenv.Post(t, c.b.url+"/build", body, testenv.SignedHeader(c.b.keys.payload, body, true)))
+			fin := c.b.stream(t, body)
 			res, logs := fin.Final(t, 2*time.Minute), fin.LogText()
 			t.Logf("failed after %s: %s", time.Since(start).Round(time.Millisecond), res.Error)
 			if res.Status != progress.Failed {

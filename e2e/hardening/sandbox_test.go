@@ -27,7 +27,7 @@ func TestProcessSandbox(t *testing.T) {
 	post := func(image, dockerfile, secretID, secret string) *testenv.Stream {
 		body := buildTar(t, dockerfile, image,
 			testenv.File("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{secretID: secret}))))
-		return testenv.Follow(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
+		return b.stream(t, body)
 	}
 	victim := post(reg.Addr+"/victim:1", p.VictimDockerfile(s.Base), testenv.VictimSecretID, p.VictimSecret)
 	victim.WaitLog(t, testenv.VictimReady)

@@ -809,6 +809,20 @@ func TestPayloadSecretUnusable(t *testing.T) {
 	}
 }
 
+// postSigned posts body with header as its X-Build-Signature (none when
+// it is ""), and reads the reply.
+func (f *fixture) postSigned(body []byte, header string) (*http.Response, []byte) {
+	f.t.Helper()
+	req := f.request(nil, http.MethodPost, body, "")
+	req.Header.Del("X-Build-Signature")
+	if header != "" {
+		req.Header.Set("X-Build-Signature", header)
+	}
+	res := f.do(req)
+	data, _ := io.ReadAll(res.Body)
+	return res, data
+}
+
 func TestSignatureRequired(t *testing.T) {
 	f := newFixture(t, nil)
 	body := makeTar(t)
@@ -818,14 +832,7 @@ func TestSignatureRequired(t *testing.T) {
 		"malformed": "sha1=abc",
 		"untrimmed": testenv.Sign([]byte("  "+payloadText+"\n"), body),
 	} {
-		req := f.request(nil, http.MethodPost, body, "")
-		if header == "" {
-			req.Header.Del("X-Build-Signature")
-		} else {
-			req.Header.Set("X-Build-Signature", header)
-		}
-		res := f.do(req)
-		data, _ := io.ReadAll(res.Body)
+		res, data := f.postSigned(body, header)
 		if res.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s: status %d, want 401", name, res.StatusCode)
 			continue
@@ -848,14 +855,7 @@ func TestDisableHMAC(t *testing.T) {
 		"signed anyway":  testenv.Sign([]byte("whatever the client has"), body),
 		"garbage header": "nonsense",
 	} {
-		req := f.request(nil, http.MethodPost, body, "")
-		if header == "" {
-			req.Header.Del("X-Build-Signature")
-		} else {
-			req.Header.Set("X-Build-Signature", header)
-		}
-		res := f.do(req)
-		data, _ := io.ReadAll(res.Body)
+		res, data := f.postSigned(body, header)
 		if res.StatusCode != http.StatusOK {
 			t.Errorf("%s: status %d with HMAC disabled: %s", name, res.StatusCode, data)
 			continue

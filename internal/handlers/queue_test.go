@@ -50,6 +50,18 @@ func (l lineReader) until(text string) progress.Result {
 	}
 }
 
+// succeeds reads to the final line, which must be a success.
+func (l lineReader) succeeds() {
+	l.t.Helper()
+	r := l.next()
+	for r.Status == progress.InProgress {
+		r = l.next()
+	}
+	if r.Status != progress.Success {
+		l.t.Fatalf("the waiting build ended %+v", r)
+	}
+}
+
 // A streaming client that finds every slot taken waits for one, is told
 // its place, and builds when a slot frees; a client that does not stream
 // still gets 429 at once, and so does a streaming one when even the queue
@@ -87,16 +99,7 @@ func TestQueueWaitsForASlot(t *testing.T) {
 	checkFinal(t, ndjsonLines(t, rest), progress.Success)
 	b.waitStarted(t)
 	close(b.release)
-	for {
-		r := waiting.next()
-		if r.Status == progress.InProgress {
-			continue
-		}
-		if r.Status != progress.Success {
-			t.Fatalf("the waiting build ended %+v", r)
-		}
-		break
-	}
+	waiting.succeeds()
 	text := f.metrics()
 	for _, want := range []string{`fnbuilder_queue_wait_seconds_count 1`, `fnbuilder_queue_length 0`, `fnbuilder_http_requests_total{code="429"} 2`} {
 		if !strings.Contains(text, want) {
@@ -156,14 +159,5 @@ func TestQueueOutlivesServerWriteTimeout(t *testing.T) {
 	waiting.until("1 of 1 in the queue")
 	close(b.release)
 	io.Copy(io.Discard, second.Body)
-	for {
-		r := waiting.next()
-		if r.Status == progress.InProgress {
-			continue
-		}
-		if r.Status != progress.Success {
-			t.Fatalf("the waiting build ended %+v", r)
-		}
-		break
-	}
+	waiting.succeeds()
 }
