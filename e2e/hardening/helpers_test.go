@@ -146,7 +146,6 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 	}
 }
 
-// workDirEmpty fails the test when a request left anything in work_dir.
 // stream posts a signed build body and follows its NDJSON reply.
 func (b *builder) stream(t *testing.T, body []byte) *testenv.Stream {
 	t.Helper()
@@ -162,6 +161,7 @@ func (b *builder) streamRun(t *testing.T, s *stack, run, image, waitFor string) 
 	return st
 }
 
+// workDirEmpty fails the test when a request left anything in work_dir.
 func (b *builder) workDirEmpty(t *testing.T) {
 	t.Helper()
 	entries, err := os.ReadDir(b.workDir)
