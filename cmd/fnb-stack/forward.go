@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +14,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 )
 
 // forwardCmd serves build-fn at the root of a loopback origin: faas-cli
@@ -24,8 +25,7 @@ import (
 // on the bridge, read from the provider's record, so a redeployed build-fn
 // is followed; streamed answers are passed on as they come.
 func forwardCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fnb-stack forward", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("fnb-stack forward", stderr)
 	dir := fs.String("dir", defaultDir(), "stack directory")
 	listen := fs.String("listen", builderAddr, "loopback address to listen on")
 	fn := fs.String("function", "build-fn", "function to forward to (port 8080)")

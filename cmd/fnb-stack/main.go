@@ -8,7 +8,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -74,43 +74,23 @@ func stackCommands() map[string]stackCommand {
 	}
 }
 
-// Internal: the daemons fnb-stack runs from its own binary.
-var daemonCommands = map[string]func(args []string, stdout, stderr io.Writer) error{
-	"forward":  forwardCmd,
-	"uts-exec": utsExecCmd,
-}
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		return 2
+	// Internal: the daemons fnb-stack runs from its own binary.
+	commands := map[string]cli.Command{"forward": forwardCmd, "uts-exec": utsExecCmd}
+	for name, c := range stackCommands() {
+		commands[name] = func(args []string, stdout, stderr io.Writer) error { return c.exec(name, args, stdout, stderr) }
 	}
-	var err error
-	if c, ok := stackCommands()[args[0]]; ok {
-		err = c.exec(args[0], args[1:], stdout, stderr)
-	} else if d, ok := daemonCommands[args[0]]; ok {
-		err = d(args[1:], stdout, stderr)
-	} else {
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "\nfnb-stack %s FAILED: %v\n", args[0], err)
-		return 1
-	}
-	return 0
+	return cli.Run(usage, commands, args, stdout, stderr, func(name string, err error) {
+		fmt.Fprintf(stderr, "\nfnb-stack %s FAILED: %v\n", name, err)
+	})
 }
 
 func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fnb-stack "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("fnb-stack "+name, stderr)
 	dir := fs.String("dir", defaultDir(), "stack directory (env FNB_STACK_DIR)")
 	repo := "-"
 	if c.repo {

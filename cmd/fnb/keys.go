@@ -2,19 +2,19 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
 func keygen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("keygen", stderr)
 	out := fs.String("o", "key", "private key file; the public key goes to FILE.pub")
 	fs.StringVar(out, "output", "key", "same as -o")
 	if _, err := parse(fs, args); err != nil {
@@ -33,8 +33,7 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 }
 
 func sealCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("seal", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("seal", stderr)
 	publicKey := fs.String("public-key", "", "recipient public key: a file (base64 or /publickey JSON) or the base64 value")
 	out := fs.String("o", secrets.FileName, "output file")
 	fs.StringVar(out, "output", secrets.FileName, "same as -o")
@@ -101,8 +100,7 @@ func readPublicKey(arg string) ([]byte, error) {
 }
 
 func unsealCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("unseal", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("unseal", stderr)
 	var keyFiles repeated
 	fs.Var(&keyFiles, "private-key", "private key file (repeat for rotated keys; current first)")
 	in := fs.String("in", secrets.FileName, "sealed file")
@@ -155,12 +153,7 @@ func unsealCmd(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(text)
 	}
-	names := make([]string, 0, len(values))
-	for name := range values {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(values)) {
 		fmt.Fprintf(stdout, "%s=%s\n", name, values[name])
 	}
 	return nil

@@ -4,12 +4,13 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 )
 
 const usage = `fnb - fnbuilder's command line
@@ -23,9 +24,7 @@ Usage:
 FUNCTION is one of: publickey-fn, seal-fn, build-fn, deploy-fn.
 `
 
-type command func(args []string, stdout, stderr io.Writer) error
-
-var commands = map[string]command{
+var commands = map[string]cli.Command{
 	"keygen": keygen,
 	"seal":   sealCmd,
 	"unseal": unsealCmd,
@@ -37,23 +36,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if err := cmd(args[1:], stdout, stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 2
-		}
-		fmt.Fprintln(stderr, "Error:", err)
-		return 1
-	}
-	return 0
+	return cli.Run(usage, commands, args, stdout, stderr, func(_ string, err error) { fmt.Fprintln(stderr, "Error:", err) })
 }
 
 // parse lets flags and positional arguments mix in any order, as cobra

@@ -1,20 +1,19 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/functions"
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.Flags("serve", stderr)
 	addr := fs.String("addr", "127.0.0.1:8082", "listen address")
 	positional, err := parse(fs, args)
 	if err != nil {

@@ -6,10 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
@@ -50,12 +51,7 @@ func FindBusybox() (*Busybox, error) {
 		}
 		h := sha256.New()
 		fmt.Fprintf(h, "%s\n%s", sum, list)
-		names := make([]string, 0, len(busyboxFiles))
-		for name := range busyboxFiles {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
+		for _, name := range slices.Sorted(maps.Keys(busyboxFiles)) {
 			fmt.Fprintf(h, "%s\n%s", name, busyboxFiles[name])
 		}
 		return &Busybox{path: p, applets: strings.Fields(string(list)), Inputs: hex.EncodeToString(h.Sum(nil))}, nil

@@ -5,8 +5,9 @@ package functions
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
@@ -24,14 +25,7 @@ var handlers = map[string]http.HandlerFunc{
 }
 
 // Names lists the function folders, sorted.
-func Names() []string {
-	out := make([]string, 0, len(handlers))
-	for name := range handlers {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
-}
+func Names() []string { return slices.Sorted(maps.Keys(handlers)) }
 
 // Lookup returns a function's handler, or an error naming the valid ones.
 func Lookup(name string) (http.HandlerFunc, error) {

@@ -1,0 +1,46 @@
+// Package cli is how fnbuilder's commands (fnb, fnb-stack) run their
+// subcommands: the first argument names one, and none, -h, --help or help
+// prints the usage.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Command runs one subcommand with the arguments after its name.
+type Command func(args []string, stdout, stderr io.Writer) error
+
+// Run runs the subcommand args name. It returns the exit code: 2 for the
+// usage and flag errors (printed to stderr), 1 when the command fails (its
+// error given to failed), 0 otherwise.
+func Run(usage string, commands map[string]Command, args []string, stdout, stderr io.Writer, failed func(name string, err error)) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd(args[1:], stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		failed(args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// Flags is a subcommand's flag set: errors (and -h) go to stderr and come
+// back as errors, never as an exit.
+func Flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
