@@ -13,14 +13,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
-var acme = tenant.Tenant{
-	Name:          "acme",
-	PayloadSecret: "payload-secret-acme",
-	Images:        []string{"registry.example.com/acme/"},
-	BaseImages:    []string{"registry.example.com/library/"},
-	Namespaces:    []string{"openfaas-fn", "acme-fn"},
-	Secrets:       []string{"acme-*", "shared-db"},
-}
+var acme = deploytest.Acme
 
 func acmePolicy() deploy.Policy {
 	return deploy.Policy{

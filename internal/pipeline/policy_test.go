@@ -14,19 +14,11 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/fnbuilder/fnbuilder/internal/deploy/deploytest"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
-	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
-var acme = tenant.Tenant{
-	Name:          "acme",
-	PayloadSecret: "payload-secret-acme",
-	Images:        []string{"registry.example:5000/acme/"},
-	BaseImages:    []string{"registry.example:5000/library/"},
-	Namespaces:    []string{"openfaas-fn"},
-	Secrets:       []string{"acme-*"},
-}
+var acme = deploytest.Acme
 
-const acmeImage = "registry.example:5000/acme/hello:1"
+const acmeImage = "registry.example.com/acme/hello:1"
 
 // Everything a tenant may not ask for is refused before anything is built
 // or deployed, with a message that names it.
@@ -36,14 +28,14 @@ func TestPrepareRefusesWhatTheTenantMayNotDo(t *testing.T) {
 		cfg     map[string]any
 		message string
 	}{
-		{"BUILDKIT_SYNTAX", map[string]any{"image": acmeImage, "buildArgs": map[string]string{"BUILDKIT_SYNTAX": "registry.example:5000/other/frontend"}}, "BUILDKIT_SYNTAX is reserved"},
+		{"BUILDKIT_SYNTAX", map[string]any{"image": acmeImage, "buildArgs": map[string]string{"BUILDKIT_SYNTAX": "registry.example.com/other/frontend"}}, "BUILDKIT_SYNTAX is reserved"},
 		{"any case", map[string]any{"image": acmeImage, "buildArgs": map[string]string{"buildkit_cache_mount_ns": "other"}}, "buildkit_cache_mount_ns is reserved"},
 		{"arg name with =", map[string]any{"image": acmeImage, "buildArgs": map[string]string{"A=B": "x"}}, "not valid"},
 		{"empty arg name", map[string]any{"image": acmeImage, "buildArgs": map[string]string{"": "x"}}, "not valid"},
-		{"another tenant's image", map[string]any{"image": "registry.example:5000/other/hello:1"}, "not one tenant acme may push"},
-		{"a prefix look-alike", map[string]any{"image": "registry.example:5000/acme-evil/hello:1"}, "not one tenant acme may push"},
-		{"a path trick", map[string]any{"image": "registry.example:5000/acme/../other/hello"}, "not one tenant acme may push"},
-		{"a shared base image", map[string]any{"image": "registry.example:5000/library/busybox:latest"}, "not one tenant acme may push"},
+		{"another tenant's image", map[string]any{"image": "registry.example.com/other/hello:1"}, "not one tenant acme may push"},
+		{"a prefix look-alike", map[string]any{"image": "registry.example.com/acme-evil/hello:1"}, "not one tenant acme may push"},
+		{"a path trick", map[string]any{"image": "registry.example.com/acme/../other/hello"}, "not one tenant acme may push"},
+		{"a shared base image", map[string]any{"image": "registry.example.com/library/busybox:latest"}, "not one tenant acme may push"},
 		{"deploy into another namespace", map[string]any{"image": acmeImage, "deploy": map[string]any{"name": "hello", "namespace": "openfaas"}}, `namespace "openfaas"`},
 		{"deploy with the HMAC key", map[string]any{"image": acmeImage, "deploy": map[string]any{"name": "hello", "secrets": []string{"payload-secret-acme"}}}, "belongs to the builder"},
 		{"deploy with another's secret", map[string]any{"image": acmeImage, "deploy": map[string]any{"name": "hello", "secrets": []string{"other-db"}}}, `secret "other-db"`},

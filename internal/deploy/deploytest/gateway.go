@@ -9,8 +9,20 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 	"github.com/openfaas/faas-provider/types"
 )
+
+// Acme is the tenant the policy tests deploy as: its own images, shared
+// base images, two namespaces and its secrets.
+var Acme = tenant.Tenant{
+	Name:          "acme",
+	PayloadSecret: "payload-secret-acme",
+	Images:        []string{"registry.example.com/acme/"},
+	BaseImages:    []string{"registry.example.com/library/"},
+	Namespaces:    []string{"openfaas-fn", "acme-fn"},
+	Secrets:       []string{"acme-*", "shared-db"},
+}
 
 // Gateway implements deploy.Gateway.
 type Gateway struct {
