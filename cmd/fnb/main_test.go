@@ -128,16 +128,23 @@ func TestUnseal(t *testing.T) {
 	}
 }
 
-func TestUnsealRotatedKeys(t *testing.T) {
-	dir := t.TempDir()
+// keyFiles writes a new key pair as fnb keygen does: dir/name and
+// dir/name.pub.
+func keyFiles(t *testing.T, dir, name string) (string, secrets.KeyPair) {
+	t.Helper()
 	kp, err := secrets.GenerateKeyPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := filepath.Join(dir, "fresh")
-	if err := secrets.WriteKeyFiles(fresh, kp); err != nil {
+	p := filepath.Join(dir, name)
+	if err := secrets.WriteKeyFiles(p, kp); err != nil {
 		t.Fatal(err)
 	}
+	return p, kp
+}
+
+func TestUnsealRotatedKeys(t *testing.T) {
+	fresh, _ := keyFiles(t, t.TempDir(), "fresh")
 	sealed := vectorPath("sealed/com.openfaas.secrets")
 
 	code, stdout, stderr := runFnb("unseal", "--private-key", fresh, "--private-key", vectorPath("keys/key"), "--key", "pip_token", sealed)
@@ -274,14 +281,7 @@ func TestKeygen(t *testing.T) {
 
 func TestSeal(t *testing.T) {
 	dir := t.TempDir()
-	kp, err := secrets.GenerateKeyPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "k")
-	if err := secrets.WriteKeyFiles(keyFile, kp); err != nil {
-		t.Fatal(err)
-	}
+	keyFile, kp := keyFiles(t, dir, "k")
 	keyID := string(kp.Public[:8])
 	binary := []byte{0x00, 0xff, '\r', '\n', 0x80, 'x'}
 	binFile := filepath.Join(dir, "bin.dat")

@@ -416,12 +416,7 @@ func (f *fixture) postRef(url, digest, accept string) (*http.Response, []byte) {
 	ref, _ := json.Marshal(contextref.Ref{URL: url, Digest: digest})
 	req := f.request(nil, http.MethodPost, ref, accept)
 	req.Header.Set("Content-Type", contextref.MediaType)
-	res := f.do(req)
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return res, data
+	return f.read(req)
 }
 
 func withFetch(max int64) option {

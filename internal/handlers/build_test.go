@@ -184,15 +184,21 @@ func (f *fixture) do(req *http.Request) *http.Response {
 	return res
 }
 
-// post sends a signed build and returns the response, body fully read.
-func (f *fixture) post(body []byte, accept string) (*http.Response, []byte) {
+// read does req and returns the response, body fully read.
+func (f *fixture) read(req *http.Request) (*http.Response, []byte) {
 	f.t.Helper()
-	res := f.do(f.request(nil, http.MethodPost, body, accept))
+	res := f.do(req)
 	data, err := io.ReadAll(res.Body)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	return res, data
+}
+
+// post sends a signed build and returns the response, body fully read.
+func (f *fixture) post(body []byte, accept string) (*http.Response, []byte) {
+	f.t.Helper()
+	return f.read(f.request(nil, http.MethodPost, body, accept))
 }
 
 // ndjsonLines checks the NDJSON framing and decodes every line.
@@ -818,9 +824,7 @@ func (f *fixture) postSigned(body []byte, header string) (*http.Response, []byte
 	if header != "" {
 		req.Header.Set("X-Build-Signature", header)
 	}
-	res := f.do(req)
-	data, _ := io.ReadAll(res.Body)
-	return res, data
+	return f.read(req)
 }
 
 func TestSignatureRequired(t *testing.T) {

@@ -2,7 +2,6 @@ package handlers_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -29,12 +28,7 @@ func (f *fixture) postRefAs(id, refURL, digest string) (*http.Response, []byte) 
 	req := f.request(nil, http.MethodPost, ref, "")
 	req.Header.Set("Content-Type", contextref.MediaType)
 	req.Header.Set("X-Call-Id", id)
-	res := f.do(req)
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return res, data
+	return f.read(req)
 }
 
 // TestContextReferenceRedirectGuard: the reference's own server is on

@@ -50,12 +50,7 @@ func (f *fixture) postAs(body []byte, key, named string) (*http.Response, []byte
 	if named != "" {
 		req.Header.Set(handlers.TenantHeader, named)
 	}
-	res := f.do(req)
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return res, data
+	return f.read(req)
 }
 
 // The key that verifies a request names its tenant; a header may narrow
