@@ -290,18 +290,29 @@ func TestIndexAccepts(t *testing.T) {
 	}
 }
 
-// wantFile checks content and, unless perm < 0, the permission bits.
-func wantFile(t *testing.T, f *FS, rel, content string, perm int) {
+// readServed is the content f serves for rel; ok is false (and the test
+// marked failed) when it cannot be read.
+func readServed(t *testing.T, f *FS, rel string) ([]byte, bool) {
 	t.Helper()
 	r, err := f.Open(rel)
 	if err != nil {
 		t.Error(err)
-		return
+		return nil, false
 	}
-	got, err := io.ReadAll(r)
-	r.Close()
+	defer r.Close()
+	b, err := io.ReadAll(r)
 	if err != nil {
 		t.Error(err)
+		return nil, false
+	}
+	return b, true
+}
+
+// wantFile checks content and, unless perm < 0, the permission bits.
+func wantFile(t *testing.T, f *FS, rel, content string, perm int) {
+	t.Helper()
+	got, ok := readServed(t, f, rel)
+	if !ok {
 		return
 	}
 	if string(got) != content {
@@ -487,15 +498,8 @@ func checkAgainstTar(t *testing.T, req *Request, f *FS, exp expected) {
 				}
 				continue
 			}
-			r, err := f.Open(rel)
-			if err != nil {
-				t.Error(err)
-				continue
-			}
-			content, err := io.ReadAll(r)
-			r.Close()
-			if err != nil {
-				t.Error(err)
+			content, ok := readServed(t, f, rel)
+			if !ok {
 				continue
 			}
 			if sum := sha256.Sum256(content); hex.EncodeToString(sum[:]) != e.SHA256 {

@@ -223,14 +223,22 @@ func TestDeployRetriesTransientGatewayErrors(t *testing.T) {
 	}
 }
 
-func TestDeployGivesUpAfterAttempts(t *testing.T) {
-	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadGateway}}
+// deployFails deploys hello through a gateway whose updates answer code,
+// and wants a *DeployError.
+func deployFails(t *testing.T, code int) (*deploytest.Gateway, error) {
+	t.Helper()
+	gw := &deploytest.Gateway{UpdateCodes: []int{code}}
 	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
 	res, err := job.Deploy(context.Background(), func([]string) {})
 	var de *pipeline.DeployError
 	if !errors.As(err, &de) || res != nil {
 		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
 	}
+	return gw, err
+}
+
+func TestDeployGivesUpAfterAttempts(t *testing.T) {
+	gw, err := deployFails(t, http.StatusBadGateway)
 	var gwErr *deploy.GatewayError
 	if !errors.As(err, &gwErr) || gwErr.Status != http.StatusBadGateway {
 		t.Fatalf("error %v does not carry the gateway's 502", err)
@@ -241,13 +249,7 @@ func TestDeployGivesUpAfterAttempts(t *testing.T) {
 }
 
 func TestDeployPermanentGatewayError(t *testing.T) {
-	gw := &deploytest.Gateway{UpdateCodes: []int{http.StatusBadRequest}}
-	job := prepare(t, newPipeline(t, gw), map[string]any{"image": image, "deploy": map[string]any{"name": "hello"}})
-	res, err := job.Deploy(context.Background(), func([]string) {})
-	var de *pipeline.DeployError
-	if !errors.As(err, &de) || res != nil {
-		t.Fatalf("Deploy = %+v, %v; want *DeployError", res, err)
-	}
+	gw, err := deployFails(t, http.StatusBadRequest)
 	if !strings.Contains(err.Error(), "deploy failed") || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("error %q", err)
 	}

@@ -179,11 +179,7 @@ func (s *Store) CreateSecret(name string, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("create secret %s: %w", name, err)
 	}
-	_, err = f.Write(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := writeClose(f, value); err != nil {
 		os.Remove(s.SecretPath(name))
 		return fmt.Errorf("write secret %s: %w", name, err)
 	}
@@ -204,14 +200,19 @@ func (s *Store) UpdateSecret(name string, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("open secret %s: %w", name, err)
 	}
-	_, err = f.Write(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := writeClose(f, value); err != nil {
 		return fmt.Errorf("write secret %s: %w", name, err)
 	}
 	return nil
+}
+
+// writeClose writes value to f and closes it, with the first error.
+func writeClose(f *os.File, value []byte) error {
+	_, err := f.Write(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Secret reads a secret's value.
