@@ -6,9 +6,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,9 +18,10 @@ import (
 // forwardCmd serves build-fn at the root of a loopback origin: faas-cli
 // (>= 0.17.5) keeps only scheme and host:port of --remote-builder and asks
 // for /build and /publickey there, which the gateway's /function/build-fn/
-// prefix cannot give. Each request goes to the function's current address
-// on the bridge, read from the provider's record, so a redeployed build-fn
-// is followed; streamed answers are passed on as they come.
+// prefix cannot give. Each connection goes to the function's current
+// address on the bridge, read from the provider's record, so a redeployed
+// build-fn is followed. It copies bytes, not HTTP: a streamed answer passes
+// as it comes, and nothing of HTTP's can cut it.
 func forwardCmd(args []string, stdout, stderr io.Writer) error {
 	fs := cli.Flags("fnb-stack forward", stderr)
 	dir := fs.String("dir", defaultDir(), "stack directory")
@@ -39,26 +37,47 @@ func forwardCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	log.SetOutput(stderr)
 	log.Printf("forwarding http://%s → %s:8080 (address from %s)", *listen, *fn, filepath.Join(s.providerState(), "functions", *fn+".json"))
-	forward := func(w http.ResponseWriter, r *http.Request) {
-		ip, err := s.functionIP(*fn)
-		if err != nil {
-			log.Printf("%s: %v", *fn, err)
-			http.Error(w, fmt.Sprintf("%s is not deployed: %v", *fn, err), http.StatusBadGateway)
-			return
-		}
-		target := &url.URL{Scheme: "http", Host: net.JoinHostPort(ip, "8080")}
-		proxy := &httputil.ReverseProxy{Transport: httpClient.Transport, FlushInterval: -1,
-			Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
-		proxy.ServeHTTP(w, r)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(forward), ReadHeaderTimeout: 10 * time.Second}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-	go func() { <-sig; srv.Close() }()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	go func() { <-sig; l.Close() }()
+	for {
+		c, err := l.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			log.Printf("accept: %v", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go forwardConn(s, *fn, c)
 	}
-	return nil
+}
+
+func forwardConn(s *Stack, fn string, c net.Conn) {
+	defer c.Close()
+	ip, err := s.functionIP(fn)
+	if err == nil {
+		var up net.Conn
+		if up, err = net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 5*time.Second); err == nil {
+			defer up.Close()
+			done := make(chan struct{}, 2)
+			pipe := func(dst, src net.Conn) {
+				_, _ = io.Copy(dst, src)
+				if tc, ok := dst.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+				done <- struct{}{}
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+			<-done
+			<-done
+			return
+		}
+	}
+	log.Printf("%s: %v", fn, err)
+	fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n%s does not answer: %v\n", fn, err)
 }
 
 // utsExecCmd sets the hostname in the new UTS namespace it was started in

@@ -212,8 +212,11 @@ func testBuildKitRestarted(t *testing.T, s *stack) {
 	if fin.Status != progress.Success {
 		t.Fatalf("final %+v, want success after a retry\n%s", fin, logs)
 	}
-	if n := strings.Count(logs, "transient error, retrying"); n != 1 {
-		t.Fatalf("%d retries in the log, want 1:\n%s", n, logs)
+	// How many retries it takes depends on how soon buildkitd is back
+	// (the first retry may find it still down): at least one, and fewer
+	// than build_retries, or the build would have failed.
+	if n := strings.Count(logs, "transient error, retrying"); n < 1 || n > 3 {
+		t.Fatalf("%d retries in the log, want 1 to 3:\n%s", n, logs)
 	}
 	for _, l := range strings.Split(logs, "\n") {
 		if strings.Contains(l, "transient error") {
