@@ -41,7 +41,7 @@ func (s *Stack) buildBinaries(ctx context.Context) error {
 	// Static (the base image has no libc), reproducible (-trimpath, no VCS
 	// stamp), so an unchanged checkout gives the same bytes and `up` skips
 	// rebuilding the images.
-	cmd := exec.CommandContext(ctx, goBin(), "build", "-trimpath", "-buildvcs=false", "-o", tmp+"/", "./cmd/fnb", "./cmd/fnb-provider")
+	cmd := exec.CommandContext(ctx, daemon.Find("go"), "build", "-trimpath", "-buildvcs=false", "-o", tmp+"/", "./cmd/fnb", "./cmd/fnb-provider")
 	cmd.Dir = s.Repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

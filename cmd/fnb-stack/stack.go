@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -67,7 +66,7 @@ func openStack(dir, repo string, out io.Writer) (*Stack, error) {
 	s := &Stack{Dir: filepath.Clean(abs), AckWait: defaultAckWait, out: out, t0: time.Now()}
 	if repo != "-" {
 		if repo == "" {
-			if s.Repo, err = findRepo(); err != nil {
+			if s.Repo, err = cli.FindRepo("run fnb-stack from the repository or pass --repo"); err != nil {
 				return nil, err
 			}
 		} else if s.Repo, err = filepath.Abs(repo); err != nil {
@@ -75,23 +74,6 @@ func openStack(dir, repo string, out io.Writer) (*Stack, error) {
 		}
 	}
 	return s, nil
-}
-
-// findRepo walks up from the working directory to fnbuilder's go.mod.
-func findRepo() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/fnbuilder/fnbuilder\n")) {
-			return d, nil
-		}
-		if d == filepath.Dir(d) {
-			return "", fmt.Errorf("no fnbuilder checkout above %s: run fnb-stack from the repository or pass --repo", wd)
-		}
-	}
 }
 
 // Paths inside the stack directory.
@@ -159,24 +141,13 @@ func (s *Stack) checkTools() error {
 	if _, err := user.Lookup(daemon.RootlessUser); err != nil {
 		missing = append(missing, "user "+daemon.RootlessUser+" with /etc/subuid and /etc/subgid ranges (for rootless buildkitd)")
 	}
-	if goBin() == "" {
+	if daemon.Find("go") == "" {
 		missing = append(missing, "go (to build fnb and fnb-provider from this checkout)")
 	}
 	if len(missing) > 0 {
 		return errMissing{missing}
 	}
 	return nil
-}
-
-// goBin is the go command: $PATH, then /usr/local/go.
-func goBin() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
-		return "/usr/local/go/bin/go"
-	}
-	return ""
 }
 
 // lock serialises up and down on one stack directory.

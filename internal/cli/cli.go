@@ -1,13 +1,16 @@
 // Package cli is how fnbuilder's commands (fnb, fnb-stack) run their
-// subcommands: the first argument names one, and none, -h, --help or help
-// prints the usage.
+// subcommands — the first argument names one, and none, -h, --help or help
+// prints the usage — and find the checkout they build from.
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 )
 
 // Command runs one subcommand with the arguments after its name.
@@ -43,4 +46,22 @@ func Flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// FindRepo walks up from the working directory to fnbuilder's checkout
+// (its go.mod); the error ends with hint.
+func FindRepo(hint string) (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		if err == nil && bytes.HasPrefix(b, []byte("module github.com/fnbuilder/fnbuilder\n")) {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("no fnbuilder checkout above %s: %s", wd, hint)
+		}
+	}
 }

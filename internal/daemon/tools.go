@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -27,14 +28,15 @@ func ToolsDir() string {
 	return filepath.Join(base, "bin")
 }
 
-// Find returns the absolute path of an executable from ToolsDir, $PATH or
-// the system directories, or "" when there is none.
+// Find returns the absolute path of an executable from ToolsDir, $PATH,
+// the system directories or Go's own install (/usr/local/go/bin), or ""
+// when there is none.
 func Find(name string) string {
 	candidates := []string{filepath.Join(ToolsDir(), name)}
 	if p, err := exec.LookPath(name); err == nil {
 		candidates = append(candidates, p)
 	}
-	for _, d := range systemDirs {
+	for _, d := range slices.Concat(systemDirs, []string{"/usr/local/go/bin"}) {
 		candidates = append(candidates, filepath.Join(d, name))
 	}
 	for _, c := range candidates {
