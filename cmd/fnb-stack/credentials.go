@@ -41,28 +41,18 @@ func (s *Stack) ensureCredentials() error {
 		return err
 	}
 	created := false
-	random := func(name string, n int) error {
+	for name, value := range map[string]string{
+		"payload-secret":      randomBase64(32),
+		"basic-auth-password": randomBase64(24),
+		"basic-auth-user":     adminUser,
+	} {
 		if _, err := os.Stat(s.secretPath(name)); err == nil {
-			return nil
+			continue
 		}
-		b := make([]byte, n)
-		if _, err := rand.Read(b); err != nil {
+		if err := daemon.WriteFileAtomic(s.secretPath(name), []byte(value), 0o600); err != nil {
 			return err
 		}
-		created = true
-		// Base64 text with no newline, as `faas-cli secret generate` writes.
-		return daemon.WriteFileAtomic(s.secretPath(name), []byte(base64.StdEncoding.EncodeToString(b)), 0o600)
-	}
-	if err := random("payload-secret", 32); err != nil {
-		return err
-	}
-	if err := random("basic-auth-password", 24); err != nil {
-		return err
-	}
-	if _, err := os.Stat(s.secretPath("basic-auth-user")); err != nil {
-		if err := daemon.WriteFileAtomic(s.secretPath("basic-auth-user"), []byte(adminUser), 0o600); err != nil {
-			return err
-		}
+		created = created || name != "basic-auth-user"
 	}
 	if _, err := os.Stat(s.secretPath("build-secrets-key")); err != nil {
 		kp, err := secrets.GenerateKeyPair()
@@ -107,6 +97,14 @@ func (s *Stack) ensureTLS() (*daemon.CA, error) {
 	}
 	_, err = ca.IssueFiles(s.secretPath("buildkit-tls-cert"), s.secretPath("buildkit-tls-key"), "build-fn", x509.ExtKeyUsageClientAuth)
 	return ca, err
+}
+
+// randomBase64 is n random bytes as base64 text with no newline, as
+// `faas-cli secret generate` writes a secret.
+func randomBase64(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 // readSecret reads one of the stack's secret files.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -273,11 +272,7 @@ func demoSecret(file string) ([]byte, string, error) {
 		}
 		return b, "from " + file, nil
 	}
-	b := make([]byte, 18)
-	if _, err := rand.Read(b); err != nil {
-		return nil, "", err
-	}
-	return []byte("greeting-" + base64.RawURLEncoding.EncodeToString(b)), "random for this run", nil
+	return []byte("greeting-" + randomHex(18)), "random for this run", nil
 }
 
 // secretFingerprint is what the example's build writes into its page:

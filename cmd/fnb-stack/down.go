@@ -25,7 +25,7 @@ func (s *Stack) Down() error {
 		fmt.Fprintf(s.out, "no stack at %s: nothing to stop\n", s.Dir)
 		return nil
 	}
-	unlock, err := s.lock()
+	unlock, err := s.group().Lock()
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/cli"
@@ -148,25 +147,6 @@ func (s *Stack) checkTools() error {
 		return errMissing{missing}
 	}
 	return nil
-}
-
-// lock serialises up and down on one stack directory.
-func (s *Stack) lock() (func(), error) {
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(s.path(".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		s.logf("waiting for another fnb-stack up/down (it holds %s)", s.path(".lock"))
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	return func() { f.Close() }, nil
 }
 
 // activeStack returns the stack directory recorded as up, if any.

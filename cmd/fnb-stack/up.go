@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -16,7 +17,7 @@ import (
 // Everything it starts outlives it; `down` stops it.
 func (s *Stack) Up() error {
 	ctx := context.Background()
-	unlock, err := s.lock()
+	unlock, err := s.group().Lock()
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func (s *Stack) daemons() []daemon.Member {
 // nothing, so builds running on build-fn are left alone.
 func (s *Stack) Restart(names []string) error {
 	ctx := context.Background()
-	unlock, err := s.lock()
+	unlock, err := s.group().Lock()
 	if err != nil {
 		return err
 	}
@@ -113,24 +114,19 @@ func (s *Stack) Restart(names []string) error {
 		return fmt.Errorf("the stack in %s is not up (%s names %q): use `fnb-stack up`", s.Dir, activeMarker, active)
 	}
 	all := append(s.daemons(), s.forwardDaemon())
-	var known []string
+	known := map[string]bool{}
 	for _, d := range all {
-		known = append(known, d.Name)
+		known[d.Name] = true
 	}
-	unknown := len(names) == 0
-	for _, n := range names {
-		unknown = unknown || !slices.Contains(known, n)
-	}
-	if unknown {
-		return fmt.Errorf("restart which daemon? one or more of: %s", strings.Join(known, ", "))
+	if len(names) == 0 || slices.ContainsFunc(names, func(n string) bool { return !known[n] }) {
+		return fmt.Errorf("restart which daemon? one or more of: %s", strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 	}
 	for _, d := range all {
-		if !slices.Contains(names, d.Name) {
-			continue
-		}
-		s.group().Stop(d.Name, 15*time.Second)
-		if err := s.group().Start(ctx, d); err != nil {
-			return err
+		if slices.Contains(names, d.Name) {
+			s.group().Stop(d.Name, 15*time.Second)
+			if err := s.group().Start(ctx, d); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

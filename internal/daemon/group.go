@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +34,27 @@ type Member struct {
 
 func (g Group) PIDPath(name string) string { return filepath.Join(g.Dir, "pids", name+".pid") }
 func (g Group) LogPath(name string) string { return filepath.Join(g.Dir, "logs", name+".log") }
+
+// Lock serialises the commands that change the group (start, stop): it
+// waits, saying so, while another holds the directory's .lock.
+func (g Group) Lock() (unlock func(), err error) {
+	if err := os.MkdirAll(g.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(g.Dir, ".lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		g.Logf("waiting for another command on %s (it holds %s)", g.Dir, path)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return func() { f.Close() }, nil
+}
 
 // Running returns the daemon's record when its process runs.
 func (g Group) Running(name string) (Record, bool) {

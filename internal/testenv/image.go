@@ -89,22 +89,9 @@ func LookupImageFile(t testing.TB, reg *Registry, repo, tag, p string) ([]byte, 
 	headers, bodies := map[string]*tar.Header{}, map[string][]byte{}
 	rc := mutate.Extract(img) // the merged filesystem
 	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("testenv: %s: %v", ref, err)
-		}
-		headers[cleanPath(h.Name)] = h
-		if h.Typeflag == tar.TypeReg {
-			if bodies[cleanPath(h.Name)], err = io.ReadAll(tr); err != nil {
-				t.Fatalf("testenv: %s: %v", ref, err)
-			}
-		}
-	}
+	eachEntry(t, ref, rc, func(h *tar.Header, body []byte) {
+		headers[cleanPath(h.Name)], bodies[cleanPath(h.Name)] = h, body
+	})
 	p = cleanPath(p)
 	for hops := 0; hops < 40; hops++ {
 		h, ok := headers[p]
@@ -125,6 +112,26 @@ func LookupImageFile(t testing.TB, reg *Registry, repo, tag, p string) ([]byte, 
 	}
 	t.Fatalf("testenv: %s in %s: too many levels of links", p, ref)
 	return nil, false
+}
+
+// eachEntry calls f with every entry of the tar stream r and its bytes.
+func eachEntry(t testing.TB, what string, r io.Reader, f func(h *tar.Header, body []byte)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("testenv: %s: %v", what, err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("testenv: %s: %v", what, err)
+		}
+		f(h, body)
+	}
 }
 
 func cleanPath(p string) string {
@@ -170,16 +177,7 @@ func FindInImage(t testing.TB, reg *Registry, repo, tag string, needle []byte) [
 			t.Fatalf("testenv: %s layer %d: %v", ref, i, err)
 		}
 		found := false
-		tr := tar.NewReader(bytes.NewReader(raw))
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("testenv: %s layer %d: %v", ref, i, err)
-			}
-			b, _ := io.ReadAll(tr)
+		eachEntry(t, fmt.Sprintf("%s layer %d", ref, i), bytes.NewReader(raw), func(h *tar.Header, b []byte) {
 			meta := h.Name + "\x00" + h.Linkname
 			for k, v := range h.PAXRecords {
 				meta += "\x00" + k + "=" + v
@@ -187,7 +185,7 @@ func FindInImage(t testing.TB, reg *Registry, repo, tag string, needle []byte) [
 			if bytes.Contains(b, needle) || strings.Contains(meta, string(needle)) {
 				hits, found = append(hits, fmt.Sprintf("layer %d:%s", i, h.Name)), true
 			}
-		}
+		})
 		if !found && bytes.Contains(raw, needle) {
 			hits = append(hits, fmt.Sprintf("layer %d:(tar bytes)", i))
 		}

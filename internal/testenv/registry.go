@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -65,7 +64,7 @@ func startRegistry(t testing.TB, fixed string, secure bool) *Registry {
 	for attempt := 0; attempt < 3; attempt++ {
 		reg.Addr = fixed
 		if fixed == "" {
-			reg.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+			reg.Addr = freeAddr(t)
 		} else if err := daemon.CheckFree(fixed); err != nil {
 			t.Fatalf("testenv: %v (is the local stack up? run make down)", err)
 		}
@@ -84,6 +83,16 @@ func startRegistry(t testing.TB, fixed string, secure bool) *Registry {
 	}
 	t.Fatalf("testenv: docker-registry did not start: %v", lastErr)
 	return nil
+}
+
+// freeAddr is a loopback address nobody listened on a moment ago.
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func (r *Registry) start() error {

@@ -16,7 +16,6 @@
 package testenv
 
 import (
-	"net"
 	"testing"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
@@ -30,15 +29,4 @@ func mustTool(t testing.TB, name string) string {
 		t.Fatalf("testenv: %s not found (looked in %s, $PATH, /usr/sbin, /sbin): run hack/install.sh", name, daemon.ToolsDir())
 	}
 	return p
-}
-
-// FreePort is a loopback port nobody listened on a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
