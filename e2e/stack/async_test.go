@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -258,13 +259,7 @@ func buildTar(t *testing.T, files map[string][]byte, cfg builder.BuildConfig, ex
 	t.Helper()
 	src := t.TempDir()
 	for name, b := range files {
-		p := filepath.Join(src, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		testenv.WriteFiles(t, src, map[string]string{name: string(b)})
 	}
 	tarPath := filepath.Join(t.TempDir(), "req.tar")
 	if err := builder.MakeTar(tarPath, src, &cfg); err != nil {
@@ -275,57 +270,30 @@ func buildTar(t *testing.T, files map[string][]byte, cfg builder.BuildConfig, ex
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out bytes.Buffer
-	tr, tw := tar.NewReader(f), tar.NewWriter(&out)
+	var entries []testenv.TarEntry
 	sawConfig := false
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read back %s: %v", tarPath, err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
+	testenv.EachEntry(t, tarPath, f, func(h *tar.Header, data []byte) {
 		if h.Name == builder.BuilderConfigFileName {
 			sawConfig = true
 			var m map[string]any
 			if err := json.Unmarshal(data, &m); err != nil {
 				t.Fatalf("%s: %v", h.Name, err)
 			}
-			for k, v := range extra {
-				m[k] = v
-			}
+			maps.Copy(m, extra)
 			if data, err = json.Marshal(m); err != nil {
 				t.Fatal(err)
 			}
 			h.Size = int64(len(data))
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
+		entries = append(entries, testenv.TarEntry{Header: *h, Body: string(data)})
+	})
 	if !sawConfig {
 		t.Fatalf("builder.MakeTar wrote no %s", builder.BuilderConfigFileName)
 	}
 	if sealed != nil {
-		if err := tw.WriteHeader(&tar.Header{Name: builder.BuildSecretsFileName, Mode: 0o600, Size: int64(len(sealed))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(sealed); err != nil {
-			t.Fatal(err)
-		}
+		entries = append(entries, testenv.TarEntry{Header: tar.Header{Name: builder.BuildSecretsFileName, Mode: 0o600, Size: int64(len(sealed))}, Body: string(sealed)})
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return testenv.BuildTar(t, entries...)
 }
 
 func randomID(t *testing.T) string {

@@ -18,6 +18,16 @@ type Context interface {
 	Sub(dir string) (fsutil.FS, error)
 }
 
+// ReadFile reads at most max bytes of the file name (slash-separated) in c.
+func ReadFile(c Context, name string, max int64) ([]byte, error) {
+	f, err := c.Open(filepath.FromSlash(name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max))
+}
+
 // Dir is a build context in a directory on this machine.
 type Dir string
 

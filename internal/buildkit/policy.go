@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -126,14 +124,7 @@ func readDockerfile(build Build) ([]byte, error) {
 	if name == "" {
 		name = "Dockerfile"
 	}
-	f, err := build.Context.Open(filepath.FromSlash(name))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10) // the syntax line is among the first lines
-	n, _ := io.ReadFull(f, buf)
-	return buf[:n], nil
+	return ReadFile(build.Context, name, 64<<10) // the syntax line is among the first lines
 }
 
 // CredentialHosts are the registries a Docker config holds credentials

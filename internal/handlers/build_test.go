@@ -935,12 +935,8 @@ func TestSmallBodiesStayOffDisk(t *testing.T) {
 	var served []byte
 	f := newFixture(t, func(_ context.Context, b buildkit.Build, _ func([]string)) error {
 		during, _ = os.ReadDir(spoolDir)
-		r, err := b.Context.Open("data.bin")
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		served, err = io.ReadAll(r)
+		var err error
+		served, err = buildkit.ReadFile(b.Context, "data.bin", 4<<20)
 		return err
 	}, func(o *handlers.BuildOptions) { o.SpoolMemory = signature.NewMemory(1<<20, 4<<20) })
 	spoolDir = f.opts.SpoolDir

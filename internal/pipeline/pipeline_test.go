@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -104,12 +103,8 @@ func TestPrepareFromIntake(t *testing.T) {
 	p := newPipeline(t, nil)
 	p.Runner = runFunc(func(_ context.Context, b buildkit.Build, _ func([]string)) error {
 		got = b
-		r, err := b.Context.Open("Dockerfile")
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		dockerfile, err = io.ReadAll(r)
+		var err error
+		dockerfile, err = buildkit.ReadFile(b.Context, "Dockerfile", 1<<20)
 		return err
 	})
 	for _, viaIntake := range []bool{true, false} {

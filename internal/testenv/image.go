@@ -89,7 +89,7 @@ func LookupImageFile(t testing.TB, reg *Registry, repo, tag, p string) ([]byte, 
 	headers, bodies := map[string]*tar.Header{}, map[string][]byte{}
 	rc := mutate.Extract(img) // the merged filesystem
 	defer rc.Close()
-	eachEntry(t, ref, rc, func(h *tar.Header, body []byte) {
+	EachEntry(t, ref, rc, func(h *tar.Header, body []byte) {
 		headers[cleanPath(h.Name)], bodies[cleanPath(h.Name)] = h, body
 	})
 	p = cleanPath(p)
@@ -114,8 +114,9 @@ func LookupImageFile(t testing.TB, reg *Registry, repo, tag, p string) ([]byte, 
 	return nil, false
 }
 
-// eachEntry calls f with every entry of the tar stream r and its bytes.
-func eachEntry(t testing.TB, what string, r io.Reader, f func(h *tar.Header, body []byte)) {
+// EachEntry calls f with every entry of the tar stream r and its bytes;
+// what names r in a failure.
+func EachEntry(t testing.TB, what string, r io.Reader, f func(h *tar.Header, body []byte)) {
 	t.Helper()
 	tr := tar.NewReader(r)
 	for {
@@ -177,7 +178,7 @@ func FindInImage(t testing.TB, reg *Registry, repo, tag string, needle []byte) [
 			t.Fatalf("testenv: %s layer %d: %v", ref, i, err)
 		}
 		found := false
-		eachEntry(t, fmt.Sprintf("%s layer %d", ref, i), bytes.NewReader(raw), func(h *tar.Header, b []byte) {
+		EachEntry(t, fmt.Sprintf("%s layer %d", ref, i), bytes.NewReader(raw), func(h *tar.Header, b []byte) {
 			meta := h.Name + "\x00" + h.Linkname
 			for k, v := range h.PAXRecords {
 				meta += "\x00" + k + "=" + v
