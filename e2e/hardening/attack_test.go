@@ -42,7 +42,7 @@ func TestAttacks(t *testing.T) {
 		"read_timeout":  "2m",
 		"write_timeout": "2m",
 	})
-	m := "pwned-" + randHex(t, 6) // the name every escape tries to create
+	m := "pwned-" + testenv.RandomHex(t, 6) // the name every escape tries to create
 	dockerfile := testenv.File("context/Dockerfile", "FROM scratch\n")
 	cfg := testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/attack:1"})
 	hostile := func(entries ...testenv.TarEntry) []byte {

@@ -68,7 +68,7 @@ func slotFree(t *testing.T, b *builder) {
 // nextBuildSucceeds builds a fresh image and checks it was pushed.
 func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 	t.Helper()
-	body := buildTar(t, "FROM "+s.Base+"\nRUN echo next-"+randHex(t, 4)+" > /next\n", s.Reg.Addr+"/"+repo+":1")
+	body := buildTar(t, "FROM "+s.Base+"\nRUN echo next-"+testenv.RandomHex(t, 4)+" > /next\n", s.Reg.Addr+"/"+repo+":1")
 	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	if fin.Status != progress.Success {
 		t.Fatalf("next build: %+v\n%s", fin, logs)
@@ -85,7 +85,7 @@ func nextBuildSucceeds(t *testing.T, s *stack, b *builder, repo string) {
 // restart the next build succeeds.
 func testBuildKitKilled(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "2", "retry_backoff": "200ms"})
-	st := b.streamRun(t, s, "echo start-"+randHex(t, 4)+" && sleep 30", "killed:1", "sleep 30")
+	st := b.streamRun(t, s, "echo start-"+testenv.RandomHex(t, 4)+" && sleep 30", "killed:1", "sleep 30")
 	time.Sleep(500 * time.Millisecond)
 	killedAt := time.Now()
 	s.BK.Kill(t)
@@ -136,7 +136,7 @@ func testRegistryDown(t *testing.T, s *stack) {
 		"max_inflight": "1", "build_retries": "5", "retry_backoff": "100ms",
 		"insecure_registries": s.Reg.Addr + "," + dead,
 	})
-	body := buildTar(t, "FROM "+s.Base+"\nRUN echo down-"+randHex(t, 4)+" > /x\n", dead+"/down:1")
+	body := buildTar(t, "FROM "+s.Base+"\nRUN echo down-"+testenv.RandomHex(t, 4)+" > /x\n", dead+"/down:1")
 	start := time.Now()
 	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
 	t.Logf("failed after %s: %s", time.Since(start).Round(time.Millisecond), fin.Error)
@@ -162,7 +162,7 @@ func testRegistryDown(t *testing.T, s *stack) {
 // emptied, and the next build succeeds.
 func testClientGone(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
-	body := buildTar(t, "FROM "+s.Base+"\nRUN echo gone-"+randHex(t, 4)+" && sleep 60\n", s.Reg.Addr+"/abandoned:1")
+	body := buildTar(t, "FROM "+s.Base+"\nRUN echo gone-"+testenv.RandomHex(t, 4)+" && sleep 60\n", s.Reg.Addr+"/abandoned:1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := testenv.Follow(t, testenv.PostContext(t, ctx, b.url+"/build", strings.NewReader(string(body)), testenv.SignedHeader(b.keys.payload, body, true)))
@@ -199,7 +199,7 @@ func testClientGone(t *testing.T, s *stack) {
 // in success, and the retry shows in its log.
 func testBuildKitRestarted(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1", "build_retries": "4", "retry_backoff": "1s"})
-	st := b.streamRun(t, s, "echo retried-"+randHex(t, 4)+" && sleep 3 && echo ok > /ok", "retried:1", "sleep 3")
+	st := b.streamRun(t, s, "echo retried-"+testenv.RandomHex(t, 4)+" && sleep 3 && echo ok > /ok", "retried:1", "sleep 3")
 	time.Sleep(300 * time.Millisecond)
 	s.BK.Kill(t)
 	time.Sleep(1500 * time.Millisecond)

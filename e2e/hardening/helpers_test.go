@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"os"
@@ -37,7 +35,7 @@ func newKeys(t *testing.T) keys {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return keys{payload: []byte("payload-" + randHex(t, 16)), pair: kp}
+	return keys{payload: []byte("payload-" + testenv.RandomHex(t, 16)), pair: kp}
 }
 
 func (k keys) seal(t *testing.T, values map[string]string) []byte {
@@ -51,14 +49,6 @@ func (k keys) seal(t *testing.T, values map[string]string) []byte {
 		t.Fatal(err)
 	}
 	return env
-}
-
-func randHex(t testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // runEnd is how one solve ended: its error and its context's.

@@ -40,7 +40,7 @@ func TestContextIsolation(t *testing.T) {
 		d.Header.ModTime = mtime
 		return testenv.BuildTar(t, d, df, data, testenv.ConfigEntry(t, map[string]any{"image": image}))
 	}
-	first := "tenant-a-private-" + randHex(t, 16)
+	first := "tenant-a-private-" + testenv.RandomHex(t, 16)
 	second := "tenant-b-guessed-" + strings.Repeat("0", len(first)-len("tenant-b-guessed-"))
 	if len(first) != len(second) {
 		t.Fatal("the two contents must have the same size")
@@ -81,7 +81,7 @@ func TestConcurrentContextIsolation(t *testing.T) {
 	for round := range rounds {
 		bodies := make([][]byte, n)
 		for i := range n {
-			contents = append(contents, randHex(t, 32)) // the same length for all
+			contents = append(contents, testenv.RandomHex(t, 32)) // the same length for all
 			df := testenv.File("context/Dockerfile", dockerfile)
 			df.Header.ModTime = mtime
 			data := testenv.File("context/data.txt", contents[len(contents)-1])

@@ -49,7 +49,7 @@ func TestRegistryRefusals(t *testing.T) {
 			if c.before != nil {
 				c.before()
 			}
-			body := buildTar(t, "FROM "+s.Base+"\nRUN echo refused-"+randHex(t, 4)+" > /x\n", c.image)
+			body := buildTar(t, "FROM "+s.Base+"\nRUN echo refused-"+testenv.RandomHex(t, 4)+" > /x\n", c.image)
 			start := time.Now()
 			fin := c.b.stream(t, body)
 			res, logs := fin.Final(t, 2*time.Minute), fin.LogText()

@@ -29,8 +29,8 @@ func TestSecretsScan(t *testing.T) {
 
 	s := startStack(t)
 	b := s.builderOn(t, nil)
-	alpha := "alpha-" + randHex(t, 16)
-	beta := "beta-" + randHex(t, 16)
+	alpha := "alpha-" + testenv.RandomHex(t, 16)
+	beta := "beta-" + testenv.RandomHex(t, 16)
 	betaSum := sha256.Sum256([]byte(beta))
 	repo, tag := "secrets-scan", "1"
 	image := s.Reg.Addr + "/" + repo + ":" + tag

@@ -178,7 +178,7 @@ func startTenants(t *testing.T) *tenantsBuilder {
 		"tenants_file":        tenantsFile,
 		"gateway_url":         tb.gateway.url,
 	})
-	tb.keys = map[string][]byte{"acme": []byte("acme-" + randHex(t, 16)), "bob": []byte("bob-" + randHex(t, 16))}
+	tb.keys = map[string][]byte{"acme": []byte("acme-" + testenv.RandomHex(t, 16)), "bob": []byte("bob-" + testenv.RandomHex(t, 16))}
 	for name, key := range tb.keys {
 		if err := os.WriteFile(filepath.Join(tb.parent, "secrets", "payload-secret-"+name), key, 0o600); err != nil {
 			t.Fatal(err)
@@ -286,7 +286,7 @@ func TestTenants(t *testing.T) {
 	})
 
 	t.Run("cache mounts and build steps are per tenant", func(t *testing.T) {
-		marker := "acme-cache-" + randHex(t, 8)
+		marker := "acme-cache-" + testenv.RandomHex(t, 8)
 		write := fmt.Sprintf("FROM %s\nRUN --mount=type=cache,id=deps,target=/cache echo %s > /cache/marker\n", tb.library, marker)
 		// The same text for both tenants: BuildKit leaves the cache id out of
 		// a step's cache key, so this also catches a layer shared across tenants.

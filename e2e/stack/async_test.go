@@ -296,14 +296,6 @@ func buildTar(t *testing.T, files map[string][]byte, cfg builder.BuildConfig, ex
 	return testenv.BuildTar(t, entries...)
 }
 
-func randomID(t *testing.T) string {
-	b := make([]byte, 5)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 func hasLine(log []string, substr string) bool {
 	for _, l := range log {
 		if strings.Contains(l, substr) {
@@ -321,7 +313,7 @@ const maxAsyncBody = 700 << 10
 // /async-function/build-fn: one callback with the combined result, then
 // the function answers through the gateway.
 func testAsyncBuildAndDeploy(t *testing.T, e *asyncEnv) {
-	id := randomID(t)
+	id := testenv.RandomHex(t, 5)
 	secret := []byte("async-secret-" + id)
 	sum := sha256.Sum256(secret)
 	fingerprint := hex.EncodeToString(sum[:])[:16]
@@ -438,7 +430,7 @@ func testLostCallback(t *testing.T, e *asyncEnv) {
 	deadURL := "http://" + l.Addr().String() + "/callback"
 	l.Close()
 
-	id := randomID(t)
+	id := testenv.RandomHex(t, 5)
 	image := stackReg + "/e2e/lost-callback:" + id
 	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo lost-callback $BUILD_ID > /id\n")},
 		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)
@@ -535,7 +527,7 @@ func testContextReference(t *testing.T, e *asyncEnv) {
 		t.Fatal(err)
 	}
 	blobSum := sha256.Sum256(blob)
-	id := randomID(t)
+	id := testenv.RandomHex(t, 5)
 	image := stackReg + "/e2e/big-context:" + id
 	tarBytes := buildTar(t, map[string][]byte{
 		"Dockerfile": []byte("FROM " + baseImage + "\nCOPY blob.bin /data/blob.bin\n"),
@@ -632,7 +624,7 @@ func testContextReference(t *testing.T, e *asyncEnv) {
 // 3. buildkitd dies during a build and comes back: build-fn retries the
 // transient fault and the build succeeds.
 func testBuildkitdRestart(t *testing.T, e *asyncEnv) {
-	id := randomID(t)
+	id := testenv.RandomHex(t, 5)
 	image := stackReg + "/e2e/buildkitd-restart:" + id
 	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo restart-test $BUILD_ID && sleep 8 && echo $BUILD_ID > /id\n")},
 		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)
@@ -734,7 +726,7 @@ func testRedelivery(t *testing.T, e *asyncEnv) {
 		t.Fatalf("%d queue-workers say ack_wait %s, want 2:\n%s", got, ackWait, logsSince(e.dir, qwLogs))
 	}
 
-	id := randomID(t)
+	id := testenv.RandomHex(t, 5)
 	image := stackReg + "/e2e/redelivery:" + id
 	body := buildTar(t, map[string][]byte{"Dockerfile": []byte("FROM " + baseImage + "\nARG BUILD_ID\nRUN echo redelivery $BUILD_ID && sleep 12 && echo $BUILD_ID > /id\n")},
 		builder.BuildConfig{Image: image, BuildArgs: map[string]string{"BUILD_ID": id}}, nil, nil)

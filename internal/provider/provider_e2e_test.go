@@ -12,8 +12,6 @@ package provider
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,7 +113,7 @@ func TestProviderEndToEnd(t *testing.T) {
 		t.Fatalf("FNBT-FORWARD chain: %v\n%s", err, out)
 	}
 
-	secretValue := "s3cret-" + randomHex(t)
+	secretValue := "s3cret-" + testenv.RandomHex(t, 8)
 	c.do("POST", "/system/secrets", types.Secret{Name: e2eSecret, Value: secretValue}, http.StatusCreated)
 	c.do("POST", "/system/secrets", types.Secret{Name: e2eSecret, Value: "again"}, http.StatusConflict)
 
@@ -167,7 +165,7 @@ func TestProviderEndToEnd(t *testing.T) {
 		!regexp.MustCompile(`(?m)^\S+ \S+ \S+ \S+ /var/openfaas/secrets/`+e2eSecret+` ro[, ]`).Match(mi) {
 		t.Fatalf("secret mount is not read-only (%v):\n%s", err, mi)
 	}
-	secretValue = "rotated-" + randomHex(t)
+	secretValue = "rotated-" + testenv.RandomHex(t, 8)
 	c.do("PUT", "/system/secrets", types.Secret{Name: e2eSecret, Value: secretValue}, http.StatusOK)
 	if b, err := os.ReadFile(secretInside); err != nil || string(b) != secretValue {
 		t.Fatalf("secret inside the container after update: %q, %v", b, err)
@@ -677,12 +675,4 @@ func inNetns(path string, f func() error) error {
 		ch <- f()
 	}()
 	return <-ch
-}
-
-func randomHex(t *testing.T) string {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
