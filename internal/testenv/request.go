@@ -67,9 +67,6 @@ func LogText(results []progress.Result) string {
 	return b.String()
 }
 
-// ErrorBody decodes a refusal's JSON body and returns its message. It fails
-// the test unless the body is JSON with status "failed" and a non-empty
-// error.
 // Status is a build-fn answer's real status: a refusal to a client that
 // streams goes out as 200 with the status in X-Fnbuilder-Status.
 func Status(res *http.Response) int {
@@ -81,6 +78,9 @@ func Status(res *http.Response) int {
 	return res.StatusCode
 }
 
+// ErrorBody decodes a refusal's JSON body and returns its message. It fails
+// the test unless the body is JSON with status "failed" and a non-empty
+// error.
 func ErrorBody(t testing.TB, res *http.Response) string {
 	t.Helper()
 	var body struct {
