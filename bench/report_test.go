@@ -383,14 +383,8 @@ func (s *stack) noChange(t *testing.T, fn *fnbProc, n int) (fnT, ctlT []time.Dur
 		if err != nil {
 			t.Fatal(err)
 		}
-		var last builder.BuildResult
-		for res, err := range stream.Results() {
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = res
-		}
-		if last.Status != builder.BuildSuccess {
+		results := testenv.Collect(t, stream)
+		if last := results[len(results)-1]; last.Status != builder.BuildSuccess {
 			t.Fatalf("go-sdk build: %+v", last)
 		}
 		return time.Since(start)

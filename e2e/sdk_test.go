@@ -74,13 +74,7 @@ func testGoSDKStream(t *testing.T, s *testenv.Stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var results []builder.BuildResult
-	for r, err := range stream.Results() {
-		if err != nil {
-			t.Fatalf("stream: %v", err)
-		}
-		results = append(results, r)
-	}
+	results := testenv.Collect(t, stream)
 	if len(results) < 2 {
 		t.Fatalf("got %d results, want progress then a final line", len(results))
 	}
@@ -145,14 +139,8 @@ func testGoSDKRefusal(t *testing.T, s *testenv.Stack) {
 	if err != nil {
 		t.Fatalf("BuildWithStream: %v (the refusal should arrive in the stream)", err)
 	}
-	var last builder.BuildResult
-	for r, err := range stream.Results() {
-		if err != nil {
-			t.Fatalf("stream: %v", err)
-		}
-		last = r
-	}
-	if last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
+	results := testenv.Collect(t, stream)
+	if last := results[len(results)-1]; last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
 		t.Fatalf("last result %+v, want failed with the reason", last)
 	}
 	if n := b.runs.Load(); n != 0 {

@@ -150,7 +150,7 @@ func (s *Stack) gatewayDaemon() daemon.Member {
 		Listens: []string{":" + gatewayPort, ":" + gatewayMetrics},
 	}
 	// The UI is served from ./assets of the gateway's source.
-	if src := filepath.Join(filepath.Dir(daemon.ToolsDir()), "src", "gateway"); dirExists(filepath.Join(src, "assets")) {
+	if src := filepath.Join(filepath.Dir(daemon.ToolsDir()), "src", "gateway"); fileExists(filepath.Join(src, "assets")) {
 		c.Dir = src
 	}
 	return c
@@ -234,9 +234,4 @@ func (s *Stack) forwardDaemon() daemon.Member {
 var httpClient = &http.Client{
 	Timeout:   30 * time.Second,
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
-}
-
-func dirExists(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }

@@ -131,10 +131,8 @@ func (s *Stack) leftovers() []string {
 	for _, m := range daemon.MountsUnder(s.Dir) {
 		left = append(left, "mount "+m)
 	}
-	if _, err := os.Stat(filepath.Join("/run/containerd/runc", ctrdNamespace)); err == nil {
-		if ents, _ := os.ReadDir(filepath.Join("/run/containerd/runc", ctrdNamespace)); len(ents) > 0 {
-			left = append(left, fmt.Sprintf("runc state of %d container(s) in /run/containerd/runc/%s", len(ents), ctrdNamespace))
-		}
+	if ents, _ := os.ReadDir(filepath.Join("/run/containerd/runc", ctrdNamespace)); len(ents) > 0 {
+		left = append(left, fmt.Sprintf("runc state of %d container(s) in /run/containerd/runc/%s", len(ents), ctrdNamespace))
 	}
 	sort.Strings(left)
 	return left

@@ -14,12 +14,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 	"github.com/openfaas/go-sdk/seal"
 )
 
@@ -375,24 +375,6 @@ func TestSeal(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a child's stderr while the test may read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestSealErrors(t *testing.T) {
 	dir := t.TempDir()
 	pub := vectorPath("keys/key.pub")
@@ -487,7 +469,7 @@ func TestServePublicKey(t *testing.T) {
 		"build_secrets_private_key_path=",
 		"build_secrets_key_names=",
 	)
-	stderr := &lockedBuffer{}
+	stderr := &testenv.SyncBuffer{} // the child writes it while the test may read it
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

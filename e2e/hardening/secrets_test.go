@@ -23,7 +23,7 @@ import (
 // pushed image (manifest, config with its history, every layer), the
 // streamed log, the stored async result, and build-fn's own log output.
 func TestSecretsScan(t *testing.T) {
-	logs := &logCapture{}
+	logs := &testenv.SyncBuffer{} // build-fn's own log output, through the standard logger
 	log.SetOutput(logs)
 	t.Cleanup(func() { log.SetOutput(os.Stderr) })
 

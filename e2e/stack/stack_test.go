@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 	"github.com/openfaas/go-sdk/builder"
 )
 
@@ -172,14 +173,10 @@ func checkRemoteBuilder(t *testing.T, repo, dir string) {
 		t.Fatalf("go-sdk BuildWithSecretsStream to %s: %v", builderRoot, err)
 	}
 	defer stream.Close()
-	var last builder.BuildResult
-	var lines int
-	for res, err := range stream.Results() {
-		if err != nil {
-			t.Fatalf("stream from %s: %v", builderRoot, err)
-		}
-		lines += len(res.Log)
-		last = res
+	results := testenv.Collect(t, stream)
+	last, lines := results[len(results)-1], 0
+	for _, r := range results {
+		lines += len(r.Log)
 	}
 	if last.Status != builder.BuildSuccess || last.Image != image {
 		t.Fatalf("streamed build through %s ended with %+v", builderRoot, last)

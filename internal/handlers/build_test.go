@@ -536,16 +536,7 @@ func TestLongLinesStayUnderScannerLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sdkResults []builder.BuildResult
-	for r, err := range stream.Results() {
-		if err != nil {
-			t.Fatalf("go-sdk iterator error: %v", err)
-		}
-		sdkResults = append(sdkResults, r)
-	}
-	if len(sdkResults) == 0 {
-		t.Fatal("go-sdk yielded nothing")
-	}
+	sdkResults := testenv.Collect(t, stream)
 	last := sdkResults[len(sdkResults)-1]
 	if last.Status != builder.BuildSuccess || last.Image != testImage {
 		t.Fatalf("go-sdk's last result %+v: the stream was cut", last)

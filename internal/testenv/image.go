@@ -149,19 +149,17 @@ func FindInImage(t testing.TB, reg *Registry, repo, tag string, needle []byte) [
 	}
 	ref, img := readImage(t, reg, repo, tag)
 	var hits []string
-	manifest, err := img.RawManifest()
-	if err != nil {
-		t.Fatalf("testenv: %s: %v", ref, err)
-	}
-	if bytes.Contains(manifest, needle) {
-		hits = append(hits, "manifest")
-	}
-	config, err := img.RawConfigFile()
-	if err != nil {
-		t.Fatalf("testenv: %s: %v", ref, err)
-	}
-	if bytes.Contains(config, needle) {
-		hits = append(hits, "config")
+	for _, part := range []struct {
+		name string
+		raw  func() ([]byte, error)
+	}{{"manifest", img.RawManifest}, {"config", img.RawConfigFile}} {
+		b, err := part.raw()
+		if err != nil {
+			t.Fatalf("testenv: %s %s: %v", ref, part.name, err)
+		}
+		if bytes.Contains(b, needle) {
+			hits = append(hits, part.name)
+		}
 	}
 	layers, err := img.Layers()
 	if err != nil {

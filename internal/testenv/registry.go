@@ -49,7 +49,9 @@ func StartSecureRegistry(t testing.TB) *Registry {
 // signed bytes name the registry), failing if it is taken.
 func startRegistry(t testing.TB, fixed string, secure bool) *Registry {
 	t.Helper()
-	mustTool(t, "docker-registry")
+	if daemon.Find("docker-registry") == "" {
+		t.Fatalf("testenv: docker-registry not found (looked in %s, $PATH, /usr/sbin, /sbin): run hack/install.sh", daemon.ToolsDir())
+	}
 	dir := t.TempDir()
 	reg := &Registry{Registry: daemon.Registry{Dir: dir}, Root: filepath.Join(dir, "storage"), LogPath: filepath.Join(dir, "registry.log")}
 	var ca *daemon.CA

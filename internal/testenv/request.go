@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openfaas/go-sdk/builder"
+
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
@@ -53,6 +55,23 @@ func ReadNDJSON(t testing.TB, body io.Reader) []progress.Result {
 		t.Fatalf("reading NDJSON (a line that is not JSON, or over 64 KiB?): %v", st.err)
 	}
 	return st.lines
+}
+
+// Collect reads a go-sdk stream to its end. An error in it (a line that is
+// not JSON, or over 64 KiB), or no result at all, fails the test.
+func Collect(t testing.TB, stream *builder.BuildResultStream) []builder.BuildResult {
+	t.Helper()
+	var results []builder.BuildResult
+	for r, err := range stream.Results() {
+		if err != nil {
+			t.Fatalf("go-sdk stream: %v", err)
+		}
+		results = append(results, r)
+	}
+	if len(results) == 0 {
+		t.Fatal("go-sdk stream: no result")
+	}
+	return results
 }
 
 // LogText joins the log lines of results, one a line.
@@ -114,12 +133,32 @@ func Serve(t testing.TB, h http.Handler, cfg config.Config) string {
 	return "http://" + l.Addr().String()
 }
 
+// SyncBuffer is a buffer that a process, a goroutine or the standard
+// logger writes while the test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String is what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // Stream follows an NDJSON reply line by line in the background, so a
 // test can act while the build runs (kill a daemon, start another build).
+// Its lines are read only once done is closed; its log at any time.
 type Stream struct {
-	mu    sync.Mutex
 	lines []progress.Result
-	log   strings.Builder
+	log   SyncBuffer
 	done  chan struct{}
 	err   error
 }
@@ -145,12 +184,10 @@ func follow(body io.Reader) *Stream {
 				st.err = fmt.Errorf("line is not JSON: %q: %w", sc.Text(), err)
 				return
 			}
-			st.mu.Lock()
 			st.lines = append(st.lines, r)
 			for _, l := range r.Log {
-				st.log.WriteString(l + "\n")
+				st.log.Write([]byte(l + "\n"))
 			}
-			st.mu.Unlock()
 		}
 		st.err = sc.Err()
 	}()
@@ -158,11 +195,7 @@ func follow(body io.Reader) *Stream {
 }
 
 // LogText is the log so far, one line a line.
-func (st *Stream) LogText() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.log.String()
-}
+func (st *Stream) LogText() string { return st.log.String() }
 
 // WaitLog waits (at most 60 s) until the log shows text, e.g. that a step runs.
 func (st *Stream) WaitLog(t testing.TB, text string) {
@@ -192,8 +225,6 @@ func (st *Stream) Final(t testing.TB, within time.Duration) progress.Result {
 	if st.err != nil {
 		t.Fatalf("stream: %v\nlog:\n%s", st.err, st.LogText())
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	if len(st.lines) == 0 {
 		t.Fatal("empty stream")
 	}

@@ -14,19 +14,3 @@
 //	FNB_BUILDKIT_MODE  "rootless" or "root" forces that mode (failure is fatal);
 //	                   unset tries rootless first and falls back to root
 package testenv
-
-import (
-	"testing"
-
-	"github.com/fnbuilder/fnbuilder/internal/daemon"
-)
-
-// mustTool is daemon.Find that fails the test when the binary is missing.
-func mustTool(t testing.TB, name string) string {
-	t.Helper()
-	p := daemon.Find(name)
-	if p == "" {
-		t.Fatalf("testenv: %s not found (looked in %s, $PATH, /usr/sbin, /sbin): run hack/install.sh", name, daemon.ToolsDir())
-	}
-	return p
-}

@@ -49,9 +49,7 @@ func TestStack(t *testing.T) {
 	// whiteouts hide deleted files.
 	dir := t.TempDir()
 	df := "FROM " + ref + "\nARG GREETING=hello\nRUN mkdir -p /home/app && echo \"$GREETING\" > /home/app/greeting.txt && echo gone > /home/app/deleted.txt\nRUN rm /home/app/deleted.txt\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	WriteFiles(t, dir, map[string]string{"Dockerfile": df})
 	if dgst := BuildPush(t, bk, reg, dir, reg.Addr+"/app:v1", map[string]string{"GREETING": "hi-there"}); dgst == "" {
 		t.Fatal("no image digest")
 	}

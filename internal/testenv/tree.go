@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"bytes"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -72,10 +71,7 @@ func fileContains(p string, needle, buf []byte) bool {
 				carry = total
 			}
 		}
-		if err == io.EOF {
-			return false
-		}
-		if err != nil {
+		if err != nil { // io.EOF too
 			return false
 		}
 	}
