@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -283,4 +284,14 @@ func testCapturedRequest(t *testing.T, s *testenv.Stack) {
 			t.Errorf("plaintext secret in buildkitd state outside the image's own layer: %s", hit)
 		}
 	}
+}
+
+// payloadSecret is the HMAC key the builders in these tests are given.
+func payloadSecret(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(vectors, "faas-cli-sealed-test/payload.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSpace(data)
 }
