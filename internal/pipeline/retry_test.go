@@ -41,13 +41,20 @@ func (l *lineLog) all() []string {
 	return append([]string(nil), l.lines...)
 }
 
-func TestBackoffStopsAtAttempts(t *testing.T) {
+// do runs b.Do on a function whose nth call returns result(n), and
+// reports how many calls there were and the retry lines logged.
+func do(b pipeline.Backoff, result func(call int) error) (calls int, lines []string, err error) {
 	var log lineLog
-	calls := 0
-	b := pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Millisecond}
-	err := b.Do(context.Background(), "thing", isFlaky, log.logf, func() error {
+	err = b.Do(context.Background(), "thing", isFlaky, log.logf, func() error {
 		calls++
-		return fmt.Errorf("try %d: %w", calls, errFlaky)
+		return result(calls)
+	})
+	return calls, log.all(), err
+}
+
+func TestBackoffStopsAtAttempts(t *testing.T) {
+	calls, lines, err := do(pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Millisecond}, func(call int) error {
+		return fmt.Errorf("try %d: %w", call, errFlaky)
 	})
 	if calls != 3 {
 		t.Fatalf("fn called %d times, want 3", calls)
@@ -55,7 +62,6 @@ func TestBackoffStopsAtAttempts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "try 3") {
 		t.Fatalf("error %v, want the last attempt's", err)
 	}
-	lines := log.all()
 	if len(lines) != 2 {
 		t.Fatalf("%d retry lines, want 2: %q", len(lines), lines)
 	}
@@ -70,11 +76,8 @@ func TestBackoffStopsAtAttempts(t *testing.T) {
 }
 
 func TestBackoffSucceedsAfterRetries(t *testing.T) {
-	calls := 0
-	b := pipeline.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}
-	err := b.Do(context.Background(), "x", isFlaky, func([]string) {}, func() error {
-		calls++
-		if calls < 3 {
+	calls, _, err := do(pipeline.Backoff{Attempts: 5, First: time.Microsecond, Max: time.Microsecond}, func(call int) error {
+		if call < 3 {
 			return errFlaky
 		}
 		return nil
@@ -85,13 +88,10 @@ func TestBackoffSucceedsAfterRetries(t *testing.T) {
 }
 
 func TestBackoffDoublesUpToMax(t *testing.T) {
-	var log lineLog
-	b := pipeline.Backoff{Attempts: 6, First: time.Millisecond, Max: 3 * time.Millisecond}
 	start := time.Now()
-	_ = b.Do(context.Background(), "x", isFlaky, log.logf, func() error { return errFlaky })
+	_, lines, _ := do(pipeline.Backoff{Attempts: 6, First: time.Millisecond, Max: 3 * time.Millisecond}, func(int) error { return errFlaky })
 	elapsed := time.Since(start)
 	want := []string{"1ms", "2ms", "3ms", "3ms", "3ms"}
-	lines := log.all()
 	if len(lines) != len(want) {
 		t.Fatalf("%d retry lines, want %d: %q", len(lines), len(want), lines)
 	}
@@ -106,27 +106,17 @@ func TestBackoffDoublesUpToMax(t *testing.T) {
 }
 
 func TestBackoffPermanentErrorStopsAtOnce(t *testing.T) {
-	var log lineLog
-	calls := 0
-	b := pipeline.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}
-	err := b.Do(context.Background(), "x", isFlaky, log.logf, func() error {
-		calls++
-		return errFinal
-	})
+	calls, lines, err := do(pipeline.Backoff{Attempts: 5, First: time.Hour, Max: time.Hour}, func(int) error { return errFinal })
 	if !errors.Is(err, errFinal) || calls != 1 {
 		t.Fatalf("err %v after %d calls, want errFinal after 1", err, calls)
 	}
-	if len(log.all()) != 0 {
-		t.Fatalf("retry logged for a permanent error: %q", log.all())
+	if len(lines) != 0 {
+		t.Fatalf("retry logged for a permanent error: %q", lines)
 	}
 }
 
 func TestBackoffZeroAttemptsRunsOnce(t *testing.T) {
-	calls := 0
-	err := pipeline.Backoff{}.Do(context.Background(), "x", isFlaky, func([]string) {}, func() error {
-		calls++
-		return errFlaky
-	})
+	calls, _, err := do(pipeline.Backoff{}, func(int) error { return errFlaky })
 	if !errors.Is(err, errFlaky) || calls != 1 {
 		t.Fatalf("err %v after %d calls", err, calls)
 	}
