@@ -228,17 +228,6 @@ func (c chartCase) values(t *testing.T, root string) chartValues {
 	return v
 }
 
-func TestChartLint(t *testing.T) {
-	root := repoRoot(t)
-	bin := helm(t)
-	for _, c := range chartCases {
-		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"lint", "--strict", filepath.Join(root, chartDir)}, c.valuesArgs(root)...)
-			run(t, root, helmEnv(t), bin, args...)
-		})
-	}
-}
-
 // values.schema.json must turn a misspelt value into an error, not a
 // silently ignored setting.
 func TestChartSchemaRejectsUnknownValues(t *testing.T) {
@@ -309,11 +298,14 @@ func isEmptyDoc(doc string) bool {
 	return true
 }
 
-func TestChartRender(t *testing.T) {
+// TestChart lints (strict) and renders the chart with each case's values,
+// and checks what it renders.
+func TestChart(t *testing.T) {
 	root := repoRoot(t)
 	bin := helm(t)
 	for _, c := range chartCases {
 		t.Run(c.name, func(t *testing.T) {
+			run(t, root, helmEnv(t), bin, append([]string{"lint", "--strict", filepath.Join(root, chartDir)}, c.valuesArgs(root)...)...)
 			args := append([]string{"template", releaseName, filepath.Join(root, chartDir),
 				"--namespace", namespace}, c.valuesArgs(root)...)
 			manifest := run(t, root, helmEnv(t), bin, args...)
