@@ -56,8 +56,8 @@ down:
 # docs/benchmarks.md. The async row needs the local stack up (make up).
 .PHONY: bench
 bench:
-	$(GO) test -c -o bin/fnb-bench.test ./bench/
-	cd bench && FNB_BENCH=1 FNB_BENCH_OUT=$(CURDIR)/docs/benchmarks.md ../bin/fnb-bench.test -test.run '^TestReport$$' -test.timeout 90m
+	$(GO) test -c -tags bench -o bin/fnb-bench.test ./bench/
+	cd bench && FNB_BENCH_OUT=$(CURDIR)/docs/benchmarks.md ../bin/fnb-bench.test -test.run '^TestReport$$' -test.timeout 90m
 
 # A real single-node Kubernetes (internal/cluster, docs/cluster-notes.md):
 # `make cluster` installs what is missing (FNB_CLUSTER=1: Kubernetes,

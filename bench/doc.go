@@ -1,7 +1,7 @@
 // Package bench measures fnbuilder against a direct buildctl build on the
 // same buildkitd, and measures build-fn's intake, memory and refusals.
 //
-// `make bench` runs TestReport (it runs only with FNB_BENCH=1), which
+// `make bench` runs TestReport (built only with the bench tag), which
 // starts a registry and a rootless buildkitd through internal/testenv,
 // serves build-fn as a subprocess (`fnb serve build-fn`), takes every
 // measurement once on this machine, prints one table and writes it, with

@@ -395,7 +395,7 @@ func vectorTars(t testing.TB) map[string]string {
 		return err
 	})
 	if err != nil {
-		t.Skipf("vectors not available: %v", err)
+		t.Fatalf("the captured client vectors (../shared/vectors, beside the repository) are missing: %v", err)
 	}
 	if len(tars) < 10 {
 		t.Fatalf("found %d vector tars, want at least 10", len(tars))
@@ -454,7 +454,7 @@ func TestIndexVectors(t *testing.T) {
 func TestIndexSealedTestVector(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(vectors, "faas-cli-sealed-test/request.tar"))
 	if err != nil {
-		t.Skipf("vectors not available: %v", err)
+		t.Fatalf("the captured client vectors (../shared/vectors, beside the repository) are missing: %v", err)
 	}
 	req, f, err := index(t, data, DefaultLimits())
 	if err != nil {
