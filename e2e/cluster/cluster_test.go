@@ -79,6 +79,7 @@ func TestCluster(t *testing.T) {
 	t.Run("ProcSpyFindsNothing", e.testProcSpy)
 	t.Run("ReplicaDeletedMidBuild", e.testReplicaDeleted)
 	t.Run("HelmUpgradeRolls", e.testHelmUpgrade)
+	t.Run("LivenessHeldThroughout", e.testLiveness)
 }
 
 // setUp finds or brings up the cluster, and arranges its tear-down.

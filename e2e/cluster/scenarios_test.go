@@ -271,3 +271,20 @@ func (e *env) helm(t *testing.T, args ...string) {
 		t.Fatal(err)
 	}
 }
+
+// testLiveness checks, after everything above, that no buildkitd's
+// liveness probe failed: no event says so and no container restarted.
+func (e *env) testLiveness(t *testing.T) {
+	events := e.kubectl(t, "-n", cluster.BuildkitNamespace, "get", "events", "--field-selector", "reason=Unhealthy",
+		"-o", `jsonpath={range .items[*]}{.involvedObject.name}: {.message}{"\n"}{end}`)
+	for _, line := range strings.Split(events, "\n") {
+		if strings.Contains(line, "Liveness probe failed") {
+			t.Errorf("liveness probe failed: %s", line)
+		}
+	}
+	for i := 0; i < cluster.BuildkitReplicas; i++ {
+		if n := e.podField(t, i, "{.status.containerStatuses[0].restartCount}"); n != "0" {
+			t.Errorf("%s restarted %s times", buildkitPod(i), n)
+		}
+	}
+}
