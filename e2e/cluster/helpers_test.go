@@ -1,108 +1,36 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // function is a faas-cli project holding one lang: dockerfile function.
-type function struct {
-	dir, name string
-	secrets   []string // build secret ids, each in the file of the same name
-}
+type function = testenv.FaasCLIProject
 
-// newFunction writes a project: the handler folder with its Dockerfile, a
-// file per build secret, and the template faas-cli insists on even for
-// lang: dockerfile.
+// newFunction writes a project (testenv.NewFaasCLIProject).
 func newFunction(t *testing.T, name, dockerfile string, secrets map[string]string) *function {
-	t.Helper()
-	f := &function{dir: t.TempDir(), name: name}
-	files := map[string]string{
-		name + "/Dockerfile":               dockerfile,
-		"template/dockerfile/template.yml": "language: dockerfile\nfprocess: cat\n",
-	}
-	for id, value := range secrets {
-		files[id] = value
-		f.secrets = append(f.secrets, id)
-	}
-	for p, body := range files {
-		full := filepath.Join(f.dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return f
-}
-
-// stackFile writes a stack file naming image and returns its name.
-func (f *function) stackFile(image string) (string, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://127.0.0.1:8080\nfunctions:\n  %s:\n    lang: dockerfile\n    handler: ./%s\n    image: %s\n", f.name, f.name, image)
-	if len(f.secrets) > 0 {
-		b.WriteString("    build_secrets:\n")
-		for _, id := range f.secrets {
-			fmt.Fprintf(&b, "      %s: ./%s\n", id, id)
-		}
-	}
-	name := "stack-" + strings.NewReplacer("/", "-", ":", "-").Replace(image) + ".yaml"
-	return name, os.WriteFile(filepath.Join(f.dir, name), []byte(b.String()), 0o644)
-}
-
-// publishRun is one `faas-cli publish --remote-builder` running.
-type publishRun struct {
-	image string
-	out   *lockedBuffer
-	done  chan struct{}
-	code  int
-	err   error
+	return testenv.NewFaasCLIProject(t, name, dockerfile, secrets)
 }
 
 // startPublish runs faas-cli publish of image against build-fn's Service,
 // with extra flags (--build-arg ...). It does not fail the test, so that
 // other goroutines may call it.
-func (e *env) startPublish(t *testing.T, f *function, image string, extra ...string) (*publishRun, error) {
-	stack, err := f.stackFile(image)
+func (e *env) startPublish(t *testing.T, f *function, image string, extra ...string) (*testenv.Publishing, error) {
+	ctx, cancel := e.context(t, 10*time.Minute)
+	p, err := f.StartPublish(ctx, e.cli, e.url, e.payload, image, extra...)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	args := append([]string{"publish", "-f", stack, "--remote-builder", e.url, "--payload-secret", e.payload}, extra...)
-	ctx, cancel := e.context(t, 10*time.Minute)
-	cmd := exec.CommandContext(ctx, e.cli, args...)
-	cmd.Dir = f.dir
-	// No update checks, no docker config from $HOME.
-	cmd.Env = append(os.Environ(), "HOME="+f.dir, "NO_COLOR=1")
-	p := &publishRun{image: image, out: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		return nil, fmt.Errorf("faas-cli: %w", err)
-	}
-	go func() {
-		defer close(p.done)
-		defer cancel()
-		err := cmd.Wait()
-		if exit, ok := err.(*exec.ExitError); ok {
-			p.code = exit.ExitCode()
-		} else if err != nil {
-			p.code, p.err = -1, err
-		}
-	}()
+	go func() { p.Wait(); cancel() }()
 	return p, nil
 }
 
@@ -112,8 +40,7 @@ func (e *env) tryPublish(t *testing.T, f *function, image string, extra ...strin
 	if err != nil {
 		return "", 0, err
 	}
-	<-p.done
-	return p.out.String(), p.code, p.err
+	return p.Wait()
 }
 
 // publish is tryPublish that fails the test when faas-cli cannot run.
@@ -127,7 +54,7 @@ func (e *env) publish(t *testing.T, f *function, image string, extra ...string) 
 }
 
 // background is startPublish that fails the test when faas-cli cannot start.
-func (e *env) background(t *testing.T, f *function, image string, extra ...string) *publishRun {
+func (e *env) background(t *testing.T, f *function, image string, extra ...string) *testenv.Publishing {
 	t.Helper()
 	p, err := e.startPublish(t, f, image, extra...)
 	if err != nil {
@@ -136,46 +63,14 @@ func (e *env) background(t *testing.T, f *function, image string, extra ...strin
 	return p
 }
 
-// waitOutput waits until faas-cli printed text (a build log line).
-func (p *publishRun) waitOutput(t *testing.T, text string, timeout time.Duration) {
+// wait is Publishing.Wait that fails the test when faas-cli could not run.
+func wait(t *testing.T, p *testenv.Publishing) (string, int) {
 	t.Helper()
-	deadline := time.After(timeout)
-	for !strings.Contains(p.out.String(), text) {
-		select {
-		case <-p.done:
-			t.Fatalf("faas-cli publish %s ended (exit %d) without printing %q:\n%s", p.image, p.code, text, p.out)
-		case <-deadline:
-			t.Fatalf("faas-cli publish %s printed no %q within %s:\n%s", p.image, text, timeout, p.out)
-		case <-time.After(100 * time.Millisecond):
-		}
+	out, code, err := p.Wait()
+	if err != nil {
+		t.Fatalf("faas-cli publish %s: %v\n%s", p.Image, err, out)
 	}
-}
-
-// wait waits for faas-cli to end.
-func (p *publishRun) wait(t *testing.T) (string, int) {
-	t.Helper()
-	<-p.done
-	if p.err != nil {
-		t.Fatalf("faas-cli publish %s: %v\n%s", p.image, p.err, p.out)
-	}
-	return p.out.String(), p.code
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return out, code
 }
 
 // image is a reference in the cluster's registry.
@@ -201,27 +96,13 @@ func (e *env) requirePushed(t *testing.T, repo, tag, out string, code int) {
 	}
 }
 
-// replicaOrder is build-fn's order of the replicas for an image (its
-// rendezvous hashing over stack.yaml's buildkit_url), preferred first.
-func replicaOrder(img string) []string {
-	var builders []*buildkit.Builder
-	for i := 0; i < cluster.BuildkitReplicas; i++ {
-		builders = append(builders, buildkit.New(buildkit.Daemon{Address: cluster.BuildkitReplicaURL(i)}, buildkit.Registries{}))
-	}
-	var order []string
-	for _, b := range buildkit.NewPool(builders...).Order(img) {
-		order = append(order, b.Address())
-	}
-	return order
-}
-
 // repoOn is a fresh repository name that build-fn sends to replica i first.
 func repoOn(t *testing.T, prefix string, i int) string {
 	t.Helper()
 	id := testenv.RandomHex(t, 4)
 	for k := 0; k < 1000; k++ {
 		repo := fmt.Sprintf("e2e/%s-%s-%d", prefix, id, k)
-		if replicaOrder(image(repo, "x"))[0] == cluster.BuildkitReplicaURL(i) {
+		if cluster.ReplicaOrder(image(repo, "x"))[0] == cluster.BuildkitReplicaURL(i) {
 			return repo
 		}
 	}

@@ -74,7 +74,7 @@ ARG NONCE
 RUN --mount=type=secret,id=greeting_key,required=true echo "$NONCE" > /nonce && sha256sum /run/secrets/greeting_key | cut -c1-64 > /greeting.sha256
 `, cluster.BusyboxImage), map[string]string{"greeting_key": secret})
 	repo := "e2e/greet-" + testenv.RandomHex(t, 4)
-	want := replicaOrder(image(repo, "x"))[0]
+	want := cluster.ReplicaOrder(image(repo, "x"))[0]
 	sum := sha256.Sum256([]byte(secret))
 	for _, tag := range []string{"first", "second"} {
 		out, code := e.publish(t, f, image(repo, tag), "--build-arg", "NONCE="+nonce(t))
@@ -104,9 +104,9 @@ func (e *env) testProcSpy(t *testing.T) {
 	spy := newFunction(t, "spy", p.SpyDockerfile(cluster.BusyboxImage), map[string]string{testenv.SpySecretID: p.SpySecret})
 
 	v := e.background(t, victim, image(victimRepo, tag))
-	v.waitOutput(t, testenv.VictimReady, 3*time.Minute)
+	v.WaitOutput(t, testenv.VictimReady, 3*time.Minute)
 	spyOut, spyCode := e.publish(t, spy, image(spyRepo, tag))
-	victimOut, victimCode := v.wait(t)
+	victimOut, victimCode := wait(t, v)
 	e.requirePushed(t, spyRepo, tag, spyOut, spyCode)
 	e.requirePushed(t, victimRepo, tag, victimOut, victimCode)
 	on := cluster.BuildkitReplicaURL(0)
@@ -135,8 +135,8 @@ RUN echo "$NONCE" > /nonce && echo midway-step-started && sleep 20 && echo done 
 	otherUID := e.podField(t, other, "{.metadata.uid}")
 
 	first := e.background(t, f, image(repo, "first"), "--build-arg", "NONCE="+nonce(t))
-	first.waitOutput(t, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
-	first.waitOutput(t, "midway-step-started", 2*time.Minute)
+	first.WaitOutput(t, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
+	first.WaitOutput(t, "midway-step-started", 2*time.Minute)
 	e.kubectl(t, "cordon", cluster.NodeName)
 	t.Cleanup(func() {
 		e.kubectl(t, "uncordon", cluster.NodeName)
@@ -145,7 +145,7 @@ RUN echo "$NONCE" > /nonce && echo midway-step-started && sleep 20 && echo done 
 	e.kubectl(t, "-n", cluster.BuildkitNamespace, "delete", "pod", buildkitPod(gone), "--grace-period=1", "--wait=false")
 	t0 := time.Now()
 
-	out, code := first.wait(t)
+	out, code := wait(t, first)
 	t.Logf("the build whose replica was deleted ended %s later:\n%s", time.Since(t0).Round(time.Second), out)
 	e.requirePushed(t, repo, "first", out, code)
 	if on := builtOn(out); on != cluster.BuildkitReplicaURL(other) {
@@ -251,7 +251,7 @@ func (e *env) testHelmUpgrade(t *testing.T) {
 		e.requirePushed(t, r.repo, r.tag, r.out, r.code)
 		if r.at.After(t0) && r.at.Before(rolled) {
 			during++
-			if r.on != replicaOrder(image(r.repo, r.tag))[0] {
+			if r.on != cluster.ReplicaOrder(image(r.repo, r.tag))[0] {
 				movedOver++
 			}
 		}

@@ -421,6 +421,23 @@ func (c Cluster) deployBuildFn(ctx context.Context, out io.Writer) (string, erro
 	if o, err := c.Kubectl(ctx, "-n", FunctionsNS, "rollout", "status", "deployment/build-fn", "--timeout=180s"); err != nil {
 		return "", fmt.Errorf("build-fn: %w\n%s", err, o)
 	}
+	url, err := c.BuildFnURL(ctx)
+	if err != nil {
+		return "", err
+	}
+	// The pod is Ready once the watchdog is up, before build-fn listens; in
+	// between the watchdog answers a streamed build 200 with an empty body,
+	// which faas-cli takes for a success. /publickey answers only from
+	// build-fn itself.
+	if err := WaitServing(ctx, url, 2*time.Minute); err != nil {
+		return "", fmt.Errorf("build-fn: %w", err)
+	}
+	return url, nil
+}
+
+// BuildFnURL is where the host reaches build-fn: its Service's ClusterIP,
+// at the root of its own address.
+func (c Cluster) BuildFnURL(ctx context.Context) (string, error) {
 	ip, err := c.Kubectl(ctx, "-n", FunctionsNS, "get", "service", "build-fn", "-o", "jsonpath={.spec.clusterIP}")
 	if err != nil {
 		return "", err
@@ -428,23 +445,16 @@ func (c Cluster) deployBuildFn(ctx context.Context, out io.Writer) (string, erro
 	if strings.TrimSpace(string(ip)) == "" {
 		return "", errors.New("build-fn Service has no ClusterIP")
 	}
-	url := "http://" + strings.TrimSpace(string(ip)) + ":8080/"
-	// The pod is Ready once the watchdog is up, before build-fn listens; in
-	// between the watchdog answers a streamed build 200 with an empty body,
-	// which faas-cli takes for a success. /publickey answers only from
-	// build-fn itself.
-	if err := waitServing(ctx, url+"publickey", 2*time.Minute); err != nil {
-		return "", fmt.Errorf("build-fn: %w", err)
-	}
-	return url, nil
+	return "http://" + strings.TrimSpace(string(ip)) + ":8080/", nil
 }
 
-// waitServing waits until GET url answers 200.
-func waitServing(ctx context.Context, url string, timeout time.Duration) error {
+// WaitServing waits until build-fn at url serves: its GET /publickey,
+// which build-fn answers itself, answers 200.
+func WaitServing(ctx context.Context, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	deadline := time.Now().Add(timeout)
 	for {
-		err := getOK(ctx, client, url)
+		err := getOK(ctx, client, strings.TrimSuffix(url, "/")+"/publickey")
 		if err == nil {
 			return nil
 		}

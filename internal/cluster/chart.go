@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -23,6 +24,20 @@ const (
 // BuildkitReplicaURL is replica i by its stable name behind the headless Service.
 func BuildkitReplicaURL(i int) string {
 	return fmt.Sprintf("tcp://%s-%d.%s-headless.%s.svc.%s:1234", BuildkitRelease, i, BuildkitRelease, BuildkitNamespace, ClusterDomain)
+}
+
+// ReplicaOrder is build-fn's order of the replicas for an image (its
+// rendezvous hashing over stack.yaml's buildkit_url), preferred first.
+func ReplicaOrder(image string) []string {
+	var builders []*buildkit.Builder
+	for i := 0; i < BuildkitReplicas; i++ {
+		builders = append(builders, buildkit.New(buildkit.Daemon{Address: BuildkitReplicaURL(i)}, buildkit.Registries{}))
+	}
+	var order []string
+	for _, b := range buildkit.NewPool(builders...).Order(image) {
+		order = append(order, b.Address())
+	}
+	return order
 }
 
 // BuildkitServerName is the TLS name every replica's certificate carries.
