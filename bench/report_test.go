@@ -71,7 +71,8 @@ func runs(def int) int {
 }
 
 // section says whether FNB_BENCH_ONLY (a comma-separated list of warm,
-// nochange, intake, rss, 429, guide, async) selects this part; unset means all.
+// nochange, intake, rss, 429, guide, async, cluster) selects this part;
+// unset means all.
 func section(name string) bool {
 	only := strings.TrimSpace(os.Getenv("FNB_BENCH_ONLY"))
 	return only == "" || slices.Contains(strings.Split(only, ","), name)
@@ -660,6 +661,14 @@ const method = `- **Rebuilds.** The same build repeated on one buildkitd, pushin
   duplicated: any callback beyond the first for one ` + "`X-Call-Id`" + `. Wall time runs from the first submission to the last
   first callback, and is divided by 100 builds of the same kind (new tags) run one after another with buildctl on the
   stack's own buildkitd.
+- **Cold build on the cluster.** Needs ` + "`make cluster`" + ` up (` + "`FNB_CLUSTER_DIR`" + `); the run uses it as it is. A two-stage
+  function: ` + "`go build`" + ` of a small program importing net/http, crypto/tls and encoding/json ` + "`FROM`" + ` the cluster's
+  golang stand-in (this machine's Go toolchain as an image layer), the binary copied onto busybox. Published with the
+  real faas-cli through build-fn's Service (the production image, two replicas, mutual TLS) to a new repository;
+  "fresh replica": the pod of the replica build-fn routes that repository to is deleted just before (its emptyDir cache
+  goes with it) and the build starts once the new pod is Ready and its name resolves. Without a registry cache:
+  build-fn's ` + "`cache_repo`" + ` unset (` + "`kubectl set env`" + `). With it: ` + "`cache_repo`" + ` set, one build of the repository
+  exports its cache, the replica is replaced again, and the same build is timed. faas-cli's run, from start to exit.
 `
 
 func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }

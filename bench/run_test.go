@@ -99,6 +99,10 @@ func TestReport(t *testing.T) {
 		say("async builds through the local stack")
 		r.async(t, s)
 	}
+	if section("cluster") {
+		say("cold builds on the cluster (make cluster)")
+		r.clusterCold(t)
+	}
 
 	r.notes = append(r.notes, contextNote(t))
 	r.notes = append(r.notes, fmt.Sprintf("The whole run took %s; load average at the end: %s.", time.Since(started).Round(time.Second), loadAvg()))

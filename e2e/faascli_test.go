@@ -24,21 +24,7 @@ import (
 
 // faasCLI is the real faas-cli 0.18.12 (../shared/tools/faas-cli), named by
 // FAAS_CLI: the module proxy does not serve it, so the test cannot build it.
-func faasCLI(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("FAAS_CLI")
-	if p == "" {
-		t.Fatal("FAAS_CLI is not set: point it at the real faas-cli 0.18.12 (../shared/tools/faas-cli; .ci/run and make test set it)")
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(abs); err != nil || fi.Mode()&0o111 == 0 {
-		t.Fatalf("FAAS_CLI=%s is not an executable: %v", p, err)
-	}
-	return abs
-}
+func faasCLI(t *testing.T) string { return testenv.FaasCLI(t) }
 
 // cliRun is what one faas-cli run printed and how it ended.
 type cliRun struct {

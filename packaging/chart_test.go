@@ -55,9 +55,10 @@ const (
 // chartValues is the part of the chart's values the assertions compare
 // the rendered objects with.
 type chartValues struct {
-	Replicas int32 `yaml:"replicas"`
-	Port     int32 `yaml:"port"`
-	TLS      struct {
+	Replicas        int32 `yaml:"replicas"`
+	MinReadySeconds int32 `yaml:"minReadySeconds"`
+	Port            int32 `yaml:"port"`
+	TLS             struct {
 		Enabled    bool   `yaml:"enabled"`
 		SecretName string `yaml:"secretName"`
 	} `yaml:"tls"`
@@ -383,6 +384,9 @@ func checkRendered(t *testing.T, c chartCase, v chartValues, r rendered) {
 		t.Errorf("StatefulSet replicas unset, want %d", c.replicas)
 	} else if *sts.Spec.Replicas != c.replicas {
 		t.Errorf("StatefulSet replicas = %d, want %d", *sts.Spec.Replicas, c.replicas)
+	}
+	if sts.Spec.MinReadySeconds != v.MinReadySeconds || sts.Spec.MinReadySeconds == 0 {
+		t.Errorf("StatefulSet minReadySeconds = %d, want the values' %d (> 0: a roll must wait for DNS)", sts.Spec.MinReadySeconds, v.MinReadySeconds)
 	}
 	pod := sts.Spec.Template.Spec
 	podLabels := sts.Spec.Template.Labels

@@ -13,6 +13,11 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
+// ErrUnreachable means no replica of a pool answered: a fault of the
+// moment (replicas restarting, rolling, their names not yet in DNS), not
+// of the build.
+var ErrUnreachable = errors.New("no buildkitd is reachable")
+
 // Pool spreads builds over several buildkitd replicas. Each image
 // repository goes to the same replica every time (rendezvous hashing), so
 // a rebuild finds its layers in that replica's cache; when that replica is
@@ -66,5 +71,5 @@ func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) (string, e
 		}
 		return builder.Run(ctx, b, logf)
 	}
-	return "", fmt.Errorf("no buildkitd is reachable: %w", errors.Join(errs...))
+	return "", fmt.Errorf("%w: %w", ErrUnreachable, errors.Join(errs...))
 }

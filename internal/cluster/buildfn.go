@@ -23,6 +23,8 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 )
 
 // build-fn runs in the cluster from the production image: template/
@@ -217,14 +219,36 @@ func serveGoproxy(dir string) (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// treeDigest is a digest of a directory's paths, modes and contents.
+// treeDigest is a digest of the paths, modes and contents of a build
+// context as BuildKit receives it: what its .dockerignore leaves out
+// (local binaries, tests no function imports) cannot change the image.
 func treeDigest(dir string) (string, error) {
+	var patterns []string
+	if f, err := os.Open(filepath.Join(dir, ".dockerignore")); err == nil {
+		patterns, err = ignorefile.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return "", fmt.Errorf(".dockerignore: %w", err)
+		}
+	}
+	ignored, err := patternmatcher.New(patterns)
+	if err != nil {
+		return "", fmt.Errorf(".dockerignore: %w", err)
+	}
 	h := sha256.New()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
+		if skip, err := ignored.MatchesOrParentMatches(rel); err != nil {
+			return err
+		} else if skip {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
 		fi, err := d.Info()
 		if err != nil {
 			return err
@@ -329,13 +353,19 @@ spec:
           image: %[2]s
           imagePullPolicy: Always
           ports: [{containerPort: 8080, name: http, protocol: TCP}]
+          # faas-netes (CE) probes both on the watchdog's /_/health, with
+          # its chart's timings; /_/ready only with OpenFaaS Pro's
+          # com.openfaas.ready.http.path annotation (docs/cluster-notes.md).
           readinessProbe:
-            httpGet: {path: /_/ready, port: 8080}
+            httpGet: {path: /_/health, port: 8080}
+            initialDelaySeconds: 2
             periodSeconds: 2
+            timeoutSeconds: 1
           livenessProbe:
             httpGet: {path: /_/health, port: 8080}
             initialDelaySeconds: 2
-            periodSeconds: 5
+            periodSeconds: 2
+            timeoutSeconds: 1
           volumeMounts: [{name: build-fn-projected-secrets, mountPath: %[3]s, readOnly: true}]
           env:
 `, FunctionsNS, BuildFnImage, secretMountDir)
@@ -391,6 +421,23 @@ func (c Cluster) deployBuildFn(ctx context.Context, out io.Writer) (string, erro
 	if o, err := c.Kubectl(ctx, "-n", FunctionsNS, "rollout", "status", "deployment/build-fn", "--timeout=180s"); err != nil {
 		return "", fmt.Errorf("build-fn: %w\n%s", err, o)
 	}
+	url, err := c.BuildFnURL(ctx)
+	if err != nil {
+		return "", err
+	}
+	// The pod is Ready once the watchdog is up, before build-fn listens; in
+	// between the watchdog answers a streamed build 200 with an empty body,
+	// which faas-cli takes for a success. /publickey answers only from
+	// build-fn itself.
+	if err := WaitServing(ctx, url, 2*time.Minute); err != nil {
+		return "", fmt.Errorf("build-fn: %w", err)
+	}
+	return url, nil
+}
+
+// BuildFnURL is where the host reaches build-fn: its Service's ClusterIP,
+// at the root of its own address.
+func (c Cluster) BuildFnURL(ctx context.Context) (string, error) {
 	ip, err := c.Kubectl(ctx, "-n", FunctionsNS, "get", "service", "build-fn", "-o", "jsonpath={.spec.clusterIP}")
 	if err != nil {
 		return "", err
@@ -399,4 +446,25 @@ func (c Cluster) deployBuildFn(ctx context.Context, out io.Writer) (string, erro
 		return "", errors.New("build-fn Service has no ClusterIP")
 	}
 	return "http://" + strings.TrimSpace(string(ip)) + ":8080/", nil
+}
+
+// WaitServing waits until build-fn at url serves: its GET /publickey,
+// which build-fn answers itself, answers 200.
+func WaitServing(ctx context.Context, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := getOK(ctx, client, strings.TrimSuffix(url, "/")+"/publickey")
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not serving after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
@@ -23,6 +24,20 @@ const (
 // BuildkitReplicaURL is replica i by its stable name behind the headless Service.
 func BuildkitReplicaURL(i int) string {
 	return fmt.Sprintf("tcp://%s-%d.%s-headless.%s.svc.%s:1234", BuildkitRelease, i, BuildkitRelease, BuildkitNamespace, ClusterDomain)
+}
+
+// ReplicaOrder is build-fn's order of the replicas for an image (its
+// rendezvous hashing over stack.yaml's buildkit_url), preferred first.
+func ReplicaOrder(image string) []string {
+	var builders []*buildkit.Builder
+	for i := 0; i < BuildkitReplicas; i++ {
+		builders = append(builders, buildkit.New(buildkit.Daemon{Address: BuildkitReplicaURL(i)}, buildkit.Registries{}))
+	}
+	var order []string
+	for _, b := range buildkit.NewPool(builders...).Order(image) {
+		order = append(order, b.Address())
+	}
+	return order
 }
 
 // BuildkitServerName is the TLS name every replica's certificate carries.
@@ -72,10 +87,6 @@ func secretManifest(namespace, name string, files map[string]string) (string, er
 // mutual TLS, 2 replicas, the cluster's plain-HTTP registry; helm waits for
 // the pods to be Ready.
 func (c Cluster) installChart(ctx context.Context, repo string) error {
-	helm := daemon.Find("helm")
-	if helm == "" {
-		return fmt.Errorf("helm not found: run hack/install-helm.sh")
-	}
 	if err := c.ensureBuildkitTLS(); err != nil {
 		return err
 	}
@@ -93,7 +104,7 @@ func (c Cluster) installChart(ctx context.Context, repo string) error {
 	}
 	reg := strings.ReplaceAll(RegistryAddr, ".", `\.`)
 	args := []string{"upgrade", "--install", BuildkitRelease, filepath.Join(repo, "charts", "buildkit"),
-		"--namespace", BuildkitNamespace, "--kubeconfig", c.Kubeconfig("admin"),
+		"--namespace", BuildkitNamespace,
 		"--set", "image.repository=" + strings.TrimSuffix(BuildkitImage, ":v0.33.1-rootless"),
 		"--set", "image.tag=v0.33.1-rootless",
 		"--set", fmt.Sprintf("replicas=%d", BuildkitReplicas),
@@ -101,11 +112,23 @@ func (c Cluster) installChart(ctx context.Context, repo string) error {
 		"--set", "config.registries." + reg + ".http=true",
 		"--set", "config.registries." + reg + ".insecure=true",
 		"--wait", "--timeout", "5m"}
-	cmd := exec.CommandContext(ctx, helm, args...)
+	_, err = c.Helm(ctx, args...)
+	return err
+}
+
+// Helm runs helm as the admin, with its cache and configuration in the
+// cluster's directory.
+func (c Cluster) Helm(ctx context.Context, args ...string) ([]byte, error) {
+	helm := daemon.Find("helm")
+	if helm == "" {
+		return nil, fmt.Errorf("helm not found: run hack/install-helm.sh")
+	}
+	cmd := exec.CommandContext(ctx, helm, append(args, "--kubeconfig", c.Kubeconfig("admin"))...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+c.path("helm", "cache"),
 		"HELM_CONFIG_HOME="+c.path("helm", "config"), "HELM_DATA_HOME="+c.path("helm", "data"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return nil
+	return out, nil
 }

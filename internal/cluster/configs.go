@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,11 +16,20 @@ func (c Cluster) containerdDir() string    { return c.path("containerd") }
 func (c Cluster) containerdConfig() string { return c.path("containerd", "config.toml") }
 func (c Cluster) registryHostsDir() string { return c.path("containerd", "certs.d") }
 func (c Cluster) runcRoot() string         { return c.path("containerd", "runc") }
-func (c Cluster) cniConfDir() string       { return c.path("cni", "net.d") }
-func (c Cluster) cniDataDir() string       { return c.path("cni", "ipam") }
-func (c Cluster) kubeletDir() string       { return c.path("kubelet") }
-func (c Cluster) kubeletConfig() string    { return c.path("kubelet.yaml") }
-func (c Cluster) kubeProxyConfig() string  { return c.path("kube-proxy.yaml") }
+
+// shimSocketDir holds the runc shims' sockets. containerd refuses a path
+// longer than 42 characters (a unix socket's path is short), which
+// DIR/containerd/s is for a DIR over 29: a short one of its own, per
+// cluster directory, under /run.
+func (c Cluster) shimSocketDir() string {
+	sum := sha256.Sum256([]byte(c.Dir))
+	return "/run/fnbk-" + hex.EncodeToString(sum[:4])
+}
+func (c Cluster) cniConfDir() string      { return c.path("cni", "net.d") }
+func (c Cluster) cniDataDir() string      { return c.path("cni", "ipam") }
+func (c Cluster) kubeletDir() string      { return c.path("kubelet") }
+func (c Cluster) kubeletConfig() string   { return c.path("kubelet.yaml") }
+func (c Cluster) kubeProxyConfig() string { return c.path("kube-proxy.yaml") }
 
 // PauseImage is the sandbox image containerd runs in every pod: FROM
 // scratch, built by this package, pinned so that it is never pulled away.
@@ -102,7 +113,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.internal.v1.traci
   [plugins.'io.containerd.grpc.v1.cri']
     stream_server_address = '127.0.0.1'
 `, filepath.Join(d, "root"), filepath.Join(d, "state"), c.ContainerdSocket(), c.ContainerdSocket()+".ttrpc",
-		filepath.Join(d, "s"), filepath.Join(d, "opt"), PauseImage, c.registryHostsDir(), filepath.Join(BinDir(), "runc"),
+		c.shimSocketDir(), filepath.Join(d, "opt"), PauseImage, c.registryHostsDir(), filepath.Join(BinDir(), "runc"),
 		c.runcRoot(), CNIBinDir, c.cniConfDir())
 }
 

@@ -41,6 +41,12 @@ func TestWriteConfigs(t *testing.T) {
 		}
 		return v
 	}
+	// containerd refuses a longer one, and with it the CRI: the kubelet
+	// then fails with "unknown service runtime.v1". t.TempDir() is longer
+	// than the default directory.
+	if dir, _ := get("plugins", "io.containerd.shim.v1.manager", "socket_dir").(string); len(dir) > 42 || len(dir) == 0 {
+		t.Errorf("shim socket_dir %q: %d characters, containerd takes at most 42", dir, len(dir))
+	}
 	runtime := []string{"plugins", "io.containerd.cri.v1.runtime"}
 	runc := append(append([]string{}, runtime...), "containerd", "runtimes", "runc", "options")
 	for _, want := range []struct {
@@ -50,6 +56,7 @@ func TestWriteConfigs(t *testing.T) {
 		{[]string{"version"}, int64(4)},
 		{[]string{"plugins", "io.containerd.server.v1.grpc", "address"}, c.ContainerdSocket()},
 		{[]string{"plugins", "io.containerd.server.v1.ttrpc", "address"}, c.ContainerdSocket() + ".ttrpc"},
+		{[]string{"plugins", "io.containerd.shim.v1.manager", "socket_dir"}, c.shimSocketDir()},
 		{[]string{"plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"}, PauseImage},
 		{[]string{"plugins", "io.containerd.cri.v1.images", "registry", "config_path"}, c.registryHostsDir()},
 		{[]string{"plugins", "io.containerd.transfer.v1.local", "config_path"}, c.registryHostsDir()},

@@ -215,3 +215,18 @@ func getOK(ctx context.Context, client *http.Client, url string) error {
 	}
 	return nil
 }
+
+// Records are the PID records of the cluster's daemons that run now.
+func (c Cluster) Records() map[string]daemon.Record {
+	running := map[string]daemon.Record{}
+	for _, name := range daemonNames {
+		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok && r.Alive() {
+			running[name] = r
+		}
+	}
+	return running
+}
+
+// Running reports whether every daemon of the cluster runs: make cluster
+// (or an earlier e2e/cluster run) brought it up.
+func (c Cluster) Running() bool { return len(c.Records()) == len(daemonNames) }

@@ -57,7 +57,7 @@ func (c Cluster) Down(out io.Writer) error {
 			fail(fmt.Errorf("ip link del %s: %v: %s", BridgeName, err, b))
 		}
 	}
-	for _, d := range []string{c.path("etcd"), c.containerdDir(), c.kubeletDir(), c.path("kubelet-pki"), c.cniDataDir()} {
+	for _, d := range []string{c.path("etcd"), c.containerdDir(), c.kubeletDir(), c.path("kubelet-pki"), c.cniDataDir(), c.shimSocketDir()} {
 		fail(daemon.RemoveAll(d))
 	}
 	if len(errs) > 0 {

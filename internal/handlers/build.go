@@ -76,7 +76,7 @@ func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if wantsNDJSON(r) && r.Method == http.MethodPost {
-			w = &streamRefusals{ResponseWriter: w}
+			w = &streamRefusals{ResponseWriter: holdStream(w, r)}
 		}
 		// Outside streamRefusals: the metric counts a refusal's real status.
 		cw := &codeWriter{ResponseWriter: w}

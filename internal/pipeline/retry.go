@@ -87,6 +87,11 @@ var unreachable = regexp.MustCompile(`connection refused|connection reset by pee
 
 // Transient says whether a build error may go away on its own.
 func Transient(err error) bool {
+	if errors.Is(err, buildkit.ErrUnreachable) {
+		// Every replica's ping failed, whatever each one's error (a ping
+		// that timed out included): they may be rolling.
+		return true
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}

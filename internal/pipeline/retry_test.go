@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -259,5 +260,37 @@ func TestRetryingRegistryDown(t *testing.T) {
 	next = &flakyRunner{errs: []error{gone, gone, gone}}
 	if _, err := (pipeline.Retrying{Next: next, Backoff: backoff}).Run(context.Background(), buildkit.Build{}, func([]string) {}); err != nil || next.calls != 4 {
 		t.Fatalf("err %v after %d calls, want success after 4", err, next.calls)
+	}
+}
+
+// Replicas that accept a connection but never answer make every ping time
+// out (DeadlineExceeded, which alone is final): the pool's "no buildkitd is
+// reachable" is still transient, as rolling replicas are.
+func TestTransientWhenNoReplicaAnswers(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(silent.Addr().String())
+	pool := buildkit.NewPool(
+		buildkit.New(buildkit.Daemon{Address: "tcp://" + silent.Addr().String()}, buildkit.Registries{}),
+		buildkit.New(buildkit.Daemon{Address: "tcp://localhost:" + port}, buildkit.Registries{}))
+	pool.PingTimeout = 300 * time.Millisecond
+	_, err = pool.Run(context.Background(), buildkit.Build{Image: "r.example/x:1"}, func([]string) {})
+	if !errors.Is(err, buildkit.ErrUnreachable) {
+		t.Fatalf("pool.Run with no replica answering: %v, want ErrUnreachable", err)
+	}
+	if !pipeline.Transient(err) {
+		t.Errorf("Transient(%v) = false, want true", err)
 	}
 }
