@@ -48,6 +48,9 @@ const (
 	// that; the rest go to work_dir.
 	defaultSpoolMemoryBytes = 4 << 20
 	spoolMemoryBodies       = 8
+	// Under of-watchdog, whose proxy can drop a stream answered too soon
+	// after its body (internal/handlers/streamhold.go).
+	defaultWatchdogStreamHold = 100 * time.Millisecond
 )
 
 // New builds build-fn's router from its settings, and starts watching
@@ -104,6 +107,9 @@ func options(cfg config.Config) (o handlers.BuildOptions, builders []*buildkit.B
 		return o, nil, err
 	}
 	if o.KeepAlive, err = cfg.Duration("keepalive_interval", defaultKeepAlive); err != nil {
+		return o, nil, err
+	}
+	if o.StreamHold, err = cfg.Duration("stream_hold", streamHold(cfg)); err != nil {
 		return o, nil, err
 	}
 	if o.MaxBodyBytes, err = cfg.Int("max_request_bytes", defaultMaxBodyBytes); err != nil {
@@ -204,6 +210,15 @@ func uploadLimits(cfg config.Config, o *handlers.BuildOptions) error {
 	}
 	o.Unverified = handlers.NewUnverifiedBudget(maxUnverified)
 	return nil
+}
+
+// streamHold is stream_hold's default: a hold only where of-watchdog runs
+// in front of build-fn (it sets fprocess).
+func streamHold(cfg config.Config) time.Duration {
+	if cfg.String("fprocess", "") != "" {
+		return defaultWatchdogStreamHold
+	}
+	return 0
 }
 
 // maxBuilds is how many builds run at once: max_builds, or max_inflight

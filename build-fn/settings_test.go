@@ -415,3 +415,21 @@ func TestMaxBuildsUnderTheWatchdog(t *testing.T) {
 		}
 	}
 }
+
+// A stream's first byte waits only where of-watchdog proxies it.
+func TestStreamHoldUnderTheWatchdog(t *testing.T) {
+	for _, c := range []struct {
+		settings map[string]string
+		want     time.Duration
+	}{
+		{map[string]string{}, 0},
+		{map[string]string{"fprocess": "./handler"}, 100 * time.Millisecond},
+		{map[string]string{"fprocess": "./handler", "stream_hold": "0"}, 0},
+		{map[string]string{"stream_hold": "250ms"}, 250 * time.Millisecond},
+	} {
+		o, err := Options(config.FromMap(settings(t, c.settings)))
+		if err != nil || o.StreamHold != c.want {
+			t.Errorf("%v: %v, hold %s, want %s", c.settings, err, o.StreamHold, c.want)
+		}
+	}
+}

@@ -67,6 +67,10 @@ type BuildOptions struct {
 	Retry pipeline.Backoff
 	// LogFormat is the form of the build log's lines.
 	LogFormat buildlog.Format
+	// StreamHold is how long a stream's first byte waits after the
+	// request body's end, for a proxy in front (streamhold.go); 0 waits
+	// not at all.
+	StreamHold time.Duration
 }
 
 // MakeBuildHandler answers POST /build: verify, index, build, reply.
@@ -76,7 +80,7 @@ func MakeBuildHandler(o BuildOptions) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if wantsNDJSON(r) && r.Method == http.MethodPost {
-			w = &streamRefusals{ResponseWriter: holdStream(w, r)}
+			w = &streamRefusals{ResponseWriter: holdStream(w, r, o.StreamHold)}
 		}
 		// Outside streamRefusals: the metric counts a refusal's real status.
 		cw := &codeWriter{ResponseWriter: w}

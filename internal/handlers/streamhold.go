@@ -8,9 +8,7 @@ import (
 	"time"
 )
 
-// streamHold is how long the first byte of a streamed answer waits after
-// the request body's last byte was read.
-//
+// Why a streamed answer's first byte may wait (BuildOptions.StreamHold):
 // of-watchdog (0.11.6, what template/ ships) passes streams (Accept:
 // application/x-ndjson) through Go's httputil.ReverseProxy. When the proxy
 // writes the first byte of build-fn's answer to the client, Go's server
@@ -23,29 +21,34 @@ import (
 // go-sdk take a stream without a final line for a success, with nothing
 // pushed. Measured on the cluster (docs/cluster-notes.md): about 1 stream
 // in 100 with two clients at once. build-fn cannot see that last read;
-// answering a moment later lets it happen first.
-const streamHold = 100 * time.Millisecond
+// answering a moment later lets it happen first. Without a proxy in front
+// there is nothing to wait for.
 
-// heldStream delays the first byte of a streamed answer until streamHold
-// after its request body ended. A body never read to its end (a refusal
+// heldStream delays the first byte of a streamed answer until hold after
+// its request body ended. A body never read to its end (a refusal
 // before the upload) is not waited for.
 type heldStream struct {
 	http.ResponseWriter
 	body *bodyEnd
+	hold time.Duration
 	once sync.Once
 }
 
-// holdStream wraps w and r's body for a streaming request.
-func holdStream(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+// holdStream wraps w and r's body for a streaming request; a hold of 0
+// leaves both as they are.
+func holdStream(w http.ResponseWriter, r *http.Request, hold time.Duration) http.ResponseWriter {
+	if hold <= 0 {
+		return w
+	}
 	body := &bodyEnd{ReadCloser: r.Body}
 	r.Body = body
-	return &heldStream{ResponseWriter: w, body: body}
+	return &heldStream{ResponseWriter: w, body: body, hold: hold}
 }
 
 func (h *heldStream) wait() {
 	h.once.Do(func() {
 		if end := h.body.at.Load(); end != 0 {
-			time.Sleep(time.Until(time.Unix(0, end).Add(streamHold)))
+			time.Sleep(time.Until(time.Unix(0, end).Add(h.hold)))
 		}
 	})
 }
