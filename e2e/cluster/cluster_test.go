@@ -107,6 +107,14 @@ func setUp(t *testing.T) *env {
 	marker := filepath.Join(dir, ownedMarker)
 	_, leftover := os.Stat(marker)
 	if !e.c.Running() || leftover == nil {
+		// A node's state left by a run that did not end (a stopped
+		// machine, a killed test) would come back as restarted pods: the
+		// test's cluster starts from none, as on a fresh machine.
+		if _, err := os.Stat(dir); err == nil {
+			if _, err := e.fnbCluster(t, teardownReserve, "down"); err != nil {
+				t.Fatalf("fnb-cluster down (state left in %s): %v", dir, err)
+			}
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
