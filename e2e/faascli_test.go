@@ -187,10 +187,7 @@ func TestFaasCLISecrets(t *testing.T) {
 func buildFnb(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fnb")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build fnb: %v\n%s", err, out)
-	}
+	testenv.GoBuild(t, "", nil, "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
 	return bin
 }
 
