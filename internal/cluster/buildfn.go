@@ -454,7 +454,7 @@ func WaitServing(ctx context.Context, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	deadline := time.Now().Add(timeout)
 	for {
-		err := getOK(ctx, client, strings.TrimSuffix(url, "/")+"/publickey")
+		err := daemon.Get(ctx, client, strings.TrimSuffix(url, "/")+"/publickey", http.StatusOK)
 		if err == nil {
 			return nil
 		}
