@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/e2e/internal/buildfntest"
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
@@ -106,7 +106,7 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 	maps.Copy(settings, extra)
 	runs := &atomic.Int32{}
 	opened := &openLog{files: map[string][]string{}}
-	url := buildfntest.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
+	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
 		return countingRunner{next: next, n: runs, opened: opened}
 	})
 	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, opened: opened, settings: settings}

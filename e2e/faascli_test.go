@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	sealfn "github.com/fnbuilder/fnbuilder/seal-fn"
 
@@ -187,7 +188,7 @@ func TestFaasCLISecrets(t *testing.T) {
 func buildFnb(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fnb")
-	testenv.GoBuild(t, "", nil, "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
+	harness.GoBuild(t, "", nil, "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
 	return bin
 }
 

@@ -43,6 +43,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -96,7 +97,7 @@ func setUp(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.LockMachine(t, lockFile, 20*time.Minute)
+	harness.LockMachine(t, lockFile, 20*time.Minute)
 	bin := buildCLI(t, repo)
 	dir := os.Getenv("FNB_CLUSTER_DIR")
 	if dir == "" {
@@ -270,7 +271,7 @@ func (e *env) dumpLogs(t *testing.T) {
 // cluster does.
 func buildCLI(t *testing.T, repo string) string {
 	dir := t.TempDir()
-	testenv.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
-	testenv.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
+	harness.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
+	harness.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
 	return filepath.Join(dir, "fnb-cluster")
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/e2e/internal/buildfntest"
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
@@ -118,7 +118,7 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 	maps.Copy(settings, extra)
 	runs := &atomic.Int32{}
 	ends := make(chan runEnd, 16)
-	url := buildfntest.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
+	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
 		return countingRunner{next: next, runs: runs, ends: ends}
 	})
 	return &builder{

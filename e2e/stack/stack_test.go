@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 	"github.com/openfaas/go-sdk/builder"
@@ -273,7 +274,7 @@ func activeStack() string {
 
 func buildStackCLI(t *testing.T, repo string) string {
 	bin := filepath.Join(t.TempDir(), "fnb-stack")
-	testenv.GoBuild(t, repo, nil, "-o", bin, "./cmd/fnb-stack")
+	harness.GoBuild(t, repo, nil, "-o", bin, "./cmd/fnb-stack")
 	return bin
 }
 
@@ -373,7 +374,7 @@ func prepareStack(t *testing.T) (bin, repo, dir string) {
 		t.Fatal(err)
 	}
 	// The stack's ports and bridge are per machine.
-	testenv.LockMachine(t, e2eLock, 30*time.Minute)
+	harness.LockMachine(t, e2eLock, 30*time.Minute)
 	bin = buildStackCLI(t, repo)
 	run(t, bin, repo, time.Minute, "check")
 	makeRoomForStack(t, bin, repo)
