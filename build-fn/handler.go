@@ -4,13 +4,8 @@
 // faas-cli asks for it at the root of the --remote-builder address.
 package function
 
-import (
-	"net/http"
+import "github.com/fnbuilder/fnbuilder/internal/handlers"
 
-	"github.com/fnbuilder/fnbuilder/internal/handlers"
-)
-
-var handle = handlers.Serve("build-fn", New)
-
-// Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
+// Handle is the golang-middleware entry point: New's handler, made from
+// the settings at the first request.
+var Handle = handlers.Serve("build-fn", New)

@@ -13,10 +13,9 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/handlers"
 )
 
-var handle = handlers.Serve("deploy-fn", New)
-
-// Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
+// Handle is the golang-middleware entry point: New's handler, made from
+// the settings at the first request.
+var Handle = handlers.Serve("deploy-fn", New)
 
 // New builds deploy-fn's handler from its settings: gateway_url, the
 // gateway's basic-auth secrets, and the tenants that sign deploys.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
-	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
@@ -103,20 +103,12 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 		"build_timeout":       "5m",
 		"keepalive_interval":  "2s",
 	}
-	for k, v := range extra {
-		settings[k] = v
-	}
-	cfg := config.FromMap(settings)
-	opts, err := buildfn.Options(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	maps.Copy(settings, extra)
 	runs := &atomic.Int32{}
 	opened := &openLog{files: map[string][]string{}}
-	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, n: runs, opened: opened}
-	h := buildfn.Router(cfg, opts)
-
-	url := testenv.Serve(t, h, cfg)
+	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
+		return countingRunner{next: next, n: runs, opened: opened}
+	})
 	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, opened: opened, settings: settings}
 }
 

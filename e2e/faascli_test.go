@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	sealfn "github.com/fnbuilder/fnbuilder/seal-fn"
 
@@ -187,10 +188,7 @@ func TestFaasCLISecrets(t *testing.T) {
 func buildFnb(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fnb")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build fnb: %v\n%s", err, out)
-	}
+	harness.GoBuild(t, "", nil, "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
 	return bin
 }
 

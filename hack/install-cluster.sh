@@ -57,31 +57,8 @@ done
 # its own etcd on its own ports and data dir.
 command -v etcd >/dev/null 2>&1 || die "etcd missing after installing etcd-server"
 
-if ! command -v go >/dev/null 2>&1; then
-	if [ -x /usr/local/go/bin/go ]; then
-		export PATH=$PATH:/usr/local/go/bin
-	else
-		die "go not found (needed to build Kubernetes $KUBE_VERSION)"
-	fi
-fi
+need_go "Kubernetes $KUBE_VERSION"
 mkdir -p "$BIN" "$SRC"
-
-# fetch_module MOD@VER DEST: a writable copy of the module's source at DEST.
-# Downloaded outside any module so nobody's go.mod/go.sum is touched.
-fetch_module() {
-	local modver=$1 dest=$2 tmp json dir
-	[ -f "$dest/go.mod" ] && return
-	log "downloading $modver"
-	tmp=$(mktemp -d)
-	json=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$modver")
-	rmdir "$tmp"
-	dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -n1)
-	[ -n "$dir" ] && [ -f "$dir/go.mod" ] || die "go mod download $modver gave no Dir: $json"
-	rm -rf "$dest.tmp"
-	cp -a "$dir/." "$dest.tmp"
-	chmod -R u+w "$dest.tmp"
-	mv "$dest.tmp" "$dest"
-}
 
 # reports BINARY WANT ARGS...: the binary exists and its version output
 # (BINARY ARGS...) contains WANT as a word.

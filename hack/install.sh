@@ -43,19 +43,7 @@ done
 
 if [ "${#need_build[@]}" -gt 0 ]; then
 	mkdir -p "$BIN" "$(dirname "$SRC")"
-	if [ ! -f "$SRC/go.mod" ]; then
-		log "downloading $BUILDKIT_MODULE@$BUILDKIT_VERSION"
-		# Outside any module so nobody's go.mod/go.sum is touched.
-		tmp=$(mktemp -d)
-		json=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$BUILDKIT_MODULE@$BUILDKIT_VERSION")
-		rmdir "$tmp"
-		dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -n1)
-		[ -n "$dir" ] && [ -f "$dir/go.mod" ] || die "go mod download gave no Dir: $json"
-		rm -rf "$SRC.tmp"
-		cp -a "$dir/." "$SRC.tmp"
-		chmod -R u+w "$SRC.tmp"
-		mv "$SRC.tmp" "$SRC"
-	fi
+	fetch_module "$BUILDKIT_MODULE@$BUILDKIT_VERSION" "$SRC"
 	for b in "${need_build[@]}"; do
 		log "building $b $BUILDKIT_VERSION (takes a minute or two)"
 		# Build to a temporary name and rename, so a running daemon is not disturbed.

@@ -21,6 +21,23 @@ need_go() {
 	fi
 }
 
+# fetch_module MOD@VER DEST: a writable copy of the module's source at DEST.
+# Downloaded outside any module so nobody's go.mod/go.sum is touched.
+fetch_module() {
+	local modver=$1 dest=$2 tmp json dir
+	[ -f "$dest/go.mod" ] && return
+	log "downloading $modver"
+	tmp=$(mktemp -d)
+	json=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$modver")
+	rmdir "$tmp"
+	dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -n1)
+	[ -n "$dir" ] && [ -f "$dir/go.mod" ] || die "go mod download $modver gave no Dir: $json"
+	rm -rf "$dest.tmp"
+	cp -a "$dir/." "$dest.tmp"
+	chmod -R u+w "$dest.tmp"
+	mv "$dest.tmp" "$dest"
+}
+
 # apt_ensure PKG...: installs the Debian packages that are missing, with one
 # apt-get update, and says so; does nothing when all are there.
 apt_ensure() {

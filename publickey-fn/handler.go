@@ -11,10 +11,9 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
 
-var handle = handlers.Serve("publickey-fn", New)
-
-// Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
+// Handle is the golang-middleware entry point: New's handler, made from
+// the settings at the first request.
+var Handle = handlers.Serve("publickey-fn", New)
 
 // New builds publickey-fn's handler; its only settings are where the
 // private keys are.

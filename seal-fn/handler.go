@@ -14,10 +14,9 @@ import (
 // defaultMaxBody bounds the JSON request; secrets are small.
 const defaultMaxBody = 1 << 20
 
-var handle = handlers.Serve("seal-fn", New)
-
-// Handle is the golang-middleware entry point.
-func Handle(w http.ResponseWriter, r *http.Request) { handle(w, r) }
+// Handle is the golang-middleware entry point: New's handler, made from
+// the settings at the first request.
+var Handle = handlers.Serve("seal-fn", New)
 
 // New builds seal-fn's handler from its settings.
 func New(cfg config.Config) (http.Handler, error) {

@@ -40,10 +40,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -97,7 +97,7 @@ func setUp(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lockMachine(t)
+	harness.LockMachine(t, lockFile, 20*time.Minute)
 	bin := buildCLI(t, repo)
 	dir := os.Getenv("FNB_CLUSTER_DIR")
 	if dir == "" {
@@ -275,50 +275,11 @@ func (e *env) dumpLogs(t *testing.T) {
 	}
 }
 
-// lockMachine holds an exclusive lock for the whole test.
-func lockMachine(t *testing.T) {
-	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Minute)
-	for syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("another run of this test holds %s", lockFile)
-		}
-		time.Sleep(time.Second)
-	}
-	t.Cleanup(func() { f.Close() })
-}
-
 // buildCLI builds fnb-cluster and the static fnb-pause beside it, as make
 // cluster does.
 func buildCLI(t *testing.T, repo string) string {
 	dir := t.TempDir()
-	for _, b := range []struct {
-		pkg string
-		env []string
-	}{
-		{"./cmd/fnb-cluster", nil},
-		{"./cmd/fnb-pause", []string{"CGO_ENABLED=0"}},
-	} {
-		cmd := exec.Command(goBin(t), "build", "-trimpath", "-o", dir+"/", b.pkg)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), b.env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
+	harness.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
+	harness.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
 	return filepath.Join(dir, "fnb-cluster")
-}
-
-func goBin(t *testing.T) string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
-		return "/usr/local/go/bin/go"
-	}
-	t.Fatal("go not found")
-	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
@@ -114,20 +115,12 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 		"buildkit_url":  "unix://" + filepath.Join(parent, "no-buildkitd.sock"),
 		"build_retries": "1",
 	}
-	for key, v := range extra {
-		settings[key] = v
-	}
-	cfg := config.FromMap(settings)
-	opts, err := buildfn.Options(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	maps.Copy(settings, extra)
 	runs := &atomic.Int32{}
 	ends := make(chan runEnd, 16)
-	opts.Pipeline.Runner = countingRunner{next: opts.Pipeline.Runner, runs: runs, ends: ends}
-	h := buildfn.Router(cfg, opts)
-
-	url := testenv.Serve(t, h, cfg)
+	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
+		return countingRunner{next: next, runs: runs, ends: ends}
+	})
 	return &builder{
 		url: url, parent: parent, workDir: workDir, resultsDir: resultsDir,
 		runs: runs, ends: ends, keys: k,

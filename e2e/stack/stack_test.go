@@ -28,10 +28,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 	"github.com/openfaas/go-sdk/builder"
@@ -256,23 +256,6 @@ func pidRecords(t *testing.T, dir string) map[string]daemon.Record {
 	return out
 }
 
-// lockMachine holds an exclusive lock for the whole test: the stack's ports
-// and bridge are per machine.
-func lockMachine(t *testing.T) {
-	f, err := os.OpenFile(e2eLock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Minute)
-	for syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("another run of this test holds %s", e2eLock)
-		}
-		time.Sleep(time.Second)
-	}
-	t.Cleanup(func() { f.Close() })
-}
-
 func activeStack() string {
 	b, err := os.ReadFile(activeMarker)
 	if err != nil {
@@ -290,25 +273,9 @@ func activeStack() string {
 }
 
 func buildStackCLI(t *testing.T, repo string) string {
-	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fnb-stack")
-	cmd := exec.Command(goBin(t), "build", "-o", bin, "./cmd/fnb-stack")
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/fnb-stack: %v\n%s", err, out)
-	}
+	harness.GoBuild(t, repo, nil, "-o", bin, "./cmd/fnb-stack")
 	return bin
-}
-
-func goBin(t *testing.T) string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
-		return "/usr/local/go/bin/go"
-	}
-	t.Fatal("go not found")
-	return ""
 }
 
 // run runs fnb-stack and fails the test, with its output, when it fails.
@@ -406,7 +373,8 @@ func prepareStack(t *testing.T) (bin, repo, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lockMachine(t)
+	// The stack's ports and bridge are per machine.
+	harness.LockMachine(t, e2eLock, 30*time.Minute)
 	bin = buildStackCLI(t, repo)
 	run(t, bin, repo, time.Minute, "check")
 	makeRoomForStack(t, bin, repo)

@@ -1,8 +1,6 @@
 package buildkit
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -94,11 +92,6 @@ func TestCacheKeysArePerTenantAndRepository(t *testing.T) {
 // built-in frontend builds every other Dockerfile, and says so.
 func TestFrontendImage(t *testing.T) {
 	dir := t.TempDir()
-	write := func(dockerfile string) {
-		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	b := New(Daemon{}, Registries{Frontends: []string{"docker.io/docker/dockerfile:1.10"}})
 	build := Build{Context: Dir(dir), Tenant: "acme"}
 	for dockerfile, want := range map[string]struct{ allowed, noted bool }{
@@ -109,7 +102,7 @@ func TestFrontendImage(t *testing.T) {
 		"# syntax=reg.example/evil/frontend\nFROM scratch\n":  {false, true},
 		"#syntax = reg.example/evil/frontend\nFROM scratch\n": {false, true},
 	} {
-		write(dockerfile)
+		writeDockerfile(t, dir, dockerfile)
 		allowed, note := b.frontendImage(build)
 		if (allowed != "") != want.allowed || (note != "") != want.noted {
 			t.Errorf("%q: allowed %q, note %q", dockerfile, allowed, note)

@@ -452,19 +452,7 @@ func (c Cluster) BuildFnURL(ctx context.Context) (string, error) {
 // which build-fn answers itself, answers 200.
 func WaitServing(ctx context.Context, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := getOK(ctx, client, strings.TrimSuffix(url, "/")+"/publickey")
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving after %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return daemon.Poll(ctx, timeout, 500*time.Millisecond, func() error {
+		return daemon.Get(ctx, client, strings.TrimSuffix(url, "/")+"/publickey", http.StatusOK)
+	})
 }

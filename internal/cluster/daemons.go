@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
@@ -166,7 +165,7 @@ func (c Cluster) apiserverReady(ctx context.Context, _ int64) error {
 	if err != nil {
 		return err
 	}
-	return getOK(ctx, client, APIServerURL+"/readyz")
+	return daemon.Get(ctx, client, APIServerURL+"/readyz", http.StatusOK)
 }
 
 // AdminClient talks to the apiserver as the cluster's admin.
@@ -193,27 +192,7 @@ func (c Cluster) AdminClient() (*http.Client, error) {
 func healthzReady(url string) func(context.Context, int64) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	return func(ctx context.Context, _ int64) error { return getOK(ctx, client, url) }
-}
-
-func getOK(ctx context.Context, client *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		var b strings.Builder
-		buf := make([]byte, 512)
-		n, _ := res.Body.Read(buf)
-		b.Write(buf[:n])
-		return fmt.Errorf("GET %s: %s %s", url, res.Status, b.String())
-	}
-	return nil
+	return func(ctx context.Context, _ int64) error { return daemon.Get(ctx, client, url, http.StatusOK) }
 }
 
 // Records are the PID records of the cluster's daemons that run now.

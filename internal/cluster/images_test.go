@@ -2,8 +2,9 @@ package cluster
 
 import (
 	"archive/tar"
-	"io"
 	"testing"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // The rootless BuildKit image as containerd will unpack it: newuidmap and
@@ -28,17 +29,7 @@ func TestBuildkitRootlessLayer(t *testing.T) {
 	}
 	defer rc.Close()
 	headers := map[string]*tar.Header{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		headers[h.Name] = h
-	}
+	testenv.EachEntry(t, "the rootless BuildKit layer", rc, func(h *tar.Header, _ []byte) { headers[h.Name] = h })
 	for _, want := range []struct {
 		name string
 		caps string // the xattr, byte by byte as setcap writes it

@@ -140,17 +140,33 @@ func (p *Process) waitReady(ctx context.Context, s Spec, from int64) error {
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	deadline := time.Now().Add(timeout)
-	for {
+	var exited error
+	err := Poll(ctx, timeout, 100*time.Millisecond, func() error {
 		if p.Exited() {
-			return fmt.Errorf("exited while starting: %v", p.err)
+			// Nothing to wait for any more: Poll ends, and this is the error.
+			exited = fmt.Errorf("exited while starting: %v", p.err)
+			return nil
 		}
 		if s.Ready == nil {
 			return nil
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.Ready(cctx, from)
-		cancel()
+		defer cancel()
+		return s.Ready(cctx, from)
+	})
+	if exited != nil {
+		return exited
+	}
+	return err
+}
+
+// Poll calls check every interval until it returns nil; once timeout has
+// passed it fails with check's last error ("not ready after"), and at once
+// when ctx ends.
+func Poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
 		if err == nil {
 			return nil
 		}
@@ -160,7 +176,7 @@ func (p *Process) waitReady(ctx context.Context, s Spec, from int64) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,9 +111,9 @@ func (r Registry) ready(ctx context.Context, _ int64) error {
 		return err
 	}
 	if r.CA == "" {
-		return get(ctx, c, r.URL()+"/v2/", http.StatusOK)
+		return Get(ctx, c, r.URL()+"/v2/", http.StatusOK)
 	}
-	return get(ctx, c, r.URL()+"/v2/", http.StatusOK, http.StatusUnauthorized)
+	return Get(ctx, c, r.URL()+"/v2/", http.StatusOK, http.StatusUnauthorized)
 }
 
 // Client is an HTTP client for the registry: no proxy, and TLS's CA as
@@ -285,11 +286,12 @@ var localHTTP = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepA
 
 // HTTPReady is a readiness check that wants a 200 from url.
 func HTTPReady(url string) func(ctx context.Context, _ int64) error {
-	return func(ctx context.Context, _ int64) error { return get(ctx, localHTTP, url, http.StatusOK) }
+	return func(ctx context.Context, _ int64) error { return Get(ctx, localHTTP, url, http.StatusOK) }
 }
 
-// get wants one of the statuses from url.
-func get(ctx context.Context, c *http.Client, url string, statuses ...int) error {
+// Get wants one of the statuses from url; another's error has the start
+// of the body, which says why.
+func Get(ctx context.Context, c *http.Client, url string, statuses ...int) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -298,9 +300,10 @@ func get(ctx context.Context, c *http.Client, url string, statuses ...int) error
 	if err != nil {
 		return err
 	}
-	res.Body.Close()
+	defer res.Body.Close()
 	if !slices.Contains(statuses, res.StatusCode) {
-		return fmt.Errorf("GET %s: %s", url, res.Status)
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+		return fmt.Errorf("GET %s: %s %s", url, res.Status, body)
 	}
 	return nil
 }

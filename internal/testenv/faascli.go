@@ -1,14 +1,12 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -86,7 +84,7 @@ func (p *FaasCLIProject) stackFile(image string) (string, error) {
 // Publishing is one `faas-cli publish --remote-builder` running.
 type Publishing struct {
 	Image string
-	out   lockedBuffer
+	out   SyncBuffer
 	done  chan struct{}
 	code  int
 	err   error
@@ -145,21 +143,4 @@ func (r *Publishing) WaitOutput(t testing.TB, text string, timeout time.Duration
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
