@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moby/buildkit/client"
-
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
@@ -152,17 +150,6 @@ func (b *BuildKit) process() *daemon.Process {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.proc
-}
-
-// Client returns a BuildKit client for the daemon, closed in t.Cleanup.
-func (b *BuildKit) Client(t testing.TB) *client.Client {
-	t.Helper()
-	c, err := client.New(context.Background(), b.Addr)
-	if err != nil {
-		t.Fatalf("testenv: buildkit client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // ProcessMode is buildkitd's worker process mode (buildkit.Builder's):
