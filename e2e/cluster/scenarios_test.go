@@ -104,7 +104,7 @@ func (e *env) testProcSpy(t *testing.T) {
 	spy := newFunction(t, "spy", p.SpyDockerfile(cluster.BusyboxImage), map[string]string{testenv.SpySecretID: p.SpySecret})
 
 	v := e.background(t, victim, image(victimRepo, tag))
-	v.WaitOutput(t, testenv.VictimReady, 3*time.Minute)
+	waitOutput(t, v, testenv.VictimReady, 3*time.Minute)
 	spyOut, spyCode := e.publish(t, spy, image(spyRepo, tag))
 	victimOut, victimCode := wait(t, v)
 	e.requirePushed(t, spyRepo, tag, spyOut, spyCode)
@@ -135,8 +135,8 @@ RUN echo "$NONCE" > /nonce && echo midway-step-started && sleep 20 && echo done 
 	otherUID := e.podField(t, other, "{.metadata.uid}")
 
 	first := e.background(t, f, image(repo, "first"), "--build-arg", "NONCE="+nonce(t))
-	first.WaitOutput(t, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
-	first.WaitOutput(t, "midway-step-started", 2*time.Minute)
+	waitOutput(t, first, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
+	waitOutput(t, first, "midway-step-started", 2*time.Minute)
 	e.kubectl(t, "cordon", cluster.NodeName)
 	t.Cleanup(func() {
 		e.kubectl(t, "uncordon", cluster.NodeName)
