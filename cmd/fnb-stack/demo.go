@@ -195,9 +195,7 @@ func (s *Stack) Demo(o demoOptions) error {
 
 	// 6. Invoked through the gateway.
 	var answer []byte
-	invokeCtx, cancelInvoke := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelInvoke()
-	err = daemon.RetryUntil(invokeCtx, func() error {
+	err = daemon.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() error {
 		code, body, _, err := invoke(ctx, http.MethodGet, "/function/"+o.name, nil, nil)
 		if err != nil {
 			return err
@@ -249,7 +247,7 @@ func (s *Stack) preflight(ctx context.Context) (*sdk.Client, error) {
 		return nil, err
 	}
 	for _, fn := range []string{"publickey-fn", "build-fn", "deploy-fn"} {
-		st, found, err := function(ctx, g, fn)
+		st, found, err := deploy.Find(ctx, g, "", fn)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("gateway: %v", err)
