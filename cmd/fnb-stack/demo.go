@@ -287,10 +287,8 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID 
 	defer tick.Stop()
 	f, ok := s.out.(*os.File)
 	tty := ok && term.IsTerminal(int(f.Fd()))
-	clearLine := func() {
-		if tty {
-			fmt.Fprint(s.out, "\r\033[K")
-		}
+	if tty {
+		defer fmt.Fprint(s.out, "\r\033[K") // the spinner's line goes when the wait ends
 	}
 	lastState, lastPrint := "", time.Time{}
 	spinner := `|/-\`
@@ -310,14 +308,11 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID 
 			if callID != "" && c.CallID() != "" && c.CallID() != callID {
 				continue // not ours
 			}
-			clearLine()
 			return c, nil
 		case <-deadline.C:
-			clearLine()
 			return callback.Callback{}, fmt.Errorf("no callback within %s; last state: %s\n  queue-worker logs: %s, %s\n  build-fn log: %s\n  gateway log: %s",
 				timeout, lastState, s.logPath("queue-worker-1"), s.logPath("queue-worker-2"), s.functionLog("build-fn"), s.logPath("gateway"))
 		case <-ctx.Done():
-			clearLine()
 			return callback.Callback{}, ctx.Err()
 		case <-tick.C:
 		}
