@@ -1,6 +1,8 @@
 // Package harness is what the end-to-end test packages share: build-fn
-// served in-process, `go build` of the checkout's commands, and a lock for
-// the tests of what there is one of per machine.
+// served in-process, `go build` of the checkout's commands, a lock for
+// the tests of what there is one of per machine, and the probe of
+// BuildKit's process sandbox that the builder, the stack and the cluster
+// are each put through.
 package harness
 
 import (
