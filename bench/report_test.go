@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/buildkit/client"
 	"github.com/openfaas/go-sdk/builder"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
@@ -138,9 +139,13 @@ type stack struct{ *testenv.Stack }
 
 // describe names the daemon: version, mode, snapshotter.
 func (s *stack) describe(t *testing.T) []string {
-	c := s.BK.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	c, err := client.New(ctx, s.BK.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	var out []string
 	mode := "root"
 	if s.BK.Rootless {

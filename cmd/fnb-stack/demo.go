@@ -195,9 +195,7 @@ func (s *Stack) Demo(o demoOptions) error {
 
 	// 6. Invoked through the gateway.
 	var answer []byte
-	invokeCtx, cancelInvoke := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelInvoke()
-	err = daemon.RetryUntil(invokeCtx, func() error {
+	err = daemon.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() error {
 		code, body, _, err := invoke(ctx, http.MethodGet, "/function/"+o.name, nil, nil)
 		if err != nil {
 			return err
@@ -249,7 +247,7 @@ func (s *Stack) preflight(ctx context.Context) (*sdk.Client, error) {
 		return nil, err
 	}
 	for _, fn := range []string{"publickey-fn", "build-fn", "deploy-fn"} {
-		st, found, err := function(ctx, g, fn)
+		st, found, err := deploy.Find(ctx, g, "", fn)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("gateway: %v", err)
@@ -289,10 +287,8 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID 
 	defer tick.Stop()
 	f, ok := s.out.(*os.File)
 	tty := ok && term.IsTerminal(int(f.Fd()))
-	clearLine := func() {
-		if tty {
-			fmt.Fprint(s.out, "\r\033[K")
-		}
+	if tty {
+		defer fmt.Fprint(s.out, "\r\033[K") // the spinner's line goes when the wait ends
 	}
 	lastState, lastPrint := "", time.Time{}
 	spinner := `|/-\`
@@ -312,14 +308,11 @@ func (s *Stack) waitCallback(ctx context.Context, cb *callback.Receiver, callID 
 			if callID != "" && c.CallID() != "" && c.CallID() != callID {
 				continue // not ours
 			}
-			clearLine()
 			return c, nil
 		case <-deadline.C:
-			clearLine()
 			return callback.Callback{}, fmt.Errorf("no callback within %s; last state: %s\n  queue-worker logs: %s, %s\n  build-fn log: %s\n  gateway log: %s",
 				timeout, lastState, s.logPath("queue-worker-1"), s.logPath("queue-worker-2"), s.functionLog("build-fn"), s.logPath("gateway"))
 		case <-ctx.Done():
-			clearLine()
 			return callback.Callback{}, ctx.Err()
 		case <-tick.C:
 		}

@@ -95,9 +95,9 @@ func (s *Stack) deployFunctions(ctx context.Context, digests map[string]string) 
 		hash := sha256Hex(string(spec) + "\n" + digests[fn])
 		d.Annotations = &map[string]string{specAnnotation: hash}
 
-		st, found, err := function(ctx, g, fn)
+		st, found, err := deploy.Find(ctx, g, "", fn)
 		if err != nil {
-			return err
+			return fmt.Errorf("gateway: %w", err)
 		}
 		action := "unchanged"
 		if !found || st.Annotations == nil || (*st.Annotations)[specAnnotation] != hash {

@@ -66,24 +66,13 @@ func putSecret(ctx context.Context, g *sdk.Client, name string, value []byte) er
 	return nil
 }
 
-// function returns a function's status; found is false when it does not exist.
-func function(ctx context.Context, g *sdk.Client, name string) (types.FunctionStatus, bool, error) {
-	st, found, err := deploy.Find(ctx, g, "", name)
-	if err != nil {
-		err = fmt.Errorf("gateway: GET /system/functions: %w", err)
-	}
-	return st, found, err
-}
-
 // waitReady polls until the provider reports an available replica.
 func waitReady(ctx context.Context, g *sdk.Client, name string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return daemon.RetryUntil(ctx, func() error {
-		st, found, err := function(ctx, g, name)
+	return daemon.Poll(ctx, timeout, 200*time.Millisecond, func() error {
+		st, found, err := deploy.Find(ctx, g, "", name)
 		switch {
 		case err != nil:
-			return err
+			return fmt.Errorf("gateway: %w", err)
 		case !found:
 			return fmt.Errorf("function %s does not exist", name)
 		case st.AvailableReplicas < 1:

@@ -35,11 +35,7 @@ func (s *Stack) Up() error {
 		}
 	}
 	s.logf("stack            %s (up)", s.Dir)
-	for _, d := range []string{s.Dir, s.binDir(), s.path("logs"), s.path("pids")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
+	// Lock made it; daemon.Start makes logs/ and pids/, buildBinaries bin/.
 	// The rootless build user must traverse it.
 	if err := os.Chmod(s.Dir, 0o755); err != nil {
 		return err

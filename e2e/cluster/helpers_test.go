@@ -73,6 +73,23 @@ func wait(t *testing.T, p *testenv.Publishing) (string, int) {
 	return out, code
 }
 
+// waitOutput waits until faas-cli printed text (a build log line).
+func waitOutput(t *testing.T, p *testenv.Publishing, text string, timeout time.Duration) {
+	t.Helper()
+	ended := make(chan int, 1)
+	go func() { _, code, _ := p.Wait(); ended <- code }()
+	deadline := time.After(timeout)
+	for !strings.Contains(p.Output(), text) {
+		select {
+		case code := <-ended:
+			t.Fatalf("faas-cli publish %s ended (exit %d) without printing %q:\n%s", p.Image, code, text, p.Output())
+		case <-deadline:
+			t.Fatalf("faas-cli publish %s printed no %q within %s:\n%s", p.Image, text, timeout, p.Output())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // image is a reference in the cluster's registry.
 func image(repo, tag string) string { return cluster.RegistryAddr + "/" + repo + ":" + tag }
 

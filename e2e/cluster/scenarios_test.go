@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -97,14 +98,14 @@ RUN --mount=type=secret,id=greeting_key,required=true echo "$NONCE" > /nonce && 
 // /proc. In a pod with its own user namespace and an unmasked /proc each
 // step has its own PID namespace: the spy finds only itself.
 func (e *env) testProcSpy(t *testing.T) {
-	p := testenv.NewSandboxProbe(t)
+	p := harness.NewSandboxProbe(t)
 	victimRepo, spyRepo := repoOn(t, "victim", 0), repoOn(t, "spy", 0)
 	tag := testenv.RandomHex(t, 4)
-	victim := newFunction(t, "victim", p.VictimDockerfile(cluster.BusyboxImage), map[string]string{testenv.VictimSecretID: p.VictimSecret})
-	spy := newFunction(t, "spy", p.SpyDockerfile(cluster.BusyboxImage), map[string]string{testenv.SpySecretID: p.SpySecret})
+	victim := newFunction(t, "victim", p.VictimDockerfile(cluster.BusyboxImage), map[string]string{harness.VictimSecretID: p.VictimSecret})
+	spy := newFunction(t, "spy", p.SpyDockerfile(cluster.BusyboxImage), map[string]string{harness.SpySecretID: p.SpySecret})
 
 	v := e.background(t, victim, image(victimRepo, tag))
-	v.WaitOutput(t, testenv.VictimReady, 3*time.Minute)
+	waitOutput(t, v, harness.VictimReady, 3*time.Minute)
 	spyOut, spyCode := e.publish(t, spy, image(spyRepo, tag))
 	victimOut, victimCode := wait(t, v)
 	e.requirePushed(t, spyRepo, tag, spyOut, spyCode)
@@ -135,8 +136,8 @@ RUN echo "$NONCE" > /nonce && echo midway-step-started && sleep 20 && echo done 
 	otherUID := e.podField(t, other, "{.metadata.uid}")
 
 	first := e.background(t, f, image(repo, "first"), "--build-arg", "NONCE="+nonce(t))
-	first.WaitOutput(t, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
-	first.WaitOutput(t, "midway-step-started", 2*time.Minute)
+	waitOutput(t, first, "building on "+cluster.BuildkitReplicaURL(gone), 2*time.Minute)
+	waitOutput(t, first, "midway-step-started", 2*time.Minute)
 	e.kubectl(t, "cordon", cluster.NodeName)
 	t.Cleanup(func() {
 		e.kubectl(t, "uncordon", cluster.NodeName)

@@ -50,7 +50,7 @@ func TestAttacks(t *testing.T) {
 		return testenv.BuildTar(t, append(all, cfg)...)
 	}
 
-	many := testenv.Unterminated(t, testenv.Dir("context/"), dockerfile, testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/many:1"}))
+	many := unterminated(t, testenv.Dir("context/"), dockerfile, testenv.ConfigEntry(t, map[string]any{"image": "127.0.0.1:1/many:1"}))
 	truncated := hostile(testenv.File("context/big", strings.Repeat("B", 4096)))
 	bigAt := bytes.Index(truncated, []byte("context/big"))
 	longName := "context/" + strings.Repeat("n", 90) + "/../../../" + m
@@ -215,11 +215,19 @@ func statOf(t *testing.T, p string) string {
 	return fmt.Sprintf("nlink=%d size=%d mtime=%d.%d", st.Nlink, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
 }
 
+// unterminated is a tar without the two zero blocks that end an archive,
+// for a test that appends what archive/tar would refuse.
+func unterminated(t *testing.T, entries ...testenv.TarEntry) []byte {
+	t.Helper()
+	b := testenv.BuildTar(t, entries...)
+	return b[:len(b)-1024]
+}
+
 // hugeHeader declares a 1 TiB regular file and then ends: the builder must
 // refuse it from the header alone.
 func hugeHeader(t *testing.T) []byte {
 	t.Helper()
-	out := testenv.Unterminated(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n"))
+	out := unterminated(t, testenv.Dir("context/"), testenv.File("context/Dockerfile", "FROM scratch\n"))
 	out = append(out, testenv.HeaderBlocks(t, tar.Header{Name: "context/huge", Mode: 0o644, Size: 1 << 40, Typeflag: tar.TypeReg})...)
 	return append(out, bytes.Repeat([]byte{'h'}, 4096)...)
 }

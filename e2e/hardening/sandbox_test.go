@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
@@ -22,16 +23,16 @@ func TestProcessSandbox(t *testing.T) {
 		t.Fatalf("buildkitd's worker reports process-mode %q, want sandbox", mode)
 	}
 	b := s.builderOn(t, nil)
-	p := testenv.NewSandboxProbe(t)
+	p := harness.NewSandboxProbe(t)
 
 	post := func(image, dockerfile, secretID, secret string) *testenv.Stream {
 		body := buildTar(t, dockerfile, image,
 			testenv.File("com.openfaas.secrets", string(b.keys.seal(t, map[string]string{secretID: secret}))))
 		return b.stream(t, body)
 	}
-	victim := post(reg.Addr+"/victim:1", p.VictimDockerfile(s.Base), testenv.VictimSecretID, p.VictimSecret)
-	victim.WaitLog(t, testenv.VictimReady)
-	spy := post(reg.Addr+"/spy:1", p.SpyDockerfile(s.Base), testenv.SpySecretID, p.SpySecret)
+	victim := post(reg.Addr+"/victim:1", p.VictimDockerfile(s.Base), harness.VictimSecretID, p.VictimSecret)
+	victim.WaitLog(t, harness.VictimReady)
+	spy := post(reg.Addr+"/spy:1", p.SpyDockerfile(s.Base), harness.SpySecretID, p.SpySecret)
 
 	if fin := spy.Final(t, 3*time.Minute); fin.Status != progress.Success {
 		t.Fatalf("spy build: %+v\n%s", fin, spy.LogText())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/openfaas/go-sdk/builder"
 
+	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/signature"
@@ -33,7 +34,7 @@ func checkProcessSandbox(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := testenv.NewSandboxProbe(t)
+	p := harness.NewSandboxProbe(t)
 	tag := testenv.RandomHex(t, 4)
 	post := func(repo, dockerfile, secretID, secret string) *testenv.Stream {
 		sealed, err := secrets.Seal(pub, map[string][]byte{secretID: []byte(secret)})
@@ -44,9 +45,9 @@ func checkProcessSandbox(t *testing.T, dir string) {
 			builder.BuildConfig{Image: stackReg + "/e2e/" + repo + ":" + tag}, nil, sealed)
 		return testenv.Follow(t, testenv.Post(t, builderRoot+"/build", body, testenv.SignedHeader(key, body, true)))
 	}
-	victim := post("sandbox-victim", p.VictimDockerfile(baseImage), testenv.VictimSecretID, p.VictimSecret)
-	victim.WaitLog(t, testenv.VictimReady)
-	spy := post("sandbox-spy", p.SpyDockerfile(baseImage), testenv.SpySecretID, p.SpySecret)
+	victim := post("sandbox-victim", p.VictimDockerfile(baseImage), harness.VictimSecretID, p.VictimSecret)
+	victim.WaitLog(t, harness.VictimReady)
+	spy := post("sandbox-spy", p.SpyDockerfile(baseImage), harness.SpySecretID, p.SpySecret)
 	if fin := spy.Final(t, 5*time.Minute); fin.Status != progress.Success {
 		t.Fatalf("spy build: %+v\n%s", fin, spy.LogText())
 	}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/moby/buildkit/client"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
@@ -52,7 +49,6 @@ type BuildKit struct {
 	LogPath string
 
 	recipe daemon.BuildKitd
-	mu     sync.Mutex
 	proc   *daemon.Process
 }
 
@@ -119,13 +115,10 @@ func (b *BuildKit) start() error {
 	}
 	spec.LogPath, spec.ReadyTimeout = b.LogPath, 30*time.Second
 	p, err := daemon.Start(context.Background(), spec)
-	if err != nil {
-		return err
+	if err == nil {
+		b.proc = p
 	}
-	b.mu.Lock()
-	b.proc = p
-	b.mu.Unlock()
-	return nil
+	return err
 }
 
 // register logs the mode and arranges the cleanup.
@@ -148,23 +141,6 @@ func (b *BuildKit) register(t testing.TB) *BuildKit {
 	return b
 }
 
-func (b *BuildKit) process() *daemon.Process {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.proc
-}
-
-// Client returns a BuildKit client for the daemon, closed in t.Cleanup.
-func (b *BuildKit) Client(t testing.TB) *client.Client {
-	t.Helper()
-	c, err := client.New(context.Background(), b.Addr)
-	if err != nil {
-		t.Fatalf("testenv: buildkit client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // ProcessMode is buildkitd's worker process mode (buildkit.Builder's):
 // "sandbox" when every build step gets its own PID namespace.
 func ProcessMode(t testing.TB, b *BuildKit) string {
@@ -179,16 +155,13 @@ func ProcessMode(t testing.TB, b *BuildKit) string {
 }
 
 // Running reports whether the daemon process is alive.
-func (b *BuildKit) Running() bool {
-	p := b.process()
-	return p != nil && !p.Exited()
-}
+func (b *BuildKit) Running() bool { return !b.proc.Exited() }
 
 // Stop sends SIGTERM to the daemon's process group and waits for it to
 // exit (SIGKILL after 20 s). State is kept: Restart brings it back.
 func (b *BuildKit) Stop(t testing.TB) {
 	t.Helper()
-	if p := b.process(); p != nil && !p.Stop(stopGrace) {
+	if !b.proc.Stop(stopGrace) {
 		t.Logf("testenv: buildkitd did not stop within %s of SIGTERM (or was gone): killed", stopGrace)
 	}
 }
@@ -196,9 +169,7 @@ func (b *BuildKit) Stop(t testing.TB) {
 // Kill SIGKILLs the daemon's process group (as a crash would) and waits.
 func (b *BuildKit) Kill(t testing.TB) {
 	t.Helper()
-	if p := b.process(); p != nil {
-		p.Kill()
-	}
+	b.proc.Kill()
 }
 
 // Restart stops the daemon (if running) and starts it again, same mode,

@@ -9,9 +9,6 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
-// BusyboxRepo is the repository PushBusybox pushes to (tag "latest").
-const BusyboxRepo = "busybox"
-
 // PushBusybox builds the base image for the test builds (daemon.Busybox:
 // Debian's static busybox with a /bin symlink per applet, /tmp, /etc/passwd
 // and group) and pushes it as REG/busybox:latest, which it returns.
@@ -25,7 +22,7 @@ func PushBusybox(t testing.TB, bk *BuildKit, reg *Registry) string {
 	if err := bb.WriteContext(dir); err != nil {
 		t.Fatalf("testenv: busybox context: %v", err)
 	}
-	ref := reg.Addr + "/" + BusyboxRepo + ":latest"
+	ref := reg.Addr + "/busybox:latest"
 	BuildPush(t, bk, reg, dir, ref, nil)
 	return ref
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // SharedTool is one of the real binaries the module proxy does not serve
@@ -54,15 +53,7 @@ func NewFaasCLIProject(t testing.TB, function, dockerfile string, secrets map[st
 		files[id] = value
 		p.secrets = append(p.secrets, id)
 	}
-	for name, body := range files {
-		full := filepath.Join(p.Dir, name)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	WriteFiles(t, p.Dir, files)
 	return p
 }
 
@@ -128,19 +119,4 @@ func (r *Publishing) Output() string { return r.out.String() }
 func (r *Publishing) Wait() (string, int, error) {
 	<-r.done
 	return r.out.String(), r.code, r.err
-}
-
-// WaitOutput waits until faas-cli printed text (a build log line).
-func (r *Publishing) WaitOutput(t testing.TB, text string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.After(timeout)
-	for !strings.Contains(r.Output(), text) {
-		select {
-		case <-r.done:
-			t.Fatalf("faas-cli publish %s ended (exit %d) without printing %q:\n%s", r.Image, r.code, text, r.Output())
-		case <-deadline:
-			t.Fatalf("faas-cli publish %s printed no %q within %s:\n%s", r.Image, text, timeout, r.Output())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/openfaas/go-sdk/builder"
 
-	"github.com/fnbuilder/fnbuilder/internal/config"
-	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 )
 
@@ -113,24 +110,6 @@ func ErrorBody(t testing.TB, res *http.Response) string {
 		t.Fatalf("error reply %+v, want status failed and a message", body)
 	}
 	return body.Error
-}
-
-// Serve runs h on a loopback port behind the golang-middleware template's
-// own server (internal/fnserver, with cfg's timeouts) until the test ends,
-// and returns its base URL.
-func Serve(t testing.TB, h http.Handler, cfg config.Config) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := fnserver.New(l.Addr().String(), h, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + l.Addr().String()
 }
 
 // SyncBuffer is a buffer that a process, a goroutine or the standard

@@ -140,14 +140,6 @@ func WriteContextTar(w io.Writer, dir string, config []byte) error {
 	return tw.Close()
 }
 
-// Unterminated is BuildTar without the two zero blocks that end an
-// archive, for a test that appends what archive/tar would refuse.
-func Unterminated(t testing.TB, entries ...TarEntry) []byte {
-	t.Helper()
-	b := BuildTar(t, entries...)
-	return b[:len(b)-1024]
-}
-
 // HeaderBlocks is what archive/tar writes for h (a PAX header first when h
 // needs one) without the data h announces: a header claiming a terabyte,
 // or one to patch.

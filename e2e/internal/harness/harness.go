@@ -1,9 +1,12 @@
 // Package harness is what the end-to-end test packages share: build-fn
-// served in-process, `go build` of the checkout's commands, and a lock for
-// the tests of what there is one of per machine.
+// served in-process, `go build` of the checkout's commands, a lock for
+// the tests of what there is one of per machine, and the probe of
+// BuildKit's process sandbox that the builder, the stack and the cluster
+// are each put through.
 package harness
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,13 +17,15 @@ import (
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
-	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
-// Serve serves build-fn with these settings until the test ends and
-// returns its base URL. wrap, when not nil, wraps the pipeline's BuildKit
-// runner, so a test can count or watch the solves.
+// Serve serves build-fn with these settings on a loopback port, behind the
+// golang-middleware template's own server (internal/fnserver, with the
+// settings' timeouts), until the test ends and returns its base URL. wrap,
+// when not nil, wraps the pipeline's BuildKit runner, so a test can count
+// or watch the solves.
 func Serve(t testing.TB, settings map[string]string, wrap func(pipeline.Runner) pipeline.Runner) string {
 	t.Helper()
 	cfg := config.FromMap(settings)
@@ -31,7 +36,17 @@ func Serve(t testing.TB, settings map[string]string, wrap func(pipeline.Runner) 
 	if wrap != nil {
 		opts.Pipeline.Runner = wrap(opts.Pipeline.Runner)
 	}
-	return testenv.Serve(t, buildfn.Router(cfg, opts), cfg)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fnserver.New(l.Addr().String(), buildfn.Router(cfg, opts), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }
 
 // LockMachine holds an exclusive lock on path until the test ends, for a

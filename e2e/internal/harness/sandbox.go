@@ -1,12 +1,13 @@
-package testenv
+package harness
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // SandboxProbe is a pair of builds that checks BuildKit's process sandbox:
@@ -38,14 +39,14 @@ const VictimReady = "victim-step-waiting"
 // (cache mounts, images) can stand in for this one.
 func NewSandboxProbe(t testing.TB) *SandboxProbe {
 	t.Helper()
-	id := RandomHex(t, 8)
+	id := testenv.RandomHex(t, 8)
 	return &SandboxProbe{
 		id:           id,
-		VictimSecret: "victim-secret-" + RandomHex(t, 12),
-		VictimEnv:    "victim-env-" + RandomHex(t, 12),
-		VictimCmd:    "victim-cmd-" + RandomHex(t, 12),
-		SpySecret:    "spy-secret-" + RandomHex(t, 12),
-		SpyEnv:       "spy-env-" + RandomHex(t, 12),
+		VictimSecret: "victim-secret-" + testenv.RandomHex(t, 12),
+		VictimEnv:    "victim-env-" + testenv.RandomHex(t, 12),
+		VictimCmd:    "victim-cmd-" + testenv.RandomHex(t, 12),
+		SpySecret:    "spy-secret-" + testenv.RandomHex(t, 12),
+		SpyEnv:       "spy-env-" + testenv.RandomHex(t, 12),
 	}
 }
 
@@ -106,13 +107,4 @@ func (p *SandboxProbe) Check(t testing.TB, found, overlap, secretSum []byte) {
 	if got := strings.TrimSpace(string(secretSum)); got != hex.EncodeToString(sum[:]) {
 		t.Errorf("victim's /secret.sha256 = %q, want the SHA-256 of its secret", got)
 	}
-}
-
-// RandomHex is n random bytes as hex: markers no earlier run can match.
-func RandomHex(t testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
