@@ -19,7 +19,7 @@ func TestBuildkitRootlessLayer(t *testing.T) {
 	if cfg.User != "1000:1000" || len(cfg.Entrypoint) != 2 || cfg.Entrypoint[0] != "rootlesskit" || cfg.Entrypoint[1] != "buildkitd" {
 		t.Errorf("config user %q entrypoint %q, want 1000:1000 and rootlesskit buildkitd", cfg.User, cfg.Entrypoint)
 	}
-	layer, err := r.layer()
+	layer, err := r.Layer()
 	if err != nil {
 		t.Fatal(err)
 	}
