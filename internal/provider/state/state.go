@@ -1,7 +1,7 @@
 // Package state keeps what the provider must remember across restarts, as
 // plain files: functions/<name>.json under the state directory (the
 // deployment request, desired replicas, creation time, address) and one
-// file per secret (its bytes, mode 0600) in the secrets directory. Writes of function records are atomic
+// file per secret (its bytes, mode 0644 in a 0700 directory) in the secrets directory. Writes of function records are atomic
 // (temp file + rename); secrets are rewritten in place so that the bind
 // mounts of running containers see the new value.
 package state
@@ -167,19 +167,26 @@ func (s *Store) SecretPath(name string) string {
 	return filepath.Join(s.secrets, name)
 }
 
+// secretMode lets a function read its secrets whatever user its image runs
+// as (the template's is the non-root `app`): the bind mount shows the
+// file's own mode, as Kubernetes' default secret volume mode (0644) and
+// faasd do. The secrets directory (0700) keeps them from the host's other
+// users.
+const secretMode = 0o644
+
 // CreateSecret stores a new secret; an existing one is ErrExists.
 func (s *Store) CreateSecret(name string, value []byte) error {
 	if !fileName.MatchString(name) {
 		return fmt.Errorf("invalid secret name %q", name)
 	}
-	f, err := os.OpenFile(s.SecretPath(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(s.SecretPath(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, secretMode)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("secret %s: %w", name, ErrExists)
 	}
 	if err != nil {
 		return fmt.Errorf("create secret %s: %w", name, err)
 	}
-	if err := writeClose(f, value); err != nil {
+	if err := writeSecret(f, value); err != nil {
 		os.Remove(s.SecretPath(name))
 		return fmt.Errorf("write secret %s: %w", name, err)
 	}
@@ -193,17 +200,27 @@ func (s *Store) UpdateSecret(name string, value []byte) error {
 	if !fileName.MatchString(name) {
 		return fmt.Errorf("secret %s: %w", name, ErrNotFound)
 	}
-	f, err := os.OpenFile(s.SecretPath(name), os.O_WRONLY|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(s.SecretPath(name), os.O_WRONLY|os.O_TRUNC, secretMode)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("secret %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("open secret %s: %w", name, err)
 	}
-	if err := writeClose(f, value); err != nil {
+	if err := writeSecret(f, value); err != nil {
 		return fmt.Errorf("write secret %s: %w", name, err)
 	}
 	return nil
+}
+
+// writeSecret sets f's mode (whatever the umask, or an older provider's
+// 0600), writes value and closes f.
+func writeSecret(f *os.File, value []byte) error {
+	if err := f.Chmod(secretMode); err != nil {
+		f.Close()
+		return err
+	}
+	return writeClose(f, value)
 }
 
 // writeClose writes value to f and closes it, with the first error.

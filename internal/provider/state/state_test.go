@@ -107,10 +107,21 @@ func TestSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("secret mode %v, want 0600", fi.Mode().Perm())
+	// Readable by a function's non-root user through the bind mount; the
+	// directory keeps it from the host's other users.
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("secret mode %v, want 0644", fi.Mode().Perm())
+	}
+	if di, err := os.Stat(secrets); err != nil {
+		t.Error(err)
+	} else if di.Mode().Perm() != 0o700 {
+		t.Errorf("secrets directory mode %v, want 0700", di.Mode().Perm())
 	}
 	ino := fi.Sys().(*syscall.Stat_t).Ino
+	// A secret an older provider wrote 0600 becomes readable when updated.
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := s.UpdateSecret("token", []byte("three")); err != nil {
 		t.Fatal(err)
@@ -121,6 +132,9 @@ func TestSecrets(t *testing.T) {
 	fi, _ = os.Stat(p)
 	if fi.Sys().(*syscall.Stat_t).Ino != ino {
 		t.Errorf("update replaced the file: a bind mount of it would keep the old value")
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("updated secret mode %v, want 0644", fi.Mode().Perm())
 	}
 	if err := s.UpdateSecret("missing", []byte("x")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("update missing: %v, want ErrNotFound", err)
