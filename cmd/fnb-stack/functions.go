@@ -18,11 +18,13 @@ const specAnnotation = "fnbuilder.dev/stack-spec"
 
 const secretsMount = "/var/openfaas/secrets/"
 
-// functionDeployment is how the stack runs each fnbuilder function.
+// functionDeployment is how the stack runs each fnbuilder function: its
+// template image (of-watchdog in front of the handler) with stack.yaml's
+// settings for this machine.
 func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 	env := map[string]string{
-		// fnb serve drains for healthcheck_interval on SIGTERM; keep
-		// `make down` quick.
+		// The watchdog and the handler drain for healthcheck_interval on
+		// SIGTERM; keep `make down` quick.
 		"healthcheck_interval": "1s",
 	}
 	var secrets []string
@@ -38,12 +40,19 @@ func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 			"buildkit_tls_cert":        secretsMount + "buildkit-tls-cert",
 			"buildkit_tls_key":         secretsMount + "buildkit-tls-key",
 			"buildkit_tls_server_name": bridgeIP,
-			"build_timeout":            "10m",
-			"read_timeout":             "15m",
-			"write_timeout":            "15m",
-			"work_dir":                 "/tmp",
-			"gateway_url":              gatewayFromFunctions,
-			"max_builds":               "2",
+			// A streamed build passes the watchdog (exec, read and write
+			// timeouts) and the gateway (15m): each allows more than
+			// build_timeout, as in stack.yaml.
+			"build_timeout": "10m",
+			"exec_timeout":  "11m",
+			"read_timeout":  "11m",
+			"write_timeout": "11m10s",
+			// The watchdog's /_/ready asks build-fn's /ready.
+			"ready_path":  "/ready",
+			"work_dir":    "/tmp",
+			"gateway_url": gatewayFromFunctions,
+			// Not max_inflight: the watchdog would answer 429 itself.
+			"max_builds": "2",
 			// Retries (waits 2, 4, 8, 16 s) outlast a buildkitd that
 			// `make up` brings back while a build waits.
 			"build_retries": "5",
@@ -58,7 +67,10 @@ func (s *Stack) functionDeployment(fn string) types.FunctionDeployment {
 		}
 	case "deploy-fn":
 		secrets = []string{"payload-secret", "basic-auth-user", "basic-auth-password"}
-		env["gateway_url"] = gatewayFromFunctions
+		for k, v := range map[string]string{"gateway_url": gatewayFromFunctions,
+			"exec_timeout": "2m", "read_timeout": "2m", "write_timeout": "2m10s"} {
+			env[k] = v
+		}
 	}
 	return types.FunctionDeployment{
 		Service: fn,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,19 +13,25 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/fileimage"
+	"github.com/fnbuilder/fnbuilder/internal/templateimage"
 )
 
-// fnbuilder's four functions, each an image FROM the stack's busybox base
-// with the static fnb CLI serving it.
+// fnbuilder's four functions, each built from its production recipe,
+// template/fnbuilder-go (of-watchdog in http mode in front of the
+// function's handler), by internal/templateimage.
 var functionNames = []string{"publickey-fn", "seal-fn", "build-fn", "deploy-fn"}
+
+// stackTenant keys the function builds' caches on the stack's buildkitd.
+const stackTenant = "fnbuilder-stack"
 
 func baseImage() string { return registryAddr + "/busybox:latest" }
 
 func functionImage(fn string) string { return registryAddr + "/fnbuilder/" + fn + ":dev" }
 
-// buildBinaries builds, from the checkout, the static fnb that the function
-// images run and the fnb-provider the stack runs, and puts fnb-stack itself
-// beside them (the queue-workers and the forwarder run it).
+// buildBinaries builds, from the checkout, the fnb-provider the stack runs,
+// and puts fnb-stack itself beside it (the queue-workers and the forwarder
+// run it).
 func (s *Stack) buildBinaries(ctx context.Context) error {
 	t0 := time.Now()
 	bin := s.binDir()
@@ -38,21 +43,17 @@ func (s *Stack) buildBinaries(ctx context.Context) error {
 	if err := os.Chmod(bin, 0o755); err != nil {
 		return err
 	}
-	// Static (the base image has no libc), reproducible (-trimpath, no VCS
-	// stamp), so an unchanged checkout gives the same bytes and `up` skips
-	// rebuilding the images.
-	cmd := exec.CommandContext(ctx, daemon.Find("go"), "build", "-trimpath", "-buildvcs=false", "-o", tmp+"/", "./cmd/fnb", "./cmd/fnb-provider")
+	cmd := exec.CommandContext(ctx, daemon.Find("go"), "build", "-trimpath", "-buildvcs=false", "-o", tmp+"/", "./cmd/fnb-provider")
 	cmd.Dir = s.Repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/fnb ./cmd/fnb-provider in %s: %v\n%s", s.Repo, err, out)
+		return fmt.Errorf("go build ./cmd/fnb-provider in %s: %v\n%s", s.Repo, err, out)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	for _, c := range []struct{ src, name string }{
-		{filepath.Join(tmp, "fnb"), "fnb"},
 		{filepath.Join(tmp, "fnb-provider"), "fnb-provider"},
 		{self, "fnb-stack"},
 	} {
@@ -60,120 +61,64 @@ func (s *Stack) buildBinaries(ctx context.Context) error {
 			return fmt.Errorf("install %s: %w", c.name, err)
 		}
 	}
-	s.logf("binaries         fnb, fnb-provider built from %s (%.1fs)", s.Repo, time.Since(t0).Seconds())
+	s.logf("binaries         fnb-provider built from %s (%.1fs)", s.Repo, time.Since(t0).Seconds())
 	return nil
 }
 
-// imageRecord remembers what an image was built from, so that an
-// unchanged image is not rebuilt.
-type imageRecord struct {
-	Inputs string `json:"inputs"`
-	Digest string `json:"digest"`
-}
-
-// ensureImage builds contextDir/dockerfile and pushes it as ref, unless
-// the registry already has the digest built from the same inputs.
-func (s *Stack) ensureImage(ctx context.Context, ref, contextDir, dockerfile, inputs string, prepare func() error) (string, error) {
-	recPath := s.path("images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".json")
-	var rec imageRecord
-	if b, err := os.ReadFile(recPath); err == nil && json.Unmarshal(b, &rec) == nil && rec.Inputs == inputs {
-		if d, err := s.registry().Digest(ctx, ref, pushUser); err == nil && d == rec.Digest {
-			return rec.Digest, nil
-		}
-	}
-	t0 := time.Now()
-	if prepare != nil {
-		if err := prepare(); err != nil {
-			return "", err
-		}
-	}
-	digest, err := s.buildPush(ctx, contextDir, dockerfile, ref)
-	if err != nil {
-		return "", err
-	}
-	rec = imageRecord{Inputs: inputs, Digest: digest}
-	b, _ := json.Marshal(rec)
-	if err := daemon.WriteFileAtomic(recPath, b, 0o644); err != nil {
-		return "", err
-	}
-	s.logf("image            %s built and pushed (%.19s, %.1fs)", ref, digest, time.Since(t0).Seconds())
-	return digest, nil
-}
-
-// buildImages pushes the busybox base and the four function images.
-// It returns each function image's digest.
+// buildImages pushes the busybox base (what the examples build FROM) and
+// builds the four function images from the template on the stack's
+// buildkitd; each is skipped when unchanged. It returns each function
+// image's digest.
 func (s *Stack) buildImages(ctx context.Context) (map[string]string, error) {
-	if err := os.MkdirAll(s.path("images"), 0o755); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	remote, err := s.registry().RemoteOptions(pushUser)
+	if err != nil {
 		return nil, err
 	}
-	baseDigest, err := s.ensureBase(ctx)
-	if err != nil {
+	log := logWriter{s}
+	if _, err := fileimage.PushAll(ctx, log, []fileimage.Recipe{{Ref: baseImage(), Make: fileimage.Busybox}}, remote...); err != nil {
 		return nil, fmt.Errorf("base image %s: %w", baseImage(), err)
 	}
-	ctxDir := s.path("images", "functions")
-	if err := os.MkdirAll(ctxDir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := daemon.Install(filepath.Join(s.binDir(), "fnb"), filepath.Join(ctxDir, "fnb")); err != nil {
-		return nil, err
-	}
-	fnbSHA, err := daemon.FileSHA256(filepath.Join(ctxDir, "fnb"))
+	b, err := s.registry().Builder(buildkit.Daemon{Address: s.buildkitAddr()}, pushUser)
 	if err != nil {
 		return nil, err
 	}
-	digests := map[string]string{}
+	var fns []templateimage.Function
 	for _, fn := range functionNames {
-		df := "Dockerfile." + fn
-		// No "# syntax=" line and a base from the local registry: the
-		// built-in frontend, nothing pulled from the internet.
-		content := fmt.Sprintf(`FROM %s
-COPY fnb /usr/bin/fnb
-ENV PATH=/usr/bin:/bin
-EXPOSE 8080
-CMD ["/usr/bin/fnb", "serve", %q, "--addr", "0.0.0.0:8080"]
-`, baseImage(), fn)
-		if err := daemon.WriteFileAtomic(filepath.Join(ctxDir, df), []byte(content), 0o644); err != nil {
-			return nil, err
-		}
-		inputs := sha256Hex(content + "\n" + fnbSHA + "\n" + baseDigest)
-		d, err := s.ensureImage(ctx, functionImage(fn), ctxDir, df, inputs, nil)
-		if err != nil {
-			return nil, fmt.Errorf("image of %s: %w", fn, err)
-		}
-		digests[fn] = d
+		fns = append(fns, templateimage.Function{Name: fn, Ref: functionImage(fn)})
 	}
+	images, err := templateimage.Builder{
+		Repo:     s.Repo,
+		Registry: registryAddr,
+		Remote:   remote,
+		BuildKit: b,
+		// RUN steps share the host's network (rootlesskit --net=host).
+		GoproxyHost: bridgeIP,
+		Tenant:      stackTenant,
+		Records:     s.path("images"),
+		Out:         log,
+	}.Build(ctx, fns)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
+	}
+	digests := map[string]string{}
+	for fn, im := range images {
+		digests[fn] = im.Digest
+	}
+	s.logf("images           base and %d functions ready (%.1fs)", len(digests), time.Since(t0).Seconds())
 	return digests, nil
 }
 
-// ensureBase builds the base image from Debian's static busybox
-// (daemon.Busybox).
-func (s *Stack) ensureBase(ctx context.Context) (string, error) {
-	bb, err := daemon.FindBusybox()
-	if err != nil {
-		return "", errMissing{[]string{err.Error()}}
-	}
-	dir := s.path("images", "busybox")
-	prepare := func() error {
-		os.RemoveAll(dir)
-		return bb.WriteContext(dir)
-	}
-	return s.ensureImage(ctx, baseImage(), dir, "Dockerfile", bb.Inputs, prepare)
-}
+// logWriter prints what it is given as progress lines.
+type logWriter struct{ s *Stack }
 
-// buildPush builds with BuildKit's built-in dockerfile.v0 frontend on the
-// stack's buildkitd (unix socket) and pushes to the stack's registry.
-func (s *Stack) buildPush(ctx context.Context, contextDir, dockerfile, ref string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	b, err := s.registry().Builder(buildkit.Daemon{Address: s.buildkitAddr()}, pushUser)
-	if err != nil {
-		return "", err
+func (w logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.s.logf("%s", line)
 	}
-	d, err := daemon.BuildPush(ctx, b, buildkit.Build{Context: buildkit.Dir(contextDir), Dockerfile: dockerfile, Image: ref})
-	if err != nil {
-		return "", fmt.Errorf("buildkitd: %w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
-	}
-	return d, nil
+	return len(p), nil
 }
 
 func sha256Hex(s string) string {

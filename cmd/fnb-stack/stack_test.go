@@ -46,6 +46,17 @@ func TestFunctionDeployments(t *testing.T) {
 			t.Errorf("build-fn has no %s", k)
 		}
 	}
+	// Under of-watchdog: a streamed build outlives build_timeout on every
+	// timeout on its path, and the watchdog never counts requests itself.
+	build, _ := time.ParseDuration(b.EnvVars["build_timeout"])
+	for _, k := range []string{"exec_timeout", "read_timeout", "write_timeout"} {
+		if d, err := time.ParseDuration(b.EnvVars[k]); err != nil || d <= build {
+			t.Errorf("build-fn %s=%q, want above build_timeout %s", k, b.EnvVars[k], build)
+		}
+	}
+	if b.EnvVars["max_inflight"] != "" || b.EnvVars["max_builds"] == "" || b.EnvVars["ready_path"] != "/ready" {
+		t.Errorf("build-fn max_inflight %q max_builds %q ready_path %q", b.EnvVars["max_inflight"], b.EnvVars["max_builds"], b.EnvVars["ready_path"])
+	}
 	if !slices.Contains(b.Secrets, "registry-config") || b.EnvVars["insecure_registries"] != "" {
 		t.Errorf("build-fn with the HTTPS registry: secrets %v, insecure_registries %q", b.Secrets, b.EnvVars["insecure_registries"])
 	}
