@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
@@ -77,8 +76,7 @@ func (s *Stack) buildImages(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := logWriter{s}
-	if _, err := fileimage.PushAll(ctx, log, []fileimage.Recipe{{Ref: baseImage(), Make: fileimage.Busybox}}, remote...); err != nil {
+	if _, err := fileimage.PushAll(ctx, s.logf, []fileimage.Recipe{{Ref: baseImage(), Make: fileimage.Busybox}}, remote...); err != nil {
 		return nil, fmt.Errorf("base image %s: %w", baseImage(), err)
 	}
 	b, err := s.registry().Builder(buildkit.Daemon{Address: s.buildkitAddr()}, pushUser)
@@ -98,7 +96,7 @@ func (s *Stack) buildImages(ctx context.Context) (map[string]string, error) {
 		GoproxyHost: bridgeIP,
 		Tenant:      stackTenant,
 		Records:     s.path("images"),
-		Out:         log,
+		Logf:        s.logf,
 	}.Build(ctx, fns)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))
@@ -109,16 +107,6 @@ func (s *Stack) buildImages(ctx context.Context) (map[string]string, error) {
 	}
 	s.logf("images           base and %d functions ready (%.1fs)", len(digests), time.Since(t0).Seconds())
 	return digests, nil
-}
-
-// logWriter prints what it is given as progress lines.
-type logWriter struct{ s *Stack }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		w.s.logf("%s", line)
-	}
-	return len(p), nil
 }
 
 func sha256Hex(s string) string {

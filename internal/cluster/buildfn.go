@@ -49,7 +49,7 @@ func (c Cluster) buildBuildFn(ctx context.Context, out io.Writer) (built bool, e
 		GoproxyHost: BridgeIP,
 		Tenant:      buildFnTenant,
 		Records:     c.path("images"),
-		Out:         out,
+		Logf:        lineLogf(out),
 	}.Build(ctx, []templateimage.Function{{Name: "build-fn", Ref: BuildFnImage}})
 	if err != nil {
 		return false, err

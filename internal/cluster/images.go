@@ -30,7 +30,7 @@ const (
 // times, so the same files give the same digest). pause is the static
 // binary of cmd/fnb-pause.
 func (c Cluster) PushImages(ctx context.Context, pause string, out io.Writer) error {
-	_, err := fileimage.PushAll(ctx, out, []fileimage.Recipe{
+	_, err := fileimage.PushAll(ctx, lineLogf(out), []fileimage.Recipe{
 		{Ref: PauseImage, Make: func(string) (fileimage.Rootfs, v1.Config, error) {
 			r := fileimage.Rootfs{}
 			r.File("pause", pause, 0o755)
@@ -45,6 +45,11 @@ func (c Cluster) PushImages(ctx context.Context, pause string, out io.Writer) er
 		{Ref: BuildkitImage, Make: buildkitRootlessImage},
 	})
 	return err
+}
+
+// lineLogf prints progress lines to out.
+func lineLogf(out io.Writer) fileimage.Logf {
+	return func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 }
 
 // vfsCapV2 is a security.capability xattr (struct vfs_cap_data, revision

@@ -192,11 +192,14 @@ type Recipe struct {
 	Make func(tmp string) (Rootfs, v1.Config, error)
 }
 
+// Logf prints one progress line.
+type Logf func(format string, args ...any)
+
 // PushAll makes and pushes each image, reaching the registry with opts,
 // and skips one the registry already has with the same digest (layers are
 // written without times, so the same files give the same digest). It
 // returns each image's digest by reference.
-func PushAll(ctx context.Context, out io.Writer, recipes []Recipe, opts ...remote.Option) (map[string]string, error) {
+func PushAll(ctx context.Context, logf Logf, recipes []Recipe, opts ...remote.Option) (map[string]string, error) {
 	tmp, err := os.MkdirTemp("", "fnb-file-images-")
 	if err != nil {
 		return nil, err
@@ -220,7 +223,7 @@ func PushAll(ctx context.Context, out io.Writer, recipes []Recipe, opts ...remot
 		if pushed {
 			what = "pushed"
 		}
-		fmt.Fprintf(out, "image %s@%s %s\n", im.Ref, digest, what)
+		logf("image %s@%s %s", im.Ref, digest, what)
 		digests[im.Ref] = digest
 	}
 	return digests, nil

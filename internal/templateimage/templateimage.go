@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,7 +56,7 @@ type Builder struct {
 	Tenant string
 	// Records is the directory of what each image was built from.
 	Records string
-	Out     io.Writer
+	Logf    fileimage.Logf
 }
 
 // Function is a function of stack.yaml and the image reference to build
@@ -121,7 +120,7 @@ func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Im
 		var rec struct{ Inputs, Digest string }
 		if raw, err := os.ReadFile(record); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Inputs == inputs {
 			if d, err := b.digest(ctx, ref); err == nil && d == rec.Digest {
-				fmt.Fprintf(b.Out, "image %s@%s up to date\n", ref, d)
+				b.Logf("image %s@%s up to date", ref, d)
 				out[fn] = Image{Ref: ref, Digest: d}
 				continue
 			}
@@ -147,7 +146,7 @@ func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Im
 		if err := daemon.WriteFileAtomic(record, raw, 0o644); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(b.Out, "image %s@%s built from template/fnbuilder-go (%.0f s)\n", ref, digest, time.Since(t0).Seconds())
+		b.Logf("image %s@%s built from template/fnbuilder-go (%.0f s)", ref, digest, time.Since(t0).Seconds())
 		out[fn] = Image{Ref: ref, Digest: digest, Built: true}
 	}
 	return out, nil
@@ -182,7 +181,7 @@ func (b Builder) pushStandIns(ctx context.Context) (string, error) {
 		return "", err
 	}
 	refs := []string{b.Registry + "/" + WatchdogRepo, b.Registry + "/" + AlpineRepo, b.Registry + "/" + GolangRepo}
-	digests, err := fileimage.PushAll(ctx, b.Out, []fileimage.Recipe{
+	digests, err := fileimage.PushAll(ctx, b.Logf, []fileimage.Recipe{
 		{Ref: refs[0], Make: func(string) (fileimage.Rootfs, v1.Config, error) {
 			r := fileimage.Rootfs{}
 			r.File("fwatchdog", watchdog, 0o755)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,9 +34,8 @@ func TestBuildFromTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
 	b := Builder{Repo: repo, Registry: reg.Addr, Remote: remote, BuildKit: bb, GoproxyHost: "127.0.0.1",
-		Tenant: "templateimage-test", Records: t.TempDir(), Out: io.MultiWriter(&log, testWriter{t})}
+		Tenant: "templateimage-test", Records: t.TempDir(), Logf: t.Logf}
 	fns := []Function{{Name: "publickey-fn", Ref: reg.Addr + "/fnbuilder/publickey-fn:test"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -77,11 +75,4 @@ func TestBuildFromTemplate(t *testing.T) {
 	if im2 := second["publickey-fn"]; im2.Built || im2.Digest != im.Digest {
 		t.Errorf("second build with nothing changed: %+v, want the first digest %s, not built", im2, im.Digest)
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
