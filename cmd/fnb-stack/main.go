@@ -58,7 +58,7 @@ func stackCommands() map[string]stackCommand {
 		"restart": {ackWait: true, names: true, run: (*Stack).Restart},
 		"down":    {run: func(s *Stack, _ []string) error { return s.Down() }},
 		"status":  {run: func(s *Stack, _ []string) error { return s.Status() }},
-		"check": {run: func(s *Stack, _ []string) error {
+		"check": {repo: true, run: func(s *Stack, _ []string) error {
 			if err := s.checkTools(); err != nil {
 				return err
 			}

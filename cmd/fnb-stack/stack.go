@@ -12,6 +12,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/templateimage"
 )
 
 // Addresses. The gateway's :8080 and :8082 are hard-coded upstream; the
@@ -141,7 +142,14 @@ func (s *Stack) checkTools() error {
 		missing = append(missing, "user "+daemon.RootlessUser+" with /etc/subuid and /etc/subgid ranges (for rootless buildkitd)")
 	}
 	if daemon.Find("go") == "" {
-		missing = append(missing, "go (to build fnb and fnb-provider from this checkout)")
+		missing = append(missing, "go (to build fnb-provider from this checkout)")
+	}
+	// The function images are built from template/ with the real faas-cli
+	// and of-watchdog, which no registry here serves.
+	for _, t := range [][2]string{{"FAAS_CLI", "faas-cli"}, {"OF_WATCHDOG", "of-watchdog"}} {
+		if _, err := templateimage.SharedTool(s.Repo, t[0], t[1]); err != nil {
+			missing = append(missing, err.Error())
+		}
 	}
 	if len(missing) > 0 {
 		return errMissing{missing}
