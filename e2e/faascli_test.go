@@ -136,6 +136,38 @@ func TestFaasCLI(t *testing.T) {
 			t.Errorf("%d builds ran", n)
 		}
 	})
+
+	// Build arguments from every place faas-cli takes them — stack.yaml's
+	// build_args, --build-arg, and --build-option through the template's
+	// build_options (faas-cli sends those as ADDITIONAL_PACKAGE) — reach
+	// the build, through `up` (the build path: no platforms sent) and
+	// `up --publish`.
+	t.Run("up with build_args, --build-arg and --build-option", func(t *testing.T) {
+		b := startBuilder(t, s, nil)
+		for _, mode := range []string{"up", "up --publish"} {
+			tag := strings.ReplaceAll(mode, " --", "-") + "-" + testenv.RandomHex(t, 4)
+			dir := t.TempDir()
+			testenv.WriteFiles(t, dir, map[string]string{
+				"template/dockerfile/template.yml": "language: dockerfile\nfprocess: cat\nbuild_options:\n  - name: dev\n    packages: [make, git]\n",
+				"fn/Dockerfile": "FROM " + s.Base + "\nARG FROM_STACK\nARG FROM_FLAG\nARG ADDITIONAL_PACKAGE\n" +
+					"RUN echo \"stack=$FROM_STACK flag=$FROM_FLAG packages=$ADDITIONAL_PACKAGE\" > /args\n",
+				"stack.yaml": "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://127.0.0.1:8080\nfunctions:\n" +
+					"  fn:\n    lang: dockerfile\n    handler: ./fn\n    image: " + s.Reg.Addr + "/faas-cli-up:" + tag + "\n" +
+					"    build_args:\n      FROM_STACK: stack.yaml value\n",
+			})
+			writePayload(t, dir, payloadSecret(t))
+			args := append(strings.Fields(mode), "-f", "stack.yaml", "--remote-builder", b.url, "--payload-secret", "payload.txt",
+				"--build-arg", "FROM_FLAG=flag value", "--build-option", "dev", "--skip-deploy")
+			run := runFaasCLI(t, dir, args...)
+			if run.code != 0 || strings.Contains(run.out, "panic:") {
+				t.Fatalf("faas-cli %s: exit %d:\n%s", mode, run.code, run.out)
+			}
+			got := strings.TrimSpace(string(testenv.ImageFile(t, s.Reg, "faas-cli-up", tag, "args")))
+			if want := "stack=stack.yaml value flag=flag value packages=git make"; got != want {
+				t.Errorf("faas-cli %s: the build saw %q, want %q", mode, got, want)
+			}
+		}
+	})
 }
 
 // TestFaasCLISecrets: keys and envelopes made by faas-cli, fnb and seal-fn
