@@ -316,9 +316,9 @@ func guardedRegistries(insecure []string, cacheRepo string, tenants *tenant.Dire
 }
 
 // registryConfigPath is the Docker config.json with push credentials, read
-// for every build: the
-// registry_config_path setting, else the registry-config secret, else the
-// Pro builder's /home/app/.docker/config.json.
+// for every build: the registry_config_path setting, else the
+// registry-config secret, else the Pro builder's
+// /home/app/.docker/config.json.
 func registryConfigPath(cfg config.Config) string {
 	if p := cfg.String("registry_config_path", ""); p != "" {
 		return p
