@@ -88,11 +88,18 @@ func (r *report) clusterCold(t *testing.T) {
 		}
 		kubectl("-n", cluster.FunctionsNS, "set", "env", "deployment/build-fn", arg)
 		kubectl("-n", cluster.FunctionsNS, "rollout", "status", "deployment/build-fn", "--timeout=3m")
+		// The replaced pod serves while it drains, and the Service may
+		// still send it a build: wait until it is gone.
+		kubectl("-n", cluster.FunctionsNS, "wait", "--for=delete", "pod", "--timeout=3m", "-l", "faas_function=build-fn,pod-template-hash!="+
+			kubectl("-n", cluster.FunctionsNS, "get", "pods", "-l", "faas_function=build-fn", "--field-selector=status.phase=Running",
+				"--sort-by=.metadata.creationTimestamp", "-o", "jsonpath={.items[-1:].metadata.labels.pod-template-hash}"))
 		if err := cluster.WaitServing(ctx, url, 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { cacheRepo(true) })
+	// Deferred, so that it runs before cancel: build-fn is left with its
+	// registry cache as make cluster set it.
+	defer cacheRepo(true)
 	// fresh replaces the repository's replica and waits until build-fn can
 	// reach it by its name again.
 	fresh := func() {
@@ -126,12 +133,17 @@ func (r *report) clusterCold(t *testing.T) {
 	}
 	say("cluster: cold build with cache_repo on %s", pod)
 	cacheRepo(true)
-	publish("prime") // exports the repository's cache
+	if _, out := publish("prime"); !strings.Contains(out, "exporting cache to registry") {
+		t.Fatalf("the build that should fill the registry cache exported none:\n%s", tail(out, 3000))
+	}
 	fresh()
 	warm, out := publish("cached")
 	if !onReplica(out) {
 		r.add(with, "not measured: the build did not run on "+pod, "", "")
 		return
+	}
+	if strings.Contains(out, "importing cache manifest") && strings.Contains(out, "ERROR") {
+		t.Fatalf("the fresh replica could not import the registry cache:\n%s", tail(out, 3000))
 	}
 	r.add(without, secs(cold), "", "")
 	r.add(with, secs(warm), "no cache "+secs(cold), ratio(warm, cold))

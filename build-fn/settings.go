@@ -9,8 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/docker/cli/cli/config/configfile"
-
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/buildlog"
 	"github.com/fnbuilder/fnbuilder/internal/buildtar"
@@ -255,8 +253,10 @@ func newBuilders(cfg config.Config, tenants *tenant.Directory) ([]*buildkit.Buil
 	} else if all {
 		insecure = append(insecure, "*")
 	}
-	auth, err := buildkit.LoadAuth(registryConfigPath(cfg))
-	if err != nil {
+	// Every build reads the file again; one that is wrong at start is a
+	// setting error.
+	authPath := registryConfigPath(cfg)
+	if _, err := buildkit.LoadAuth(authPath); err != nil {
 		return nil, err
 	}
 	var frontends []string
@@ -270,9 +270,9 @@ func newBuilders(cfg config.Config, tenants *tenant.Directory) ([]*buildkit.Buil
 	cacheRepo := cfg.String("cache_repo", "")
 	regs := buildkit.Registries{
 		Insecure:  insecure,
-		Auth:      auth,
+		AuthPath:  authPath,
 		CacheRepo: cacheRepo,
-		Guarded:   guardedRegistries(auth, insecure, cacheRepo, tenants),
+		Guarded:   guardedRegistries(insecure, cacheRepo, tenants),
 		Frontends: frontends,
 	}
 	var builders []*buildkit.Builder
@@ -291,12 +291,13 @@ func runner(builders []*buildkit.Builder) pipeline.Runner {
 }
 
 // guardedRegistries are those on which a tenant pulls only its own and the
-// shared base images: every registry the builder holds credentials for,
-// reaches specially (insecure), keeps its cache on, or serves tenants
-// from. Elsewhere (public registries) pulls are not the builder's to
-// grant.
-func guardedRegistries(auth *configfile.ConfigFile, insecure []string, cacheRepo string, tenants *tenant.Directory) []string {
-	hosts := buildkit.CredentialHosts(auth)
+// shared base images, as far as settings fixed at start name them: every
+// registry the builder reaches specially (insecure), keeps its cache on,
+// or serves tenants from. Those it holds credentials for are added by
+// each build from its own read of config.json (buildkit.Registries).
+// Elsewhere (public registries) pulls are not the builder's to grant.
+func guardedRegistries(insecure []string, cacheRepo string, tenants *tenant.Directory) []string {
+	var hosts []string
 	for _, h := range insecure {
 		if h != "*" {
 			hosts = append(hosts, h)
@@ -314,9 +315,10 @@ func guardedRegistries(auth *configfile.ConfigFile, insecure []string, cacheRepo
 	return slices.Compact(hosts)
 }
 
-// registryConfigPath is the Docker config.json with push credentials: the
-// registry_config_path setting, else the registry-config secret, else the
-// Pro builder's /home/app/.docker/config.json.
+// registryConfigPath is the Docker config.json with push credentials, read
+// for every build: the registry_config_path setting, else the
+// registry-config secret, else the Pro builder's
+// /home/app/.docker/config.json.
 func registryConfigPath(cfg config.Config) string {
 	if p := cfg.String("registry_config_path", ""); p != "" {
 		return p

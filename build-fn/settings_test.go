@@ -351,8 +351,8 @@ func TestOptionsTenants(t *testing.T) {
 	}
 }
 
-// The registries the builder holds credentials for, reaches insecurely,
-// keeps its cache on or serves tenants from are guarded.
+// The registries the builder reaches insecurely, keeps its cache on or
+// serves tenants from are guarded; builds read config.json themselves.
 func TestGuardedRegistries(t *testing.T) {
 	m := settings(t, nil)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
@@ -377,9 +377,11 @@ func TestGuardedRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	regs := builders[0].Registries()
-	want := []string{"127.0.0.1:5000", "cache.internal:5000", "docker.io", "ghcr.io", "registry.example.com"}
-	if !slices.Equal(regs.Guarded, want) {
-		t.Errorf("guarded %v, want %v", regs.Guarded, want)
+	// Those of config.json are added by each build, from its own read of
+	// the file (internal/buildkit TestCredentialsAreReadForEveryBuild).
+	want := []string{"127.0.0.1:5000", "cache.internal:5000", "ghcr.io"}
+	if !slices.Equal(regs.Guarded, want) || regs.AuthPath != cfgPath {
+		t.Errorf("guarded %v, config.json %q: want %v, %s", regs.Guarded, regs.AuthPath, want, cfgPath)
 	}
 	if !slices.Equal(regs.Frontends, []string{"docker.io/docker/dockerfile:1.10"}) {
 		t.Errorf("frontends %v", regs.Frontends)
@@ -387,6 +389,15 @@ func TestGuardedRegistries(t *testing.T) {
 	m["frontend_images"] = "Not An Image"
 	if _, err := newBuilders(config.FromMap(m), tenants); err == nil || !strings.Contains(err.Error(), "frontend_images") {
 		t.Errorf("a bad frontend image: %v", err)
+	}
+	m["frontend_images"] = ""
+	// Builds read the file again, but one that is broken at start is a
+	// setting error.
+	if err := os.WriteFile(cfgPath, []byte(`{"auths": `), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newBuilders(config.FromMap(m), tenants); err == nil || !strings.Contains(err.Error(), cfgPath) {
+		t.Errorf("a malformed config.json at start: %v, want an error naming it", err)
 	}
 }
 

@@ -5,9 +5,11 @@
 package buildkit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,15 +46,21 @@ type Registries struct {
 	// Insecure lists registry hosts (host:port) reached over plain HTTP or
 	// with unverified TLS; "*" means all.
 	Insecure []string
-	// Auth is the Docker config.json with push credentials; nil means none.
-	Auth *configfile.ConfigFile
+	// AuthPath is the Docker config.json with the builder's registry
+	// credentials. Every build reads it again (LoadAuth), so credentials
+	// rotated in the file, or handed out anew by its credHelpers and
+	// credsStore (docker-credential-<name> on PATH), need no restart. ""
+	// or a missing file means none.
+	AuthPath string
 	// CacheRepo, when set, is a repository (e.g. registry:5000/buildcache)
 	// where each image repository's build cache is exported and imported
 	// from, so a replica that never built an image still starts warm.
 	CacheRepo string
 	// Guarded registries (host[:port]) serve a build only the images its
-	// Pulls allow: the registries the builder holds credentials for or
-	// serves tenants from.
+	// Pulls allow: those the builder serves tenants from, reaches
+	// insecurely or keeps its cache on. The registries AuthPath holds
+	// credentials for are guarded too, taken from each build's own read
+	// of the file (guarded).
 	Guarded []string
 	// Frontends are the images a Dockerfile's "# syntax=" line may name,
 	// in full form (docker.io/docker/dockerfile:1.x); any other line is
@@ -249,6 +257,10 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 	// Set last: a request's own BUILDKIT_* args are refused before this.
 	attrs["build-arg:BUILDKIT_CACHE_MOUNT_NS"] = cacheMountNamespace(build)
 	attrs["build-arg:BUILDKIT_SANDBOX_HOSTNAME"] = sandboxHostname(build)
+	auth, err := LoadAuth(b.registries.AuthPath)
+	if err != nil {
+		return client.SolveOpt{}, nil, err
+	}
 	frontend, note := b.frontendImage(build)
 	if frontend == "" {
 		// Present, the key stops the built-in frontend from handing the
@@ -299,7 +311,7 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 
 	return client.SolveOpt{
 		SharedKey:     sharedKey(build),
-		SourcePolicy:  b.sourcePolicy(build, frontend),
+		SourcePolicy:  b.sourcePolicy(build, frontend, b.guarded(auth)),
 		CacheImports:  cacheImports,
 		CacheExports:  cacheExports,
 		Frontend:      "dockerfile.v0",
@@ -312,17 +324,10 @@ func (b *Builder) solveOpt(build Build) (_ client.SolveOpt, notes []string, _ er
 		Session: []session.Attachable{
 			secretsprovider.FromMap(build.Secrets),
 			authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
-				AuthConfigProvider: authprovider.LoadAuthConfig(b.authConfig()),
+				AuthConfigProvider: authprovider.LoadAuthConfig(auth),
 			}),
 		},
 	}, notes, nil
-}
-
-func (b *Builder) authConfig() *configfile.ConfigFile {
-	if b.registries.Auth != nil {
-		return b.registries.Auth
-	}
-	return configfile.New("")
 }
 
 func (b *Builder) insecure(image string) bool {
@@ -335,18 +340,23 @@ func (b *Builder) insecure(image string) bool {
 	return false
 }
 
-// LoadAuth reads a Docker config.json; a missing file means no credentials.
+// LoadAuth reads a Docker config.json: build-fn checks it at start, and
+// every build reads it again. "" or a missing file means no credentials;
+// a file that cannot be read or parsed is an error naming it, which fails
+// the build (nothing transient: the operator must fix the file).
 func LoadAuth(path string) (*configfile.ConfigFile, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil, nil
+	cfg := configfile.New(path)
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, nil
+	}
+	if err == nil {
+		err = cfg.LoadFromReader(bytes.NewReader(data))
 	}
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cfg := configfile.New(path)
-	if err := cfg.LoadFromReader(f); err != nil {
 		return nil, fmt.Errorf("registry credentials %s: %w", path, err)
 	}
 	return cfg, nil

@@ -69,10 +69,10 @@ func digestOf(parts ...string) string {
 // registries only the build's own pull prefixes resolve (BuildKit refuses
 // the rest before asking the registry), and an allowed frontend image is
 // let through. For ALLOW and DENY rules the last match wins.
-func (b *Builder) sourcePolicy(build Build, frontend string) *spb.Policy {
+func (b *Builder) sourcePolicy(build Build, frontend string, guarded []string) *spb.Policy {
 	var rules []*spb.Rule
 	if build.Pulls != nil {
-		for _, host := range b.registries.Guarded {
+		for _, host := range guarded {
 			rules = append(rules, imageRule(spb.PolicyAction_DENY, host+"/"))
 		}
 		for _, prefix := range build.Pulls {
@@ -86,6 +86,17 @@ func (b *Builder) sourcePolicy(build Build, frontend string) *spb.Policy {
 		return nil
 	}
 	return &spb.Policy{Rules: rules}
+}
+
+// guarded are the registries of one build's source policy: the fixed
+// ones, and those auth, the credentials this build read, holds any for.
+// Taken from the same read that hands BuildKit the credentials, so a
+// registry added to config.json while build-fn runs is guarded from the
+// first build that can log in to it.
+func (b *Builder) guarded(auth *configfile.ConfigFile) []string {
+	hosts := append(slices.Clone(b.registries.Guarded), CredentialHosts(auth)...)
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
 }
 
 // imageRule matches every image whose full name starts with prefix.
@@ -128,7 +139,15 @@ func readDockerfile(build Build) ([]byte, error) {
 }
 
 // CredentialHosts are the registries a Docker config holds credentials
-// for, as host[:port] ("https://index.docker.io/v1/" is docker.io).
+// for, as host[:port] ("https://index.docker.io/v1/" is docker.io): its
+// auths and credHelpers keys. A credsStore is asked for every other
+// registry, and which ones it answers for cannot be known without running
+// it (ecr-login's and gcr's answer for whole domains, listing nothing), so
+// it guards docker.io, where docker login keeps its default credentials,
+// and the hosts docker login recorded under auths (empty entries); README
+// "Registry credentials" tells operators to name other registries in
+// credHelpers. Guarding every registry instead would refuse each tenant
+// every public base image outside its prefixes.
 func CredentialHosts(cfg *configfile.ConfigFile) []string {
 	if cfg == nil {
 		return nil
@@ -151,7 +170,6 @@ func CredentialHosts(cfg *configfile.ConfigFile) []string {
 		add(key)
 	}
 	if cfg.CredentialsStore != "" {
-		// A store may hold credentials for any registry.
 		add("docker.io")
 	}
 	slices.Sort(hosts)

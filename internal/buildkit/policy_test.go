@@ -1,10 +1,16 @@
 package buildkit
 
 import (
+	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session/auth"
 	spb "github.com/moby/buildkit/sourcepolicy/pb"
 )
 
@@ -29,7 +35,7 @@ func decide(t *testing.T, p *spb.Policy, image string) bool {
 func TestSourcePolicy(t *testing.T) {
 	b := New(Daemon{}, Registries{Guarded: []string{"reg.example:5000", "docker.io"}})
 	build := Build{Tenant: "acme", Pulls: []string{"reg.example:5000/acme/", "reg.example:5000/library/"}}
-	p := b.sourcePolicy(build, "docker.io/docker/dockerfile:1.10")
+	p := b.sourcePolicy(build, "docker.io/docker/dockerfile:1.10", b.registries.Guarded)
 	for image, want := range map[string]bool{
 		"reg.example:5000/acme/fn:1":               true,
 		"reg.example:5000/library/busybox:latest":  true,
@@ -46,10 +52,10 @@ func TestSourcePolicy(t *testing.T) {
 			t.Errorf("%s: allowed %v, want %v", image, got, want)
 		}
 	}
-	if p := b.sourcePolicy(Build{Tenant: "default"}, ""); p != nil {
+	if p := b.sourcePolicy(Build{Tenant: "default"}, "", b.registries.Guarded); p != nil {
 		t.Errorf("an unrestricted build got a policy %v", p)
 	}
-	if p := b.sourcePolicy(Build{Tenant: "none", Pulls: []string{}}, ""); decide(t, p, "reg.example:5000/x/y:1") {
+	if p := b.sourcePolicy(Build{Tenant: "none", Pulls: []string{}}, "", b.registries.Guarded); decide(t, p, "reg.example:5000/x/y:1") {
 		t.Error("a tenant with no images may pull from a guarded registry")
 	}
 }
@@ -121,4 +127,107 @@ func TestFrontendImage(t *testing.T) {
 			t.Errorf("%q: tenant keys not set: %v %q", dockerfile, opt.FrontendAttrs, opt.SharedKey)
 		}
 	}
+}
+
+// Every build reads config.json again: a registry added to it while
+// build-fn runs is guarded from the next build on (a tenant could
+// otherwise pull anything there with the builder's credentials), and the
+// same read is what the build's session hands BuildKit as credentials.
+func TestCredentialsAreReadForEveryBuild(t *testing.T) {
+	dir := t.TempDir()
+	writeDockerfile(t, dir, "FROM scratch\n")
+	authPath := filepath.Join(t.TempDir(), "config.json")
+	b := New(Daemon{}, Registries{AuthPath: authPath, Guarded: []string{"reg.example:5000"}})
+	build := Build{Context: Dir(dir), Tenant: "acme", Image: "reg.example:5000/acme/fn:1", Pulls: []string{"reg.example:5000/acme/"}}
+	foreign := "private.example.com/builder/internal:1"
+	next := func() client.SolveOpt {
+		t.Helper()
+		opt, _, err := b.solveOpt(build)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return opt
+	}
+	writeAuth := func(config string) {
+		t.Helper()
+		if err := os.WriteFile(authPath, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No file yet: no credentials, and the registry is not the builder's.
+	opt := next()
+	if !decide(t, opt.SourcePolicy, foreign) {
+		t.Fatalf("%s denied before the builder held credentials there", foreign)
+	}
+	if user, secret := sessionCredentials(t, opt, "private.example.com"); user != "" || secret != "" {
+		t.Errorf("credentials %q/%q without a config.json", user, secret)
+	}
+
+	writeAuth(`{"auths":{"private.example.com":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("robot:p1")) + `"}}}`)
+	opt = next()
+	if decide(t, opt.SourcePolicy, foreign) {
+		t.Errorf("%s allowed after config.json gained credentials for it", foreign)
+	}
+	if !decide(t, opt.SourcePolicy, "reg.example:5000/acme/base:1") || decide(t, opt.SourcePolicy, "reg.example:5000/bob/fn:1") {
+		t.Error("the fixed guarded registry lost its rules")
+	}
+	if user, secret := sessionCredentials(t, opt, "private.example.com"); user != "robot" || secret != "p1" {
+		t.Errorf("credentials %q/%q, want robot/p1", user, secret)
+	}
+
+	// Rotated in the file: the next build hands out the new password.
+	writeAuth(`{"auths":{"private.example.com":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("robot:p2")) + `"}}}`)
+	if user, secret := sessionCredentials(t, next(), "private.example.com"); user != "robot" || secret != "p2" {
+		t.Errorf("credentials after rotation %q/%q, want robot/p2", user, secret)
+	}
+
+	// A helper's host is guarded without running the helper.
+	writeAuth(`{"credHelpers":{"helped.example:5000":"fnb-no-such-helper"}}`)
+	if opt := next(); decide(t, opt.SourcePolicy, "helped.example:5000/x/y:1") || !decide(t, opt.SourcePolicy, foreign) {
+		t.Error("credHelpers host not guarded, or a registry removed from config.json still is")
+	}
+
+	// A broken file fails that build, naming the file; fixed, the next
+	// build reads it again.
+	writeAuth(`{"auths":`)
+	if _, _, err := b.solveOpt(build); err == nil || !strings.Contains(err.Error(), authPath) {
+		t.Errorf("malformed config.json: error %v, want one naming %s", err, authPath)
+	}
+	writeAuth(`{"auths":{}}`)
+	next()
+}
+
+// A config.json that cannot be read (here a directory) is an error naming
+// it, not "no credentials".
+func TestLoadAuthUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadAuth(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("LoadAuth(a directory): %v, want an error naming it", err)
+	}
+	for _, missing := range []string{"", filepath.Join(dir, "none.json")} {
+		if cfg, err := LoadAuth(missing); err != nil || len(CredentialHosts(cfg)) != 0 {
+			t.Errorf("LoadAuth(%q): %v, %v: want no credentials", missing, cfg, err)
+		}
+	}
+}
+
+// sessionCredentials asks the build's session, as buildkitd would, for
+// its credentials for host.
+func sessionCredentials(t *testing.T, opt client.SolveOpt, host string) (user, secret string) {
+	t.Helper()
+	type credentials interface {
+		Credentials(context.Context, *auth.CredentialsRequest) (*auth.CredentialsResponse, error)
+	}
+	for _, a := range opt.Session {
+		if c, ok := a.(credentials); ok {
+			res, err := c.Credentials(context.Background(), &auth.CredentialsRequest{Host: host})
+			if err != nil {
+				t.Fatalf("credentials for %s: %v", host, err)
+			}
+			return res.Username, res.Secret
+		}
+	}
+	t.Fatal("the build's session has no auth provider")
+	return "", ""
 }

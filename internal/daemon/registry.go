@@ -192,7 +192,7 @@ func writeAll(mode os.FileMode, files map[string][]byte) error {
 	return nil
 }
 
-// Login is user's config.json, for buildkit.Registries.Auth.
+// Login is user's config.json, read.
 func (r Registry) Login(user string) (*configfile.ConfigFile, error) {
 	b, err := os.ReadFile(r.UserConfig(user))
 	if err != nil {
@@ -210,11 +210,10 @@ func (r Registry) Builder(bk buildkit.Daemon, user string) (*buildkit.Builder, e
 		regs.Insecure = []string{r.Addr}
 	}
 	if user != "" {
-		auth, err := r.Login(user)
-		if err != nil {
-			return nil, err
+		if _, err := r.Login(user); err != nil {
+			return nil, err // missing here is a mistake, not "no credentials"
 		}
-		regs.Auth = auth
+		regs.AuthPath = r.UserConfig(user)
 	}
 	return buildkit.New(bk, regs), nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -293,4 +295,33 @@ func TestTransientWhenNoReplicaAnswers(t *testing.T) {
 	if !pipeline.Transient(err) {
 		t.Errorf("Transient(%v) = false, want true", err)
 	}
+}
+
+// A config.json that breaks while build-fn runs fails the build that read
+// it, naming the file, and is not retried: the operator must fix it.
+func TestRetryingBrokenCredentials(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	authPath := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(authPath, []byte(`{"auths": {`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingRunner{next: buildkit.New(buildkit.Daemon{Address: "unix://" + filepath.Join(dir, "none.sock")}, buildkit.Registries{AuthPath: authPath})}
+	backoff := pipeline.Backoff{Attempts: 3, First: time.Microsecond, Max: time.Microsecond}
+	_, err := pipeline.Retrying{Next: counted, Backoff: backoff}.Run(context.Background(), buildkit.Build{Context: buildkit.Dir(dir), Image: "r/x:1"}, func([]string) {})
+	if err == nil || !strings.Contains(err.Error(), "registry credentials "+authPath) || counted.calls != 1 {
+		t.Fatalf("err %v after %d runs, want one naming %s after 1", err, counted.calls, authPath)
+	}
+}
+
+type countingRunner struct {
+	next  pipeline.Runner
+	calls int
+}
+
+func (c *countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
+	c.calls++
+	return c.next.Run(ctx, b, logf)
 }

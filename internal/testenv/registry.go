@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +29,8 @@ type Registry struct {
 
 	spec daemon.Spec
 	proc *daemon.Process
+	// passwords of the users SetPassword made, besides User.
+	passwords map[string]string
 }
 
 // StartRegistry starts a plain-HTTP registry on a free loopback port with
@@ -118,6 +121,34 @@ func (r *Registry) Restart(t testing.TB) {
 	if err := r.start(); err != nil {
 		t.Fatalf("testenv: registry restart: %v", err)
 	}
+}
+
+// SetPassword lets user in with password from now on (a rotation, or a
+// new user), beside User and the other users it made, and restarts the
+// registry on the same address to read its htpasswd again.
+func (r *Registry) SetPassword(t testing.TB, user, password string) {
+	t.Helper()
+	if r.CA == "" || user == r.User {
+		t.Fatal("testenv: SetPassword needs a registry with users (StartSecureRegistry) and another user than User, whom the helpers here log in as")
+	}
+	cfg, err := r.Login(r.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := cfg.GetAuthConfig(r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.passwords == nil {
+		r.passwords = map[string]string{}
+	}
+	r.passwords[user] = password
+	users := map[string]string{r.User: own.Password}
+	maps.Copy(users, r.passwords)
+	if err := daemon.WriteHtpasswd(filepath.Join(r.Dir, "htpasswd"), users); err != nil {
+		t.Fatal(err)
+	}
+	r.Restart(t)
 }
 
 // DockerConfig is a config.json that logs User in (build-fn's
