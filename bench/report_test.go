@@ -678,7 +678,9 @@ const method = `- **Rebuilds.** The same build repeated on one buildkitd, pushin
   "fresh replica": the pod of the replica build-fn routes that repository to is deleted just before (its emptyDir cache
   goes with it) and the build starts once the new pod is Ready and its name resolves. Without a registry cache:
   build-fn's ` + "`cache_repo`" + ` unset (` + "`kubectl set env`" + `). With it: ` + "`cache_repo`" + ` set, one build of the repository
-  exports its cache, the replica is replaced again, and the same build is timed. faas-cli's run, from start to exit.
+  exports its cache, the replica is replaced again, and the same build is timed. Each change of ` + "`cache_repo`" + ` waits until
+  build-fn's replaced pod is gone (it serves while it drains); the filling build must show its cache export and the
+  timed one its import, or the run fails. faas-cli's run, from start to exit.
 `
 
 func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
