@@ -8,8 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/openfaas/faas-provider/types"
+
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // specAnnotation carries a hash of what the stack deployed (spec and image

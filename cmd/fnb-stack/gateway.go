@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/daemon"
-	"github.com/fnbuilder/fnbuilder/internal/deploy"
 	"github.com/openfaas/faas-provider/types"
 	sdk "github.com/openfaas/go-sdk"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/deploy"
 )
 
 // gateway is go-sdk's client of the gateway's /system API, with the admin

@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openfaas/go-sdk/seal"
+
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
-	"github.com/openfaas/go-sdk/seal"
 )
 
 // vectorDir is the shared folder of wire vectors captured with the real clients.

@@ -31,10 +31,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openfaas/go-sdk/builder"
+
 	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
-	"github.com/openfaas/go-sdk/builder"
 )
 
 const (

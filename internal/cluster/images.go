@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/fileimage"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // The cluster's images are written straight from files on this machine

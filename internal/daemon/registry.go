@@ -19,11 +19,12 @@ import (
 	"strings"
 
 	"github.com/docker/cli/cli/config/configfile"
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 )
 
 // Registry is the recipe of Debian's docker-registry (CNCF distribution

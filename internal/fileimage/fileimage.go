@@ -19,13 +19,14 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
 )
 
 // Entry is one file, directory or symlink of a layer.

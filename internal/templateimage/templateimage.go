@@ -18,12 +18,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
-	"github.com/fnbuilder/fnbuilder/internal/daemon"
-	"github.com/fnbuilder/fnbuilder/internal/fileimage"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
+	"github.com/fnbuilder/fnbuilder/internal/daemon"
+	"github.com/fnbuilder/fnbuilder/internal/fileimage"
 )
 
 // Where the stand-ins go in the registry, by the FROM name of

@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // A function image built from template/fnbuilder-go offline, as the local

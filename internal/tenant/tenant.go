@@ -16,8 +16,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/fnbuilder/fnbuilder/internal/imageref"
 	"gopkg.in/yaml.v3"
+
+	"github.com/fnbuilder/fnbuilder/internal/imageref"
 )
 
 // Tenant is one customer of the builder. The yaml keys are the

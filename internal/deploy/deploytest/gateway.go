@@ -9,8 +9,9 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/fnbuilder/fnbuilder/internal/tenant"
 	"github.com/openfaas/faas-provider/types"
+
+	"github.com/fnbuilder/fnbuilder/internal/tenant"
 )
 
 // Acme is the tenant the policy tests deploy as: its own images, shared
