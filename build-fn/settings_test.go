@@ -60,7 +60,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Pipeline == nil || o.Pipeline.Runner == nil || o.Pipeline.Keys == nil || o.Metrics == nil || o.Tenants == nil {
 		t.Fatalf("options not wired: %+v", o)
 	}
-	if m := o.SpoolMemory; m == nil || m.PerBody != 4<<20 || m.Total != 32<<20 {
+	if m := o.SpoolMemory; m == nil || m.PerBody != 4<<20 || m.Total() != 32<<20 {
 		t.Errorf("SpoolMemory %+v, want 4 MiB per body, 32 MiB in all", m)
 	}
 }

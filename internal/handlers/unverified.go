@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"time"
 
+	"github.com/fnbuilder/fnbuilder/internal/budget"
 	"github.com/fnbuilder/fnbuilder/internal/reply"
 )
 
@@ -20,17 +20,14 @@ import (
 // signed builds out. Bytes count as they arrive, not as declared: a
 // client that declares a huge Content-Length and sends little holds
 // little.
-type UnverifiedBudget struct {
-	max  int64
-	held atomic.Int64
-}
+type UnverifiedBudget struct{ bytes budget.Bytes }
 
 // NewUnverifiedBudget allows max bytes; 0 or less means unlimited (nil).
 func NewUnverifiedBudget(max int64) *UnverifiedBudget {
 	if max <= 0 {
 		return nil
 	}
-	return &UnverifiedBudget{max: max}
+	return &UnverifiedBudget{bytes: budget.Bytes{Max: max}}
 }
 
 // Max is the limit, 0 when unlimited.
@@ -38,7 +35,7 @@ func (b *UnverifiedBudget) Max() int64 {
 	if b == nil {
 		return 0
 	}
-	return b.max
+	return b.bytes.Max
 }
 
 // Held is how many bytes unverified bodies hold now.
@@ -46,19 +43,7 @@ func (b *UnverifiedBudget) Held() int64 {
 	if b == nil {
 		return 0
 	}
-	return b.held.Load()
-}
-
-func (b *UnverifiedBudget) take(n int64) bool {
-	for {
-		held := b.held.Load()
-		if held+n > b.max {
-			return false
-		}
-		if b.held.CompareAndSwap(held, held+n) {
-			return true
-		}
-	}
+	return b.bytes.Used()
 }
 
 // OverBudgetError means a body did not fit in the budget. Alone is true
@@ -83,10 +68,10 @@ func (b *UnverifiedBudget) admit(w http.ResponseWriter, contentLength int64) boo
 	}
 	var err error
 	switch {
-	case contentLength > b.max:
-		err = &OverBudgetError{Max: b.max, Alone: true}
-	case contentLength > b.max-b.held.Load():
-		err = &OverBudgetError{Max: b.max}
+	case contentLength > b.bytes.Max:
+		err = &OverBudgetError{Max: b.bytes.Max, Alone: true}
+	case contentLength > b.bytes.Max-b.bytes.Used():
+		err = &OverBudgetError{Max: b.bytes.Max}
 	default:
 		return true
 	}
@@ -132,8 +117,8 @@ func (b *unverifiedBody) Read(p []byte) (int, error) {
 	}
 	// Bytes read and not taken are dropped with the request: the held
 	// count never goes over the budget.
-	if !b.budget.take(int64(n)) {
-		return 0, &OverBudgetError{Max: b.budget.max, Alone: b.n+int64(n) > b.budget.max}
+	if !b.budget.bytes.Take(int64(n)) {
+		return 0, &OverBudgetError{Max: b.budget.bytes.Max, Alone: b.n+int64(n) > b.budget.bytes.Max}
 	}
 	b.n += int64(n)
 	return n, err
@@ -143,7 +128,7 @@ func (b *unverifiedBody) Read(p []byte) (int, error) {
 // the request is refused.
 func (b *unverifiedBody) Close() {
 	if b.budget != nil {
-		b.budget.held.Add(-b.n)
+		b.budget.bytes.Give(b.n)
 		b.n = 0
 	}
 }

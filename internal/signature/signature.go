@@ -17,7 +17,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
+
+	"github.com/fnbuilder/fnbuilder/internal/budget"
 )
 
 const prefix = "sha256="
@@ -117,30 +118,23 @@ func (s *Spooled) Close() error {
 // each one up to PerBody bytes, all of them together up to Total, so that
 // many uploads at once (signed or not) cannot exhaust the builder.
 type Memory struct {
-	PerBody, Total int64
-	used           atomic.Int64
+	PerBody int64
+	all     budget.Bytes
 }
 
 // NewMemory makes a budget for bodies of up to perBody bytes, total in all.
 func NewMemory(perBody, total int64) *Memory {
-	return &Memory{PerBody: perBody, Total: total}
+	return &Memory{PerBody: perBody, all: budget.Bytes{Max: total}}
 }
 
-func (m *Memory) reserve(n int64) bool {
-	for {
-		used := m.used.Load()
-		if used+n > m.Total {
-			return false
-		}
-		if m.used.CompareAndSwap(used, used+n) {
-			return true
-		}
-	}
-}
+// Total is what all bodies in memory may hold together.
+func (m *Memory) Total() int64 { return m.all.Max }
+
+func (m *Memory) reserve(n int64) bool { return m.all.Take(n) }
 
 func (m *Memory) release(n int64) {
 	if m != nil {
-		m.used.Add(-n)
+		m.all.Give(n)
 	}
 }
 

@@ -199,7 +199,7 @@ func TestSpoolErrors(t *testing.T) {
 				t.Errorf("got %v, want %v", err, tc.want)
 			}
 			assertEmpty(t, dir)
-			if used := memory.used.Load(); used != 0 {
+			if used := memory.all.Used(); used != 0 {
 				t.Errorf("%d bytes of memory still reserved", used)
 			}
 		})
@@ -283,8 +283,8 @@ func TestSpoolMemoryAndFile(t *testing.T) {
 	}
 	first.Close()
 	second.Close()
-	if files() != 0 || memory.used.Load() != 0 {
-		t.Fatalf("after Close: %d files, %d bytes reserved", files(), memory.used.Load())
+	if files() != 0 || memory.all.Used() != 0 {
+		t.Fatalf("after Close: %d files, %d bytes reserved", files(), memory.all.Used())
 	}
 
 	large := random(t, 3<<20)
@@ -300,8 +300,8 @@ func TestSpoolMemoryAndFile(t *testing.T) {
 		t.Fatal("an empty body went to disk")
 	}
 	empty.Close()
-	if files() != 0 || memory.used.Load() != 0 {
-		t.Fatalf("at the end: %d files, %d bytes reserved", files(), memory.used.Load())
+	if files() != 0 || memory.all.Used() != 0 {
+		t.Fatalf("at the end: %d files, %d bytes reserved", files(), memory.all.Used())
 	}
 }
 
