@@ -35,6 +35,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,6 +173,22 @@ func (e *env) parseUp(t *testing.T, out string) {
 		t.Fatalf("build-fn %q: want http://<ClusterIP>:8080/ (the root of its own address)", got["build-fn"])
 	}
 	e.url, e.payload = got["build-fn"], got["Payload secret"]
+	// Keys and secrets, the Secret manifests among them, are root's only
+	// (public keys aside).
+	for _, sub := range []string{"manifests", "secrets", "pki"} {
+		err := filepath.WalkDir(filepath.Join(e.c.Dir, sub), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if fi, err := d.Info(); err != nil || fi.Mode().Perm()&0o077 != 0 && !d.IsDir() && !strings.HasSuffix(p, ".pub") {
+				t.Errorf("%s: mode %v, readable by others than root (%v)", p, fi.Mode().Perm(), err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v", sub, err)
+		}
+	}
 	e.reg = &testenv.Registry{Registry: e.c.Registry()}
 }
 

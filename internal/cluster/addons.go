@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
@@ -90,13 +91,20 @@ spec:
 `, ClusterDomain, CoreDNSImage, DNSServiceIP)
 }
 
-// apply applies a manifest as the admin.
+// apply applies a manifest as the admin. Manifests may be Secrets (the
+// payload secret, build-fn's private key, BuildKit's TLS keys): they are
+// kept for root only, as secrets/ and pki/ are.
 func (c Cluster) apply(ctx context.Context, name, manifest string) error {
-	p := c.path("manifests", name+".yaml")
-	if err := os.MkdirAll(c.path("manifests"), 0o755); err != nil {
+	dir := c.path("manifests")
+	p := filepath.Join(dir, name+".yaml")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := daemon.WriteFileAtomic(p, []byte(manifest), 0o644); err != nil {
+	// An older make cluster made it readable by all.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	if err := daemon.WriteFileAtomic(p, []byte(manifest), 0o600); err != nil {
 		return err
 	}
 	_, err := c.Kubectl(ctx, "apply", "-f", p)
