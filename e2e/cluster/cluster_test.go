@@ -180,8 +180,12 @@ func (e *env) parseUp(t *testing.T, out string) {
 			if err != nil {
 				return err
 			}
-			if fi, err := d.Info(); err != nil || fi.Mode().Perm()&0o077 != 0 && !d.IsDir() && !strings.HasSuffix(p, ".pub") {
-				t.Errorf("%s: mode %v, readable by others than root (%v)", p, fi.Mode().Perm(), err)
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if fi.Mode().Perm()&0o077 != 0 && !d.IsDir() && !strings.HasSuffix(p, ".pub") {
+				t.Errorf("%s: mode %v, readable by others than root", p, fi.Mode().Perm())
 			}
 			return nil
 		})
