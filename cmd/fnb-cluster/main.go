@@ -13,15 +13,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
+	"github.com/fnbuilder/fnbuilder/internal/cli"
 	"github.com/fnbuilder/fnbuilder/internal/cluster"
 )
 
 func main() {
 	fs := flag.NewFlagSet("fnb-cluster", flag.ContinueOnError)
-	dir := fs.String("dir", envOr("FNB_CLUSTER_DIR", "/var/lib/fnbuilder-cluster"), "the cluster's state directory (FNB_CLUSTER_DIR)")
+	dir := fs.String("dir", cli.EnvOr("FNB_CLUSTER_DIR", "/var/lib/fnbuilder-cluster"), "the cluster's state directory (FNB_CLUSTER_DIR)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: fnb-cluster [-dir DIR] up|down")
 		fs.PrintDefaults()
@@ -32,7 +32,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	repo, err := findRepo()
+	repo, err := cli.FindRepo("charts/buildkit is needed")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnb-cluster:", err)
 		os.Exit(1)
@@ -60,24 +60,6 @@ func main() {
 	}
 }
 
-// findRepo walks up from the working directory to fnbuilder's go.mod.
-func findRepo() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/fnbuilder/fnbuilder\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("not inside the fnbuilder checkout (charts/buildkit is needed)")
-		}
-		dir = parent
-	}
-}
-
 // besideMe is a binary next to this one (make builds both into bin/).
 func besideMe(name string) string {
 	self, err := os.Executable()
@@ -85,11 +67,4 @@ func besideMe(name string) string {
 		return name
 	}
 	return filepath.Join(filepath.Dir(self), name)
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

@@ -96,11 +96,11 @@ func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer)
 	if c.repo {
 		fs.StringVar(&repo, "repo", "", "fnbuilder checkout (default: found from the working directory)")
 	}
-	ackWait := envOr("FNB_STACK_ACK_WAIT", defaultAckWait.String())
+	ackWait := cli.EnvOr("FNB_STACK_ACK_WAIT", defaultAckWait.String())
 	if c.ackWait {
 		fs.StringVar(&ackWait, "ack-wait", ackWait, "queue-workers' ack_wait: a message still unacknowledged after it is delivered again (env FNB_STACK_ACK_WAIT)")
 	}
-	plainHTTP := envOr("FNB_STACK_PLAIN_HTTP_REGISTRY", "") == "1"
+	plainHTTP := cli.EnvOr("FNB_STACK_PLAIN_HTTP_REGISTRY", "") == "1"
 	if c.registryMode {
 		fs.BoolVar(&plainHTTP, "plain-http-registry", plainHTTP, "serve the registry over plain HTTP without users, instead of HTTPS from the stack's CA with htpasswd users (env FNB_STACK_PLAIN_HTTP_REGISTRY=1)")
 	}
@@ -129,7 +129,7 @@ func (c stackCommand) exec(name string, args []string, stdout, stderr io.Writer)
 }
 
 func defaultDir() string {
-	return envOr("FNB_STACK_DIR", "/var/lib/fnbuilder-stack")
+	return cli.EnvOr("FNB_STACK_DIR", "/var/lib/fnbuilder-stack")
 }
 
 // defaultAckWait is longer than the gateway's upstream_timeout (15m), so a
@@ -147,11 +147,4 @@ func parseAckWait(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("--ack-wait / FNB_STACK_ACK_WAIT %q: want whole seconds, at least 1s (NATS Streaming keeps it in seconds)", v)
 	}
 	return d, nil
-}
-
-func envOr(name, def string) string {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		return v
-	}
-	return def
 }

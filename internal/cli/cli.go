@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Command runs one subcommand with the arguments after its name.
@@ -64,4 +65,13 @@ func FindRepo(hint string) (string, error) {
 			return "", fmt.Errorf("no fnbuilder checkout above %s: %s", wd, hint)
 		}
 	}
+}
+
+// EnvOr is the environment variable name, trimmed, or def when it is
+// empty.
+func EnvOr(name, def string) string {
+	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+		return v
+	}
+	return def
 }

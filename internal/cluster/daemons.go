@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -76,7 +75,7 @@ func (c Cluster) Spec(name string) (daemon.Spec, error) {
 	case "containerd":
 		s = daemon.Spec{
 			Args:  []string{Bin("containerd"), "--config", c.containerdConfig()},
-			Ready: unixReady(c.ContainerdSocket()),
+			Ready: daemon.DialReady("unix", c.ContainerdSocket()),
 		}
 	case "kube-apiserver":
 		s = daemon.Spec{
@@ -140,23 +139,10 @@ func (c Cluster) Spec(name string) (daemon.Spec, error) {
 		s.Env = env()
 	}
 	s.LogPath, s.PIDFile = c.LogPath(name), c.PIDFile(name)
-	for _, a := range s.Args[:1] {
-		if a == "" {
-			return s, fmt.Errorf("cluster: %s not found: run hack/install-cluster.sh", name)
-		}
+	if s.Args[0] == "" {
+		return s, fmt.Errorf("cluster: %s not found: run hack/install-cluster.sh", name)
 	}
 	return s, nil
-}
-
-func unixReady(path string) func(context.Context, int64) error {
-	return func(ctx context.Context, _ int64) error {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "unix", path)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}
 }
 
 // apiserverReady asks /readyz as the admin.

@@ -108,22 +108,17 @@ func (c Cluster) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 func (c Cluster) waitNodeReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	err := daemon.Poll(ctx, timeout, 500*time.Millisecond, func() error {
 		out, err := c.Kubectl(ctx, "get", "node", NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		if err == nil && strings.TrimSpace(string(out)) == "True" {
-			return nil
+		if err == nil && strings.TrimSpace(string(out)) != "True" {
+			err = fmt.Errorf("Ready is %q", out)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s not Ready after %s: %s%v\n--- kubelet log (tail) ---\n%s", NodeName, timeout, out, err,
-				daemon.Tail(c.LogPath("kubelet"), 3000))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("node %s: %w\n--- kubelet log (tail) ---\n%s", NodeName, err, daemon.Tail(c.LogPath("kubelet"), 3000))
 	}
+	return err
 }
 
 // ensureBridge creates the bridge with its address, unless it is there.
