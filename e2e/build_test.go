@@ -99,9 +99,12 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 		"buildkit_url":        s.BK.Addr,
 		"insecure_registries": s.Reg.Addr,
 		"work_dir":            workDir,
-		"results_dir":         t.TempDir(),
-		"build_timeout":       "5m",
-		"keepalive_interval":  "2s",
+		// Every body goes through work_dir, so that the checks that it
+		// is left empty (and holds no plaintext) look at something.
+		"spool_memory_bytes": "0",
+		"results_dir":        t.TempDir(),
+		"build_timeout":      "5m",
+		"keepalive_interval": "2s",
 	}
 	maps.Copy(settings, extra)
 	runs := &atomic.Int32{}
@@ -110,6 +113,16 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 		return countingRunner{next: next, n: runs, opened: opened}
 	})
 	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, opened: opened, settings: settings}
+}
+
+// workDirEntries is what build-fn's work_dir holds now.
+func (b *buildFn) workDirEntries(t *testing.T) []os.DirEntry {
+	t.Helper()
+	entries, err := os.ReadDir(b.workDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -267,7 +280,7 @@ func testCapturedRequest(t *testing.T, s *testenv.Stack) {
 	if hits := testenv.FindInTree(t, b.workDir, []byte(secret)); len(hits) > 0 {
 		t.Fatalf("plaintext secret on disk in build-fn's work dir: %v", hits)
 	}
-	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {
+	if entries := b.workDirEntries(t); len(entries) != 0 {
 		t.Fatalf("work dir not cleaned up: %v", entries)
 	}
 	// This Dockerfile copies the secret into the image on purpose, so the
@@ -346,7 +359,7 @@ func testRefusals(t *testing.T, s *testenv.Stack) {
 			if b.runs.Load() != before {
 				t.Fatal("a refused request reached BuildKit")
 			}
-			if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {
+			if entries := b.workDirEntries(t); len(entries) != 0 {
 				t.Fatalf("refused request left files behind: %v", entries)
 			}
 		})
@@ -459,7 +472,7 @@ func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")
 	}
-	if entries, _ := os.ReadDir(b.workDir); len(entries) != 0 {
+	if entries := b.workDirEntries(t); len(entries) != 0 {
 		t.Fatalf("work dir not cleaned: %v", entries)
 	}
 }

@@ -48,7 +48,10 @@ func TestFunctionDeployments(t *testing.T) {
 	}
 	// Under of-watchdog: a streamed build outlives build_timeout on every
 	// timeout on its path, and the watchdog never counts requests itself.
-	build, _ := time.ParseDuration(b.EnvVars["build_timeout"])
+	build, err := time.ParseDuration(b.EnvVars["build_timeout"])
+	if err != nil || build <= 0 {
+		t.Fatalf("build-fn build_timeout=%q: %v", b.EnvVars["build_timeout"], err)
+	}
 	for _, k := range []string{"exec_timeout", "read_timeout", "write_timeout"} {
 		if d, err := time.ParseDuration(b.EnvVars[k]); err != nil || d <= build {
 			t.Errorf("build-fn %s=%q, want above build_timeout %s", k, b.EnvVars[k], build)
