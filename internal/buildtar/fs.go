@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/tonistiigi/fsutil"
 	"github.com/tonistiigi/fsutil/types"
 )
@@ -174,5 +173,3 @@ func (f *FS) Open(name string) (io.ReadCloser, error) {
 	}
 	return io.NopCloser(tr), nil
 }
-
-func hashString(s string) uint64 { return xxhash.Sum64String(s) }

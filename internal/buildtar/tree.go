@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Names are checked as the kernel would check them on unpacking, and kept
@@ -142,7 +144,7 @@ func (t *Tree) add(hdr *tar.Header, rel string) (int32, error) {
 		if !symlinkInside(rel, hdr.Linkname) {
 			return fail("symlink target " + hdr.Linkname + " escapes the build context")
 		}
-		n.kind, n.link, n.mtime = kindSymlink, hdr.Linkname, contentTime(hashString(hdr.Linkname))
+		n.kind, n.link, n.mtime = kindSymlink, hdr.Linkname, contentTime(xxhash.Sum64String(hdr.Linkname))
 	case tar.TypeLink:
 		target, ok := cleanName(hdr.Linkname)
 		rest, inContext := strings.CutPrefix(target, ContextName+"/")

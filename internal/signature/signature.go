@@ -79,17 +79,7 @@ func (s *Spooled) ReadAt(p []byte, off int64) (int, error) {
 	if s.file != nil {
 		return s.file.ReadAt(p, off)
 	}
-	if off < 0 {
-		return 0, errors.New("signature: negative offset")
-	}
-	if off >= int64(len(s.mem)) {
-		return 0, io.EOF
-	}
-	n := copy(p, s.mem[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(s.mem).ReadAt(p, off)
 }
 
 // Reader reads the body from its start. Each call returns an independent reader.
@@ -418,9 +408,6 @@ func (st *store) toMemory(n int) bool {
 func (st *store) spooled() *Spooled {
 	if st.file != nil {
 		return &Spooled{file: st.file, size: st.size}
-	}
-	if st.mem == nil {
-		st.mem = []byte{}
 	}
 	return &Spooled{mem: st.mem, size: st.size, memory: st.o.Memory}
 }
