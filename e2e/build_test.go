@@ -386,15 +386,16 @@ func testAtCapacity(t *testing.T, s *testenv.Stack) {
 		testenv.File("context/Dockerfile", "FROM "+s.Base+"\nRUN sleep 4 && echo slow-"+time.Now().Format("150405.000")+"\n"),
 		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/slow:1"}))
 
-	first := make(chan *http.Response, 1)
+	type answer struct {
+		res *http.Response
+		err error
+	}
+	first := make(chan answer, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, b.url+"/build", strings.NewReader(string(slow)))
 		req.Header = testenv.SignedHeader(payloadSecret(t), slow, true)
 		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-		}
-		first <- res
+		first <- answer{res, err}
 	}()
 	waitFor(t, func() bool { return b.runs.Load() == 1 })
 
@@ -421,7 +422,11 @@ func testAtCapacity(t *testing.T, s *testenv.Stack) {
 		t.Fatal("the refused build reached BuildKit")
 	}
 
-	r := <-first
+	a := <-first
+	if a.err != nil {
+		t.Fatalf("the first build: %v", a.err)
+	}
+	r := a.res
 	defer r.Body.Close()
 	results := testenv.ReadNDJSON(t, r.Body)
 	if final := results[len(results)-1]; final.Status != progress.Success {
