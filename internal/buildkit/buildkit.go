@@ -130,19 +130,29 @@ func (b *Builder) dial(ctx context.Context) (*client.Client, error) {
 
 // Ping checks that the daemon answers and has a worker.
 func (b *Builder) Ping(ctx context.Context) error {
+	c, err := b.connect(ctx)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+// connect dials the daemon and checks, within ctx, that it answers and has
+// a worker. The connection outlives ctx: a build may run on it.
+func (b *Builder) connect(ctx context.Context) (*client.Client, error) {
 	c, err := b.dial(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
 	workers, err := c.ListWorkers(ctx)
+	if err == nil && len(workers) == 0 {
+		err = errors.New("no workers")
+	}
 	if err != nil {
-		return fmt.Errorf("buildkitd at %s: %w", b.daemon.Address, err)
+		c.Close()
+		return nil, fmt.Errorf("buildkitd at %s: %w", b.daemon.Address, err)
 	}
-	if len(workers) == 0 {
-		return fmt.Errorf("buildkitd at %s has no workers", b.daemon.Address)
-	}
-	return nil
+	return c, nil
 }
 
 // ProcessModeLabel is the worker label that says whether build steps run
@@ -182,6 +192,16 @@ func (b *Builder) ProcessMode(ctx context.Context) (string, error) {
 // Run solves the build, reporting progress lines to logf until it ends,
 // and returns the digest of the image's manifest, which a deploy pins.
 func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) (string, error) {
+	c, err := b.dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return b.runOn(ctx, c, build, logf)
+}
+
+// runOn solves the build on an open connection to this builder's daemon.
+func (b *Builder) runOn(ctx context.Context, c *client.Client, build Build, logf func([]string)) (string, error) {
 	opt, notes, err := b.solveOpt(build)
 	if err != nil {
 		return "", err
@@ -189,11 +209,6 @@ func (b *Builder) Run(ctx context.Context, build Build, logf func([]string)) (st
 	for _, n := range notes {
 		logf([]string{buildlog.From(ctx).Status(time.Now(), n)})
 	}
-	c, err := b.dial(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
 
 	if len(build.Secrets) > 0 {
 		// BuildKit's build history keeps each step's output, and a step

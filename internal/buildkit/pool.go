@@ -55,8 +55,9 @@ func (p *Pool) Builders() []*Builder { return p.builders }
 func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) (string, error) {
 	var errs []error
 	for _, builder := range p.Order(b.Image) {
+		// The connection that answered the ping carries the build.
 		pingCtx, cancel := context.WithTimeout(ctx, p.PingTimeout)
-		err := builder.Ping(pingCtx)
+		c, err := builder.connect(pingCtx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -69,7 +70,8 @@ func (p *Pool) Run(ctx context.Context, b Build, logf func([]string)) (string, e
 		if len(p.builders) > 1 {
 			logf([]string{buildlog.From(ctx).Status(time.Now(), "building on "+builder.Address())})
 		}
-		return builder.Run(ctx, b, logf)
+		defer c.Close()
+		return builder.runOn(ctx, c, b, logf)
 	}
 	return "", fmt.Errorf("%w: %w", ErrUnreachable, errors.Join(errs...))
 }
