@@ -10,6 +10,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -154,8 +158,28 @@ func (r Rootfs) Layer() (v1.Layer, error) {
 
 // pushIfChanged makes a one-layer image of r with cfg and pushes it as
 // ref, unless the registry has that digest there already. It returns the
-// image digest and whether it pushed.
-func (r Rootfs) pushIfChanged(ctx context.Context, ref string, cfg v1.Config, opts []remote.Option) (string, bool, error) {
+// image digest and whether it pushed. With a cache file (Recipe.Cache) it
+// neither reads nor compresses the files when their fingerprint is the one
+// recorded there and the registry still has the recorded digest at ref.
+func (r Rootfs) pushIfChanged(ctx context.Context, ref string, cfg v1.Config, opts []remote.Option, cache, tmp string) (string, bool, error) {
+	parsed, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", false, err
+	}
+	opts = append(opts, remote.WithContext(ctx))
+	var rec struct{ Fingerprint, Digest string }
+	if cache != "" {
+		fp, err := r.fingerprint(cfg, tmp)
+		if err != nil {
+			return "", false, err
+		}
+		if raw, err := os.ReadFile(cache); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Fingerprint == fp {
+			if d, err := remote.Head(parsed, opts...); err == nil && d.Digest.String() == rec.Digest {
+				return rec.Digest, false, nil
+			}
+		}
+		rec.Fingerprint = fp
+	}
 	layer, err := r.Layer()
 	if err != nil {
 		return "", false, err
@@ -172,18 +196,77 @@ func (r Rootfs) pushIfChanged(ctx context.Context, ref string, cfg v1.Config, op
 	if err != nil {
 		return "", false, err
 	}
-	parsed, err := name.ParseReference(ref, name.Insecure)
+	pushed := false
+	if d, err := remote.Head(parsed, opts...); err != nil || d.Digest != digest {
+		if err := remote.Write(parsed, img, opts...); err != nil {
+			return "", false, fmt.Errorf("push %s: %w", parsed, err)
+		}
+		pushed = true
+	}
+	if cache != "" {
+		rec.Digest = digest.String()
+		raw, _ := json.Marshal(rec)
+		if err := daemon.WriteFileAtomic(cache, raw, 0o644); err != nil {
+			return "", false, err
+		}
+	}
+	return digest.String(), pushed, nil
+}
+
+// fingerprint identifies the image that r and cfg make without reading the
+// files that were there before this run: for those it takes what stat
+// says (size, modification and change times, device and inode). Writing a
+// file changes its modification and change times, replacing one changes
+// its inode, and the change time cannot be set back (tar and cp -p restore
+// only the modification time): a Go toolchain upgraded or reinstalled in
+// place, or a file of it edited, gives a new fingerprint. (What it cannot
+// see: a rewrite to the same size within one tick of the file system clock
+// of the previous change, with the modification time put back, which no
+// installer does.) Files written
+// into tmp by the recipe (Content, Busybox's copy) are new on every run:
+// their contents count instead.
+func (r Rootfs) fingerprint(cfg v1.Config, tmp string) (string, error) {
+	h := sha256.New()
+	c, err := json.Marshal(cfg)
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
-	opts = append(opts, remote.WithContext(ctx))
-	if d, err := remote.Head(parsed, opts...); err == nil && d.Digest == digest {
-		return digest.String(), false, nil
+	fmt.Fprintf(h, "fileimage fingerprint 1\n%s\n", c)
+	paths := make([]string, 0, len(r))
+	for p := range r {
+		paths = append(paths, p)
 	}
-	if err := remote.Write(parsed, img, opts...); err != nil {
-		return "", false, fmt.Errorf("push %s: %w", parsed, err)
+	sort.Strings(paths)
+	for _, p := range paths {
+		e := r[p]
+		xattrs := make([]string, 0, len(e.Xattrs))
+		for k, v := range e.Xattrs {
+			xattrs = append(xattrs, k+"="+v)
+		}
+		sort.Strings(xattrs)
+		fmt.Fprintf(h, "%q %o %d %d %q %q\n", p, uint32(e.Mode), e.UID, e.GID, e.Link, xattrs)
+		if e.Src == "" {
+			continue
+		}
+		if rel, err := filepath.Rel(tmp, e.Src); err == nil && filepath.IsLocal(rel) {
+			b, err := os.ReadFile(e.Src)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(h, "content %x\n", sha256.Sum256(b))
+			continue
+		}
+		fi, err := os.Stat(e.Src)
+		if err != nil {
+			return "", err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return "", fmt.Errorf("%s: no stat_t", e.Src)
+		}
+		fmt.Fprintf(h, "stat %q %d %d %d %d %d\n", e.Src, fi.Size(), fi.ModTime().UnixNano(), st.Ctim.Nano(), st.Dev, st.Ino)
 	}
-	return digest.String(), true, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Recipe is one image: its reference and how to make its rootfs and
@@ -191,6 +274,11 @@ func (r Rootfs) pushIfChanged(ctx context.Context, ref string, cfg v1.Config, op
 type Recipe struct {
 	Ref  string
 	Make func(tmp string) (Rootfs, v1.Config, error)
+	// Cache, when set, is a file that keeps the rootfs' fingerprint (see
+	// fingerprint) and the digest it made, so that an unchanged image
+	// costs a walk of stat calls instead of reading and compressing every
+	// file. For images of large trees (a Go toolchain).
+	Cache string
 }
 
 // Logf prints one progress line.
@@ -216,7 +304,7 @@ func PushAll(ctx context.Context, logf Logf, recipes []Recipe, opts ...remote.Op
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", im.Ref, err)
 		}
-		digest, pushed, err := r.pushIfChanged(ctx, im.Ref, cfg, opts)
+		digest, pushed, err := r.pushIfChanged(ctx, im.Ref, cfg, opts, im.Cache, dir)
 		if err != nil {
 			return nil, err
 		}
