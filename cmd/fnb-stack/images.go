@@ -93,10 +93,10 @@ func (s *Stack) buildImages(ctx context.Context) (map[string]string, error) {
 		Remote:   remote,
 		BuildKit: b,
 		// RUN steps share the host's network (rootlesskit --net=host).
-		GoproxyHost: bridgeIP,
-		Tenant:      stackTenant,
-		Records:     s.path("images"),
-		Logf:        s.logf,
+		Goproxy: goproxyAddr,
+		Tenant:  stackTenant,
+		Records: s.path("images"),
+		Logf:    s.logf,
 	}.Build(ctx, fns)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n(buildkitd log: %s)", err, s.logPath("buildkitd"))

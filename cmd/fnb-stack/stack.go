@@ -35,6 +35,10 @@ const (
 	chainPrefix     = "FNB"
 	ctrdNamespace   = "fnbuilder"
 	buildkitTCPAddr = bridgeIP + ":1234"
+	// The module cache, served to the function image builds while `up`
+	// builds them: a fixed port keeps their RUN steps cached
+	// (templateimage.Builder.Goproxy).
+	goproxyAddr = bridgeIP + ":8083"
 	// Functions reach the host (gateway, buildkitd) at the bridge address.
 	gatewayFromFunctions = "http://" + bridgeIP + ":" + gatewayPort
 	// activeMarker names the stack directory that is up: the ports and the

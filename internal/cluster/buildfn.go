@@ -43,13 +43,13 @@ func (c Cluster) buildBuildFn(ctx context.Context, out io.Writer) (built bool, e
 		TLS: &buildkit.TLS{CA: c.BuildkitCA(), Cert: c.BuildkitClientCert(), Key: c.BuildkitClientKey(), ServerName: BuildkitServerName}},
 		buildkit.Registries{Insecure: []string{RegistryAddr}})
 	images, err := templateimage.Builder{
-		Repo:        c.Repo,
-		Registry:    RegistryAddr,
-		BuildKit:    builder,
-		GoproxyHost: BridgeIP,
-		Tenant:      buildFnTenant,
-		Records:     c.path("images"),
-		Logf:        lineLogf(out),
+		Repo:     c.Repo,
+		Registry: RegistryAddr,
+		BuildKit: builder,
+		Goproxy:  GoproxyAddr,
+		Tenant:   buildFnTenant,
+		Records:  c.path("images"),
+		Logf:     lineLogf(out),
 	}.Build(ctx, []templateimage.Function{{Name: "build-fn", Ref: BuildFnImage}})
 	if err != nil {
 		return false, err

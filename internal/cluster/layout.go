@@ -13,7 +13,7 @@ import (
 )
 
 // Addresses. All clear of the local stack (fnb0, 10.62.0.0/24, 5000/5001,
-// 4222, 8080-8082, 8088, 9090, 1234) and of a system Kubernetes' defaults.
+// 4222, 8080-8083, 8088, 9090, 1234) and of a system Kubernetes' defaults.
 const (
 	BridgeName   = "fnbk0"
 	BridgeIP     = "10.63.0.1"
@@ -26,7 +26,10 @@ const (
 	NodeName     = "fnbk-node"
 	// The registry, the apiserver and the kubelet listen on the bridge
 	// address: the host and the pods reach them at the same address.
-	RegistryAddr  = BridgeIP + ":5300"
+	RegistryAddr = BridgeIP + ":5300"
+	// The module cache, served to build-fn's image build while it runs: a
+	// fixed port keeps its RUN steps cached (templateimage.Builder.Goproxy).
+	GoproxyAddr   = BridgeIP + ":5301"
 	APIServerPort = 16443
 	KubeletPort   = 10350
 	// Loopback only.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -93,9 +94,18 @@ func (b *Busybox) WriteContext(dir string) error {
 // BuildPush builds and pushes one image and returns its digest; a failure
 // carries the end of the build's log.
 func BuildPush(ctx context.Context, b *buildkit.Builder, build buildkit.Build) (string, error) {
+	return BuildPushLog(ctx, b, build, io.Discard)
+}
+
+// BuildPushLog is BuildPush that also writes the whole build log to w.
+func BuildPushLog(ctx context.Context, b *buildkit.Builder, build buildkit.Build, w io.Writer) (string, error) {
 	var log strings.Builder
 	build.Push = true
-	digest, err := b.Run(ctx, build, func(lines []string) { log.WriteString(strings.Join(lines, "\n") + "\n") })
+	digest, err := b.Run(ctx, build, func(lines []string) {
+		text := strings.Join(lines, "\n") + "\n"
+		log.WriteString(text)
+		io.WriteString(w, text)
+	})
 	if err == nil && digest == "" {
 		err = errors.New("no digest in the exporter response")
 	}

@@ -19,7 +19,7 @@ import (
 )
 
 // serveGoproxy serves this machine's module cache, filled for the
-// checkout's go.mod, in GOPROXY layout on GoproxyHost until stop is called.
+// checkout's go.mod, in GOPROXY layout on Goproxy until stop is called.
 func (b Builder) serveGoproxy(ctx context.Context) (url string, stop func(), err error) {
 	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
@@ -30,9 +30,9 @@ func (b Builder) serveGoproxy(ctx context.Context) (url string, stop func(), err
 	if o, err := download.CombinedOutput(); err != nil {
 		return "", nil, fmt.Errorf("go mod download: %v\n%s", err, o)
 	}
-	l, err := net.Listen("tcp", net.JoinHostPort(b.GoproxyHost, "0"))
+	l, err := net.Listen("tcp", b.Goproxy)
 	if err != nil {
-		return "", nil, fmt.Errorf("GOPROXY for the build: %w", err)
+		return "", nil, fmt.Errorf("GOPROXY for the build (is another build of this kind running?): %w", err)
 	}
 	dir := filepath.Join(strings.TrimSpace(string(modcache)), "cache", "download")
 	srv := &http.Server{Handler: http.FileServer(http.Dir(dir)), ReadHeaderTimeout: 10 * time.Second}
@@ -44,17 +44,9 @@ func (b Builder) serveGoproxy(ctx context.Context) (url string, stop func(), err
 // context as BuildKit receives it: what its .dockerignore leaves out
 // (local binaries, tests no function imports) cannot change the image.
 func treeDigest(dir string) (string, error) {
-	var patterns []string
-	if f, err := os.Open(filepath.Join(dir, ".dockerignore")); err == nil {
-		patterns, err = ignorefile.ReadAll(f)
-		f.Close()
-		if err != nil {
-			return "", fmt.Errorf(".dockerignore: %w", err)
-		}
-	}
-	ignored, err := patternmatcher.New(patterns)
+	ignored, err := dockerignore(dir)
 	if err != nil {
-		return "", fmt.Errorf(".dockerignore: %w", err)
+		return "", err
 	}
 	h := sha256.New()
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -85,6 +77,24 @@ func treeDigest(dir string) (string, error) {
 		return nil
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
+}
+
+// dockerignore is what the .dockerignore in dir leaves out of a build
+// context laid out there (nothing when there is none).
+func dockerignore(dir string) (*patternmatcher.PatternMatcher, error) {
+	var patterns []string
+	if f, err := os.Open(filepath.Join(dir, ".dockerignore")); err == nil {
+		patterns, err = ignorefile.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s/.dockerignore: %w", dir, err)
+		}
+	}
+	m, err := patternmatcher.New(patterns)
+	if err != nil {
+		return nil, fmt.Errorf("%s/.dockerignore: %w", dir, err)
+	}
+	return m, nil
 }
 
 func sha(s string) string {

@@ -50,12 +50,18 @@ type Builder struct {
 	Registry string
 	Remote   []remote.Option
 	BuildKit *buildkit.Builder
-	// GoproxyHost is an address of this machine that the build's RUN
-	// steps reach; the module cache is served on a free port there.
-	GoproxyHost string
+	// Goproxy (host:port) is an address of this machine that the build's
+	// RUN steps reach; the module cache is served there while the builds
+	// run. Its URL is the template's GOPROXY build arg, and BuildKit keys
+	// every RUN step after that ARG on it: a fixed port keeps those steps
+	// cached from one Build to the next (port 0 takes a free port and
+	// gives up that cache).
+	Goproxy string
 	// Tenant keys the build's caches (its cache mounts among them).
 	Tenant string
-	// Records is the directory of what each image was built from.
+	// Records is this builder's own directory: what each image was built
+	// from (<fn>.json), its last build log (<fn>.log), the stand-ins'
+	// fingerprints, and the contexts faas-cli lays out (shrinkwrap/).
 	Records string
 	Logf    fileimage.Logf
 }
@@ -87,6 +93,9 @@ func SharedTool(repo, env, name string) (string, error) {
 // each build finds the previous one's Go build cache. A function whose build context and stand-ins are unchanged since
 // its record, and whose image the registry still has, is not built again.
 func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Image, error) {
+	if err := os.MkdirAll(b.Records, 0o755); err != nil {
+		return nil, err
+	}
 	bases, err := b.pushStandIns(ctx)
 	if err != nil {
 		return nil, err
@@ -95,7 +104,8 @@ func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Im
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(b.Records, 0o755); err != nil {
+	work := filepath.Join(b.Records, "shrinkwrap")
+	if err := b.stage(work); err != nil {
 		return nil, err
 	}
 	// The module cache is served from the first build on.
@@ -107,11 +117,11 @@ func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Im
 		fn, ref := f.Name, f.Ref
 		// The context exactly as faas-cli lays it out (build/<fn>/).
 		shrink := exec.CommandContext(ctx, faasCLI, "build", "--shrinkwrap", "-f", "stack.yaml", "--filter", fn)
-		shrink.Dir = b.Repo
+		shrink.Dir = work
 		if o, err := shrink.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("faas-cli build --shrinkwrap --filter %s: %v\n%s", fn, err, o)
 		}
-		contextDir := filepath.Join(b.Repo, "build", fn)
+		contextDir := filepath.Join(work, "build", fn)
 		tree, err := treeDigest(contextDir)
 		if err != nil {
 			return nil, err
@@ -132,13 +142,17 @@ func (b Builder) Build(ctx context.Context, functions []Function) (map[string]Im
 			}
 		}
 		t0 := time.Now()
-		digest, err := daemon.BuildPush(ctx, b.BuildKit, buildkit.Build{
+		var log strings.Builder
+		digest, err := daemon.BuildPushLog(ctx, b.BuildKit, buildkit.Build{
 			Context:   buildkit.Dir(contextDir),
 			Image:     ref,
 			BuildArgs: map[string]string{"FUNCTION": fn, "GOPROXY": goproxy},
 			Contexts:  b.contexts(),
 			Tenant:    b.Tenant,
-		})
+		}, &log)
+		if werr := daemon.WriteFileAtomic(filepath.Join(b.Records, fn+".log"), []byte(log.String()), 0o644); err == nil {
+			err = werr
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +203,9 @@ func (b Builder) pushStandIns(ctx context.Context) (string, error) {
 			return r, v1.Config{}, nil
 		}},
 		{Ref: refs[1], Make: alpineStandIn},
-		{Ref: refs[2], Make: golangStandIn},
+		// GOROOT is 270 MB: its layer is made again only when its files'
+		// fingerprint changes (fileimage.Recipe.Cache says why that is safe).
+		{Ref: refs[2], Make: golangStandIn, Cache: filepath.Join(b.Records, "golang-stand-in.json")},
 	}, b.Remote...)
 	if err != nil {
 		return "", err

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,8 +37,17 @@ func TestBuildFromTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := Builder{Repo: repo, Registry: reg.Addr, Remote: remote, BuildKit: bb, GoproxyHost: "127.0.0.1",
-		Tenant: "templateimage-test", Records: t.TempDir(), Logf: t.Logf}
+	// A port that stays the same for the three builds, as the stack's and
+	// the cluster's fixed ones do.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goproxy := l.Addr().String()
+	l.Close()
+	records := t.TempDir()
+	b := Builder{Repo: repo, Registry: reg.Addr, Remote: remote, BuildKit: bb, Goproxy: goproxy,
+		Tenant: "templateimage-test", Records: records, Logf: t.Logf}
 	fns := []Function{{Name: "publickey-fn", Ref: reg.Addr + "/fnbuilder/publickey-fn:test"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -75,5 +86,39 @@ func TestBuildFromTemplate(t *testing.T) {
 	}
 	if im2 := second["publickey-fn"]; im2.Built || im2.Digest != im.Digest {
 		t.Errorf("second build with nothing changed: %+v, want the first digest %s, not built", im2, im.Digest)
+	}
+	if _, err := os.Stat(filepath.Join(records, "golang-stand-in.json")); err != nil {
+		t.Errorf("the golang stand-in's fingerprint is not recorded: %v", err)
+	}
+
+	// Without its record the image is built again, by a new module cache
+	// server on the same address: BuildKit runs none of the RUN steps
+	// again (the GOPROXY build arg, part of their cache key, is the same).
+	if err := os.Remove(filepath.Join(records, "publickey-fn.json")); err != nil {
+		t.Fatal(err)
+	}
+	third, err := b.Build(ctx, fns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !third["publickey-fn"].Built {
+		t.Fatalf("third build without a record: %+v, want built", third["publickey-fn"])
+	}
+	log, err := os.ReadFile(filepath.Join(records, "publickey-fn.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs, ran []string
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "] RUN ") {
+			runs = append(runs, line)
+			if !strings.HasSuffix(line, " CACHED") {
+				ran = append(ran, line)
+			}
+		}
+	}
+	if len(runs) == 0 || len(ran) > 0 || !strings.Contains(string(log), "go mod download CACHED") {
+		t.Errorf("third build with the same inputs ran RUN steps again (want every one CACHED, go mod download too):\n%s\n--- log ---\n%s",
+			strings.Join(ran, "\n"), log)
 	}
 }
