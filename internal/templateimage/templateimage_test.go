@@ -22,7 +22,10 @@ import (
 // stack and the cluster build theirs: real faas-cli, the stand-ins on an
 // HTTPS registry with a user, a real buildkitd. The image is the
 // template's (of-watchdog as ./fwatchdog for the user app, the handler as
-// its fprocess), and a second Build with nothing changed builds nothing.
+// its fprocess), a second Build with nothing changed builds nothing, and
+// a third one without the record hits BuildKit's cache at every RUN step:
+// the module server listens on the same address, so the GOPROXY build arg
+// is the same.
 func TestBuildFromTemplate(t *testing.T) {
 	testenv.FaasCLI(t)
 	watchdog := testenv.SharedTool(t, "OF_WATCHDOG", "of-watchdog 0.11.6")
