@@ -227,7 +227,7 @@ func (e *env) context(t *testing.T, timeout time.Duration) (context.Context, con
 // down takes the cluster down and checks what make cluster-down promises:
 // no process, mount, bridge or iptables chain left.
 func (e *env) down(t *testing.T, marker string) {
-	records := e.c.Records()
+	records := e.c.Daemons(nil).Records()
 	if t.Failed() {
 		e.dumpLogs(t)
 	}

@@ -1,13 +1,10 @@
 package cluster
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,23 +24,23 @@ func (c Cluster) Down(out io.Writer) error {
 			errs = append(errs, err.Error())
 		}
 	}
-	stop := func(name string) {
-		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok {
-			r.Stop(15 * time.Second)
-			fmt.Fprintf(out, "stopped %s (pid %d)\n", name, r.PID)
-		}
-		os.Remove(c.PIDFile(name))
-	}
+	c.adoptRunRecords()
+	g := c.Daemons(func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) })
 	// The kubelet first: it would restart what is stopped under it.
-	stop("kubelet")
+	g.Stop("kubelet", 15*time.Second)
 	// A shim that dies leaves its container running: end the containers
-	// through runc's state, then the shims of our containerd.
+	// through runc's state, then the shims of our containerd (they name
+	// its socket, in our directory).
 	fail(c.killContainers())
-	c.killShims()
+	for _, p := range g.Strays(func(argv []string) bool { return !strings.HasPrefix(filepath.Base(argv[0]), "containerd-shim") }) {
+		syscall.Kill(p.PID, syscall.SIGKILL)
+	}
 	for i := len(daemonNames) - 1; i >= 0; i-- {
-		if daemonNames[i] != "kubelet" {
-			stop(daemonNames[i])
-		}
+		g.Stop(daemonNames[i], 15*time.Second)
+	}
+	// A record of a daemon no longer in daemonNames.
+	for _, name := range g.Recorded() {
+		g.Stop(name, 15*time.Second)
 	}
 	fail(cleanIptables())
 	if un := daemon.Unmount(c.Dir); len(un) > 0 {
@@ -91,19 +88,6 @@ func (c Cluster) killContainers() error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-// killShims ends the runc shims whose command line names our containerd's
-// socket: they are nobody else's.
-func (c Cluster) killShims() {
-	sock := []byte(c.ContainerdSocket())
-	for _, pid := range daemon.PIDs() {
-		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil || !bytes.Contains(cmdline, []byte("containerd-shim")) || !bytes.Contains(cmdline, sock) {
-			continue
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
 }
 
 // cleanIptables removes kube-proxy's chains (kube-proxy --cleanup) and the
