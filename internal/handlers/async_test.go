@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -81,8 +82,8 @@ func await(t *testing.T, ch <-chan asyncReply) asyncReply {
 			t.Fatal(r.err)
 		}
 		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reply")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: no reply")
 		return asyncReply{}
 	}
 }
@@ -91,20 +92,16 @@ func await(t *testing.T, ch <-chan asyncReply) asyncReply {
 // file after the reply has gone out.
 func waitEmpty(t *testing.T, dir string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	testenv.WaitFor(t, dir+" to empty", func() error {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(entries) == 0 {
-			return
+		if len(entries) != 0 {
+			return fmt.Errorf("%d files left, first %s", len(entries), entries[0].Name())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d files left in %s, first %s", len(entries), dir, entries[0].Name())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestCallIDRedeliveryJoinsRunningBuild(t *testing.T) {

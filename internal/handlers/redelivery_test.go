@@ -49,18 +49,12 @@ func (f *fixture) spooled() int {
 
 func (f *fixture) waitSpooled(want int) {
 	f.t.Helper()
-	waitUntil(f.t, fmt.Sprintf("%d spooled bodies", want), func() bool { return f.spooled() == want })
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.WaitFor(f.t, fmt.Sprintf("%d spooled bodies", want), func() error {
+		if got := f.spooled(); got != want {
+			return fmt.Errorf("%d spooled", got)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (f *fixture) bytesReceived() float64 {
@@ -163,7 +157,12 @@ func TestWaitingRedeliveryLeavesWithItsClient(t *testing.T) {
 	defer leave()
 	second := f.send(f.callRequest(ctx, body, asyncCallID))
 	// Both bodies are in: the redelivery waits on the first build.
-	waitUntil(t, "the redelivery's body", func() bool { return f.bytesReceived() == float64(2*len(body)) })
+	testenv.WaitFor(t, "the redelivery's body", func() error {
+		if got := f.bytesReceived(); got != float64(2*len(body)) {
+			return fmt.Errorf("%v bytes received, want %d", got, 2*len(body))
+		}
+		return nil
+	})
 	if got := f.spooled(); got != 2 {
 		t.Fatalf("%d spooled bodies, want 2", got)
 	}

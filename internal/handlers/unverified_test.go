@@ -65,7 +65,12 @@ func (u *rawUpload) response() (*http.Response, []byte) {
 
 func (f *fixture) waitHeld(want int64) {
 	f.t.Helper()
-	waitUntil(f.t, fmt.Sprintf("%d unverified bytes held", want), func() bool { return f.opts.Unverified.Held() == want })
+	testenv.WaitFor(f.t, fmt.Sprintf("%d unverified bytes held", want), func() error {
+		if got := f.opts.Unverified.Held(); got != want {
+			return fmt.Errorf("%d held", got)
+		}
+		return nil
+	})
 }
 
 func randomBytes(t *testing.T, n int) []byte {
