@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -127,7 +126,7 @@ func fileContains(p string, needle, buf []byte) (bool, error) {
 			if errors.Is(err, io.EOF) {
 				return false, nil
 			}
-			return false, fmt.Errorf("read %s: %w", p, err)
+			return false, err // *fs.PathError: names the file
 		}
 	}
 }
