@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,21 +21,6 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
-
-// buildFnb compiles cmd/fnb into dir.
-func buildFnb(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "fnb")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/fnb: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // fnbProc is `fnb serve build-fn` running as its own process.
 type fnbProc struct {

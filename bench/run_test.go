@@ -29,7 +29,7 @@ func TestReport(t *testing.T) {
 	s := &stack{testenv.StartStack(t, "", testenv.BuildKitOptions{})}
 	r.machine = append(r.machine, s.describe(t)...)
 	say("building cmd/fnb")
-	bin := buildFnb(t, t.TempDir())
+	bin := testenv.BuildFnb(t)
 	fn := startFnb(t, bin, map[string]string{"buildkit_url": s.BK.Addr, "insecure_registries": s.Reg.Addr})
 
 	small := contextSpec{

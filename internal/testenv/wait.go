@@ -26,6 +26,6 @@ func WaitFor(t testing.TB, what string, cond func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("waited %s (the hang guard) for %s: %v", HangGuard, what, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
