@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -184,15 +185,16 @@ func (s *stack) buildctl(dir, image string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// compare times the same build, repeated, through build-fn (tar made
-// from the directory, signed and posted, until the final NDJSON line) and
+// compare times the same build, repeated, through build-fn (the tar of
+// the directory signed in a first pass, then made again as it is posted,
+// until the final NDJSON line) and
 // with buildctl on the same daemon; one untimed run of each first. before,
 // when set, changes the directory (untimed) ahead of every run, timed or
 // not; side is "fn" or "ctl" so that the two never build the same bytes
 // and find each other's results in BuildKit's cache.
-// signT is the part of each fnT the client spent making and signing the
-// tar, before its first byte went out (a faas-cli user waits for it too;
-// buildctl signs nothing).
+// signT is the part of each fnT the client spent signing the tar, before
+// its first byte went out (a faas-cli user waits for it too; buildctl
+// signs nothing).
 func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string, n int, before func(dir, side string, i int) error) (fnT, ctlT, signT []time.Duration) {
 	dir := t.TempDir()
 	if err := spec.WriteDir(dir); err != nil {
@@ -208,14 +210,16 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 		}
 	}
 	var signed time.Duration
+	config, err := json.Marshal(map[string]any{"image": fnImage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As faas-cli does (regular files and directories only).
+	gen := func(w io.Writer) error { return testenv.WriteContextTar(w, dir, config) }
 	viaFn := func() time.Duration {
 		start := time.Now()
-		body, sig, err := signedTarFromDir(dir, fnImage, fn.key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signed = time.Since(start)
-		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, bytes.NewReader(body), int64(len(body)), sig); err != nil {
+		var err error
+		if signed, _, err = postSigned(fn.url, fn.key, gen); err != nil {
 			t.Fatal(err)
 		}
 		return time.Since(start)
@@ -345,20 +349,15 @@ func (s *stack) peakRSS(t *testing.T, bin string) rssResult {
 	} {
 		image := fmt.Sprintf("%s/bench-rss:%d", s.Reg.Addr, i)
 		gen := func(w io.Writer) error { return spec.WriteTar(w, image, nil) }
-		sig, n, err := signStream(fn.key, gen)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if err := resetPeak(fn.pid); err != nil {
 			t.Fatalf("reset VmHWM: %v", err)
 		}
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(gen(pw)) }()
 		start := time.Now()
-		if _, err := postBuild(context.Background(), http.DefaultClient, fn.url, pr, n, sig); err != nil {
+		signed, _, err := postSigned(fn.url, fn.key, gen)
+		if err != nil {
 			t.Fatalf("%s context: %v", size(spec.Size()), err)
 		}
-		res.took[i] = time.Since(start)
+		res.took[i] = time.Since(start) - signed
 		if res.peak[i], err = procStatus(fn.pid, "VmHWM"); err != nil {
 			t.Fatal(err)
 		}

@@ -53,7 +53,7 @@ func TestReport(t *testing.T) {
 		fnT, ctlT, signT := s.compare(t, fn, large, "50mb", runs(11), nil)
 		r.add(fmt.Sprintf("Identical rebuild, 50 MiB context (%s; everything cached), median of %d", size(large.Size()), len(fnT)),
 			secs(median(fnT)), "buildctl "+secs(median(ctlT)), ratio(median(fnT), median(ctlT)))
-		r.add("… of which the client making and signing the request tar, before its first byte is sent (as faas-cli must: the signature is a header)",
+		r.add("… of which the client signing the request tar in a first pass, before its first byte is sent (the signature is a header; the tar is made again as it is sent)",
 			secs(median(signT)), "buildctl "+secs(median(ctlT)), ratio(median(signT), median(ctlT)))
 
 		say("one small file changed, 50 MiB context (%d runs each)", runs(9))
