@@ -195,7 +195,9 @@ func (s *stack) buildctl(dir, image string) (time.Duration, error) {
 // signT is the part of each fnT the client spent signing the tar, before
 // its first byte went out (a faas-cli user waits for it too; buildctl
 // signs nothing).
-func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string, n int, before func(dir, side string, i int) error) (fnT, ctlT, signT []time.Duration) {
+// recv is the mean time build-fn spent receiving and verifying each timed
+// request (its fnbuilder_request_receive_seconds).
+func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string, n int, before func(dir, side string, i int) error) (fnT, ctlT, signT []time.Duration, recv time.Duration) {
 	dir := t.TempDir()
 	if err := spec.WriteDir(dir); err != nil {
 		t.Fatal(err)
@@ -239,6 +241,7 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 	viaFn()
 	prepare("ctl", -1)
 	viaCtl()
+	received := fn.receiveSeconds(t)
 	for i := range n {
 		sides := []func(){
 			func() { prepare("fn", i); fnT = append(fnT, viaFn()); signT = append(signT, signed) },
@@ -251,7 +254,8 @@ func (s *stack) compare(t *testing.T, fn *fnbProc, spec contextSpec, name string
 			run()
 		}
 	}
-	return fnT, ctlT, signT
+	received = fn.receiveSeconds(t) - received
+	return fnT, ctlT, signT, time.Duration(received / float64(n) * float64(time.Second))
 }
 
 // noChange rebuilds an unchanged multi-stage function the way faas-cli
