@@ -190,3 +190,27 @@ func tail(s string, n int) string {
 	}
 	return "..." + s[len(s)-n:]
 }
+
+// receiveSeconds is build-fn's fnbuilder_request_receive_seconds_sum: the
+// time it has spent receiving and verifying request bodies.
+func (f *fnbProc) receiveSeconds(t *testing.T) float64 {
+	t.Helper()
+	res, err := http.Get(f.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	const name = "fnbuilder_request_receive_seconds_sum "
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+			sum, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics: %q: %v", sc.Text(), err)
+			}
+			return sum
+		}
+	}
+	t.Fatalf("build-fn's /metrics has no %s(%v)", name, sc.Err())
+	return 0
+}

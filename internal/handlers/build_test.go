@@ -984,6 +984,7 @@ func TestMetrics(t *testing.T) {
 		`fnbuilder_build_duration_seconds_count{status="success"} 2`,
 		`fnbuilder_build_duration_seconds_count{status="failed"} 2`,
 		`fnbuilder_builds_inflight 0`,
+		`fnbuilder_request_receive_seconds_count 4`, // the signed bodies
 	} {
 		if !bytes.Contains(text, []byte(want+"\n")) {
 			t.Errorf("metrics lack %q", want)
