@@ -3,7 +3,6 @@ package hardening
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -56,17 +55,6 @@ func testUploadCut(t *testing.T, s *stack) {
 		t.Fatal("a cut upload reached BuildKit")
 	}
 	nextBuildSucceeds(t, s, b, "after-cut")
-}
-
-// slotFree checks readiness and that a request is not turned away.
-func slotFree(t *testing.T, b *builder) {
-	t.Helper()
-	testenv.WaitFor(t, "the slot to be freed", func() error {
-		if code := b.ready(t); code != http.StatusOK {
-			return fmt.Errorf("/ready %d", code)
-		}
-		return nil
-	})
 }
 
 // nextBuildSucceeds builds a fresh image and checks it was pushed.

@@ -149,6 +149,17 @@ func (b *builder) ready(t *testing.T) int {
 	return res.StatusCode
 }
 
+// slotFree checks readiness and that a request is not turned away.
+func slotFree(t *testing.T, b *builder) {
+	t.Helper()
+	testenv.WaitFor(t, "the slot to be freed", func() error {
+		if code := b.ready(t); code != http.StatusOK {
+			return fmt.Errorf("/ready %d", code)
+		}
+		return nil
+	})
+}
+
 // stack is one registry and one rootless buildkitd with a busybox base.
 type stack struct{ *testenv.Stack }
 

@@ -7,11 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,22 +84,6 @@ func await(t *testing.T, ch <-chan asyncReply) asyncReply {
 		t.Fatal("hang guard: no reply")
 		return asyncReply{}
 	}
-}
-
-// waitEmpty waits for a directory to empty: the handler removes its spool
-// file after the reply has gone out.
-func waitEmpty(t *testing.T, dir string) {
-	t.Helper()
-	testenv.WaitFor(t, dir+" to empty", func() error {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) != 0 {
-			return fmt.Errorf("%d files left, first %s", len(entries), entries[0].Name())
-		}
-		return nil
-	})
 }
 
 func TestCallIDRedeliveryJoinsRunningBuild(t *testing.T) {

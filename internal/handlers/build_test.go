@@ -646,12 +646,7 @@ func (f *fixture) ready() int {
 
 func (f *fixture) waitReady(want int) {
 	f.t.Helper()
-	testenv.WaitFor(f.t, fmt.Sprintf("/ready to answer %d", want), func() error {
-		if got := f.ready(); got != want {
-			return fmt.Errorf("/ready %d", got)
-		}
-		return nil
-	})
+	waitValue(f.t, "/ready's status", want, f.ready)
 }
 
 // blocking is a runner that reports its start and waits for release or

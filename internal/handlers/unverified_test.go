@@ -65,12 +65,7 @@ func (u *rawUpload) response() (*http.Response, []byte) {
 
 func (f *fixture) waitHeld(want int64) {
 	f.t.Helper()
-	testenv.WaitFor(f.t, fmt.Sprintf("%d unverified bytes held", want), func() error {
-		if got := f.opts.Unverified.Held(); got != want {
-			return fmt.Errorf("%d held", got)
-		}
-		return nil
-	})
+	waitValue(f.t, "unverified bytes held", want, f.opts.Unverified.Held)
 }
 
 func randomBytes(t *testing.T, n int) []byte {
