@@ -24,8 +24,9 @@ import (
 //   - directories are descended; one that cannot be listed fails the test;
 //   - entries that vanish between being listed and being opened (a live
 //     daemon's state directory renames and removes files all the time) are
-//     passed over: what is gone is no longer on disk, and what replaced it is
-//     listed under its own name;
+//     passed over: what is gone is no longer on disk. Each directory is seen
+//     as it was when listed, so a file created after that is not; scan once
+//     the build that might leak has ended, as the callers do;
 //   - symlinks are not followed (a target inside root is scanned there, one
 //     outside is not this tree's), but the link text is on-disk bytes, so a
 //     link whose target contains needle is a hit, as is any entry whose name
