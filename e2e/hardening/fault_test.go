@@ -3,6 +3,7 @@ package hardening
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -32,22 +33,33 @@ func testUploadCut(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
 	body := buildTar(t, "FROM "+s.Base+"\n", s.Reg.Addr+"/cut:1", testenv.File("context/blob", strings.Repeat("b", 8<<20)))
 	pr, pw := io.Pipe()
-	go func() {
-		_, _ = pw.Write(body[:1<<20])
-		testenv.WaitFor(t, "the partial body to be spooled", func() error {
-			if b.workDirLeft(t) == nil {
-				return errors.New("work_dir is empty")
-			}
-			return nil
-		})
-		pw.CloseWithError(errors.New("client gone"))
-	}()
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test ended")) }) // also when a wait below fails
 	req, _ := http.NewRequest(http.MethodPost, b.url+"/build", pr)
 	req.ContentLength = int64(len(body))
 	req.Header = testenv.SignedHeader(b.keys.payload, body, true)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
-		t.Fatalf("the cut upload got an answer: %d", res.StatusCode)
+	answered := make(chan error, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			err = fmt.Errorf("the cut upload got an answer: %d", res.StatusCode)
+		} else {
+			err = nil
+		}
+		answered <- err
+	}()
+	// The waits run here, not in the client's goroutine: t.Fatal must
+	// not be called from any goroutine but the test's.
+	_, _ = pw.Write(body[:1<<20])
+	testenv.WaitFor(t, "the partial body to be spooled", func() error {
+		if b.workDirLeft(t) == nil {
+			return errors.New("work_dir is empty")
+		}
+		return nil
+	})
+	pw.CloseWithError(errors.New("client gone"))
+	if err := <-answered; err != nil {
+		t.Fatal(err)
 	}
 	b.waitWorkDirEmpty(t)
 	slotFree(t, b)
