@@ -301,7 +301,7 @@ func (e *env) dumpLogs(t *testing.T) {
 // cluster does.
 func buildCLI(t *testing.T, repo string) string {
 	dir := t.TempDir()
-	harness.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
-	harness.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
+	testenv.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
+	testenv.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
 	return filepath.Join(dir, "fnb-cluster")
 }
