@@ -3,15 +3,18 @@ package bench
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
@@ -145,32 +148,10 @@ func (c contextSpec) Tar(image string) []byte {
 	return buf.Bytes()
 }
 
-// signedTarFromDir makes a request tar from a directory, as faas-cli does
-// before it posts (regular files and directories only), in memory and
-// signed as it is written: the least a client can do before it sends.
-func signedTarFromDir(dir, image string, key []byte) ([]byte, string, error) {
-	var size int
-	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil {
-			size += 1024 + int(fi.Size())
-		}
-		return err
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	var buf bytes.Buffer
-	buf.Grow(size + 4096)
-	signer := testenv.NewSigner(key)
-	data, _ := json.Marshal(map[string]any{"image": image})
-	if err := testenv.WriteContextTar(io.MultiWriter(&buf, signer), dir, data); err != nil {
-		return nil, "", err
-	}
-	return buf.Bytes(), signer.Signature(), nil
-}
-
 // signStream computes the signature of what gen writes, in a first pass
-// that keeps nothing.
+// that keeps nothing: the least a client can do before it sends, since the
+// signature travels as a header. postSigned then sends a second pass of
+// gen as it is made, so that no client holds the whole tar.
 func signStream(key []byte, gen func(io.Writer) error) (string, int64, error) {
 	signer := testenv.NewSigner(key)
 	if err := gen(signer); err != nil {
@@ -180,3 +161,19 @@ func signStream(key []byte, gen func(io.Writer) error) (string, int64, error) {
 }
 
 func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+
+// postSigned signs what gen writes and posts it as a build request, gen's
+// second pass streamed as the body; signed is how long the signing took.
+func postSigned(url string, key []byte, gen func(io.Writer) error) (signed time.Duration, _ buildResult, _ error) {
+	start := time.Now()
+	sig, n, err := signStream(key, gen)
+	if err != nil {
+		return 0, buildResult{}, err
+	}
+	signed = time.Since(start)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(gen(pw)) }()
+	res, err := postBuild(context.Background(), http.DefaultClient, url, pr, n, sig)
+	pr.Close()
+	return signed, res, err
+}

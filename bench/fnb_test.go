@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,21 +21,6 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 )
-
-// buildFnb compiles cmd/fnb into dir.
-func buildFnb(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "fnb")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/fnb: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // fnbProc is `fnb serve build-fn` running as its own process.
 type fnbProc struct {
@@ -205,4 +189,28 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
+}
+
+// receiveSeconds is build-fn's fnbuilder_request_receive_seconds_sum: the
+// time it has spent receiving and verifying request bodies.
+func (f *fnbProc) receiveSeconds(t *testing.T) float64 {
+	t.Helper()
+	res, err := http.Get(f.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	const name = "fnbuilder_request_receive_seconds_sum "
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+			sum, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics: %q: %v", sc.Text(), err)
+			}
+			return sum
+		}
+	}
+	t.Fatalf("build-fn's /metrics has no %s(%v)", name, sc.Err())
+	return 0
 }

@@ -2,6 +2,7 @@ package function
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/tenant"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // settings returns a map that keeps Options away from the host: no
@@ -257,16 +259,12 @@ func TestNewPrunesExpiredResults(t *testing.T) {
 	if _, err := New(config.FromMap(m)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(expired); os.IsNotExist(err) {
-			break
+	testenv.WaitFor(t, "the expired result to be pruned (results_ttl 1s)", func() error {
+		if _, err := os.Stat(expired); !os.IsNotExist(err) {
+			return fmt.Errorf("still there (%v)", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("an expired result is still there 10s after start with results_ttl 1s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestRouterPublicKeyWithoutKey(t *testing.T) {

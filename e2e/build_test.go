@@ -5,22 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
-	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -41,51 +35,11 @@ func startStack(t *testing.T) *testenv.Stack {
 // buildFn is build-fn served over real HTTP by the template's own server
 // (fnserver, with its 10 s default write timeout), wired to the stack.
 type buildFn struct {
+	*harness.Solves
 	url      string
 	workDir  string
 	secrets  string
-	runs     *atomic.Int32
-	opened   *openLog
 	settings map[string]string
-}
-
-// countingRunner counts solves, so refusal tests can prove nothing ran,
-// and records which context files BuildKit read for each image.
-type countingRunner struct {
-	next   pipeline.Runner
-	n      *atomic.Int32
-	opened *openLog
-}
-
-func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
-	c.n.Add(1)
-	b.Context = recordingContext{Context: b.Context, image: b.Image, log: c.opened}
-	return c.next.Run(ctx, b, logf)
-}
-
-// openLog is, per image, the context files BuildKit opened to transfer.
-type openLog struct {
-	mu    sync.Mutex
-	files map[string][]string
-}
-
-func (l *openLog) of(image string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Sorted(slices.Values(l.files[image]))
-}
-
-type recordingContext struct {
-	buildkit.Context
-	image string
-	log   *openLog
-}
-
-func (r recordingContext) Open(p string) (io.ReadCloser, error) {
-	r.log.mu.Lock()
-	r.log.files[r.image] = append(r.log.files[r.image], p)
-	r.log.mu.Unlock()
-	return r.Context.Open(p)
 }
 
 func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buildFn {
@@ -107,12 +61,8 @@ func startBuilder(t *testing.T, s *testenv.Stack, extra map[string]string) *buil
 		"keepalive_interval": "2s",
 	}
 	maps.Copy(settings, extra)
-	runs := &atomic.Int32{}
-	opened := &openLog{files: map[string][]string{}}
-	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
-		return countingRunner{next: next, n: runs, opened: opened}
-	})
-	return &buildFn{url: url, workDir: workDir, secrets: secretsDir, runs: runs, opened: opened, settings: settings}
+	url, solves := harness.Serve(t, settings)
+	return &buildFn{Solves: solves, url: url, workDir: workDir, secrets: secretsDir, settings: settings}
 }
 
 // workDirEntries is what build-fn's work_dir holds now.
@@ -348,7 +298,7 @@ func testRefusals(t *testing.T, s *testenv.Stack) {
 			if c.header != nil {
 				header = c.header(c.body)
 			}
-			before := b.runs.Load()
+			before := b.Runs.Load()
 			res := testenv.Post(t, b.url+"/build", c.body, header)
 			if testenv.Status(res) != c.code {
 				t.Fatalf("status %d, want %d", testenv.Status(res), c.code)
@@ -356,7 +306,7 @@ func testRefusals(t *testing.T, s *testenv.Stack) {
 			if msg := testenv.ErrorBody(t, res); !strings.Contains(msg, c.msg) {
 				t.Fatalf("error %q does not mention %q", msg, c.msg)
 			}
-			if b.runs.Load() != before {
+			if b.Runs.Load() != before {
 				t.Fatal("a refused request reached BuildKit")
 			}
 			if entries := b.workDirEntries(t); len(entries) != 0 {
@@ -397,7 +347,7 @@ func testAtCapacity(t *testing.T, s *testenv.Stack) {
 		res, err := http.DefaultClient.Do(req)
 		first <- answer{res, err}
 	}()
-	waitFor(t, func() bool { return b.runs.Load() == 1 })
+	b.waitSolves(t, 1)
 
 	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
 		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/fast:1"}))
@@ -418,7 +368,7 @@ func testAtCapacity(t *testing.T, s *testenv.Stack) {
 	if ready.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/ready = %d at capacity, want 503", ready.StatusCode)
 	}
-	if b.runs.Load() != 1 {
+	if b.Runs.Load() != 1 {
 		t.Fatal("the refused build reached BuildKit")
 	}
 
@@ -453,13 +403,13 @@ func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return b.runs.Load() == 1 })
+	b.waitSolves(t, 1)
 	cancel()
 	res.Body.Close()
 
 	fast := testenv.BuildTar(t, testenv.Dir("context"), testenv.File("context/Dockerfile", "FROM "+s.Base+"\n"),
 		testenv.ConfigEntry(t, map[string]any{"image": s.Reg.Addr + "/after-disconnect:1"}))
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.HangGuard)
 	for {
 		res := testenv.Post(t, b.url+"/build", fast, testenv.SignedHeader(payloadSecret(t), fast, true))
 		if res.StatusCode == http.StatusOK {
@@ -470,7 +420,7 @@ func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slot still taken 30 s after the client left (status %d)", res.StatusCode)
+			t.Fatalf("hang guard: slot still taken %s after the client left (status %d)", testenv.HangGuard, res.StatusCode)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -482,13 +432,13 @@ func testClientDisconnect(t *testing.T, s *testenv.Stack) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// waitSolves waits for n solves to have started.
+func (b *buildFn) waitSolves(t *testing.T, n int32) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
+	testenv.WaitFor(t, fmt.Sprintf("%d solves to start", n), func() error {
+		if got := b.Runs.Load(); got != n {
+			return fmt.Errorf("%d started", got)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

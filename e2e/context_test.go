@@ -73,7 +73,7 @@ func testMakeTarDockerignore(t *testing.T, s *testenv.Stack, b *buildFn) {
 			t.Errorf("%s is in the image, though .dockerignore excludes it", path)
 		}
 	}
-	if opened := b.opened.of(s.Reg.Addr + "/ignore:1"); slices.Contains(opened, "secret.txt") {
+	if opened := b.Opened(s.Reg.Addr + "/ignore:1"); slices.Contains(opened, "secret.txt") {
 		t.Errorf("BuildKit was sent secret.txt: %v", opened)
 	}
 }
@@ -131,7 +131,7 @@ func testIncrementalRebuild(t *testing.T, s *testenv.Stack, b *buildFn) {
 	// build-fn itself reads the Dockerfile once per build, for its syntax
 	// line; the rest is what BuildKit asked to be sent.
 	sent := func(image string) []string {
-		opened := b.opened.of(image)
+		opened := b.Opened(image)
 		if i := slices.Index(opened, "Dockerfile"); i >= 0 {
 			opened = slices.Delete(opened, i, i+1)
 		}

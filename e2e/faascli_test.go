@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
 	"github.com/fnbuilder/fnbuilder/internal/config"
 	sealfn "github.com/fnbuilder/fnbuilder/seal-fn"
 
@@ -113,7 +112,7 @@ func TestFaasCLI(t *testing.T) {
 				t.Errorf("%s:%s holds secret hash %q", repo, tag, got)
 			}
 		}
-		if n := b.runs.Load(); n != 6 {
+		if n := b.Runs.Load(); n != 6 {
 			t.Errorf("%d builds ran, want 6", n)
 		}
 	})
@@ -132,7 +131,7 @@ func TestFaasCLI(t *testing.T) {
 				t.Errorf("build secrets %v: exit %d, want non-zero with the reason and no panic:\n%s", secrets, run.code, run.out)
 			}
 		}
-		if n := b.runs.Load(); n != 0 {
+		if n := b.Runs.Load(); n != 0 {
 			t.Errorf("%d builds ran", n)
 		}
 	})
@@ -173,7 +172,7 @@ func TestFaasCLI(t *testing.T) {
 // TestFaasCLISecrets: keys and envelopes made by faas-cli, fnb and seal-fn
 // are the same thing.
 func TestFaasCLISecrets(t *testing.T) {
-	fnb := buildFnb(t)
+	fnb := testenv.BuildFnb(t)
 	dir := t.TempDir()
 	run := func(name string, args ...string) string {
 		t.Helper()
@@ -214,14 +213,6 @@ func TestFaasCLISecrets(t *testing.T) {
 	if out := run(cli, "secret", "unseal", "cli-key", "--in", "by-seal-fn", "--key", "c"); strings.TrimSpace(out) != "from-seal-fn" {
 		t.Errorf("faas-cli unsealed seal-fn's envelope as %q", out)
 	}
-}
-
-// buildFnb builds the fnb CLI from this checkout.
-func buildFnb(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fnb")
-	harness.GoBuild(t, "", nil, "-o", bin, "github.com/fnbuilder/fnbuilder/cmd/fnb")
-	return bin
 }
 
 // sealFn is seal-fn's handler, with no key of its own.

@@ -143,7 +143,7 @@ func testGoSDKRefusal(t *testing.T, s *testenv.Stack) {
 	if last := results[len(results)-1]; last.Status != builder.BuildFailed || !strings.Contains(last.Error, "X-Build-Signature does not match") {
 		t.Fatalf("last result %+v, want failed with the reason", last)
 	}
-	if n := b.runs.Load(); n != 0 {
+	if n := b.Runs.Load(); n != 0 {
 		t.Fatalf("%d builds ran", n)
 	}
 }

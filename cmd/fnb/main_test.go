@@ -445,16 +445,8 @@ func TestServePublicKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the fnb binary")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool not found: %v", err)
-	}
+	bin := testenv.BuildFnb(t)
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "fnb")
-	build := exec.Command(goBin, "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 
 	mount := filepath.Join(tmp, "secrets")
 	if err := os.Mkdir(mount, 0o700); err != nil {

@@ -31,7 +31,6 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -227,7 +226,7 @@ func (e *env) context(t *testing.T, timeout time.Duration) (context.Context, con
 // down takes the cluster down and checks what make cluster-down promises:
 // no process, mount, bridge or iptables chain left.
 func (e *env) down(t *testing.T, marker string) {
-	records := e.c.Records()
+	records := e.c.Daemons(nil).Records()
 	if t.Failed() {
 		e.dumpLogs(t)
 	}
@@ -260,16 +259,18 @@ func (e *env) down(t *testing.T, marker string) {
 	if exec.Command("ip", "link", "show", cluster.BridgeName).Run() == nil {
 		t.Errorf("after down: bridge %s exists", cluster.BridgeName)
 	}
-	for _, ipt := range [][]string{{"iptables", "-t", "filter"}, {"iptables", "-t", "nat"}, {"iptables", "-t", "mangle"},
-		{"ip6tables", "-t", "filter"}, {"ip6tables", "-t", "nat"}} {
-		rules, err := exec.Command(ipt[0], append([]string{"-w", "5"}, append(ipt[1:], "-S")...)...).Output()
-		if err != nil {
-			continue // no such table here
-		}
-		sc := bufio.NewScanner(bytes.NewReader(rules))
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "KUBE-") {
-				t.Errorf("after down: %s %s: %s", ipt[0], ipt[2], sc.Text())
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			// No rules only where the table does not exist; an iptables
+			// that cannot be asked fails the check.
+			rules, err := cluster.IptablesRules(ipt, table)
+			if err != nil {
+				t.Errorf("after down: %v", err)
+			}
+			for _, line := range strings.Split(rules, "\n") {
+				if strings.Contains(line, "KUBE-") {
+					t.Errorf("after down: %s -t %s: %s", ipt, table, line)
+				}
 			}
 		}
 	}
@@ -300,7 +301,7 @@ func (e *env) dumpLogs(t *testing.T) {
 // cluster does.
 func buildCLI(t *testing.T, repo string) string {
 	dir := t.TempDir()
-	harness.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
-	harness.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
+	testenv.GoBuild(t, repo, nil, "-trimpath", "-o", dir+"/", "./cmd/fnb-cluster")
+	testenv.GoBuild(t, repo, []string{"CGO_ENABLED=0"}, "-trimpath", "-o", dir+"/", "./cmd/fnb-pause")
 	return filepath.Join(dir, "fnb-cluster")
 }

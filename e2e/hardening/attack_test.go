@@ -106,7 +106,7 @@ func TestAttacks(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := listTree(t, b.parent)
-			runs := b.runs.Load()
+			runs := b.Runs.Load()
 			res := b.send(t, c)
 			if testenv.Status(res) != c.code {
 				body, _ := io.ReadAll(res.Body)
@@ -117,14 +117,10 @@ func TestAttacks(t *testing.T) {
 				t.Fatalf("error %q does not name %q", msg, c.msg)
 			}
 			t.Logf("%d %s", testenv.Status(res), msg)
-			if b.runs.Load() != runs {
+			if b.Runs.Load() != runs {
 				t.Fatal("a refused request reached BuildKit")
 			}
-			// The spooled body is removed just after the reply is written.
-			waitFor(t, "work_dir to empty", 10*time.Second, func() bool {
-				entries, _ := os.ReadDir(b.workDir)
-				return len(entries) == 0
-			})
+			b.waitWorkDirEmpty(t)
 			if after := listTree(t, b.parent); after != before {
 				t.Fatalf("the tree around work_dir changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}

@@ -3,10 +3,10 @@ package hardening
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,36 +33,40 @@ func testUploadCut(t *testing.T, s *stack) {
 	b := s.builderOn(t, map[string]string{"max_inflight": "1"})
 	body := buildTar(t, "FROM "+s.Base+"\n", s.Reg.Addr+"/cut:1", testenv.File("context/blob", strings.Repeat("b", 8<<20)))
 	pr, pw := io.Pipe()
-	go func() {
-		_, _ = pw.Write(body[:1<<20])
-		waitFor(t, "the partial body to be spooled", 10*time.Second, func() bool {
-			entries, _ := os.ReadDir(b.workDir)
-			return len(entries) > 0
-		})
-		pw.CloseWithError(errors.New("client gone"))
-	}()
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test ended")) }) // also when a wait below fails
 	req, _ := http.NewRequest(http.MethodPost, b.url+"/build", pr)
 	req.ContentLength = int64(len(body))
 	req.Header = testenv.SignedHeader(b.keys.payload, body, true)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
-		t.Fatalf("the cut upload got an answer: %d", res.StatusCode)
-	}
-	waitFor(t, "work_dir to empty", 10*time.Second, func() bool {
-		entries, _ := os.ReadDir(b.workDir)
-		return len(entries) == 0
+	answered := make(chan error, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			err = fmt.Errorf("the cut upload got an answer: %d", res.StatusCode)
+		} else {
+			err = nil
+		}
+		answered <- err
+	}()
+	// The waits run here, not in the client's goroutine: t.Fatal must
+	// not be called from any goroutine but the test's.
+	_, _ = pw.Write(body[:1<<20])
+	testenv.WaitFor(t, "the partial body to be spooled", func() error {
+		if b.workDirLeft(t) == nil {
+			return errors.New("work_dir is empty")
+		}
+		return nil
 	})
+	pw.CloseWithError(errors.New("client gone"))
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	b.waitWorkDirEmpty(t)
 	slotFree(t, b)
-	if b.runs.Load() != 0 {
+	if b.Runs.Load() != 0 {
 		t.Fatal("a cut upload reached BuildKit")
 	}
 	nextBuildSucceeds(t, s, b, "after-cut")
-}
-
-// slotFree checks readiness and that a request is not turned away.
-func slotFree(t *testing.T, b *builder) {
-	t.Helper()
-	waitFor(t, "the slot to be freed", 10*time.Second, func() bool { return b.ready(t) == http.StatusOK })
 }
 
 // nextBuildSucceeds builds a fresh image and checks it was pushed.
@@ -149,7 +153,7 @@ func testRegistryDown(t *testing.T, s *stack) {
 	if n := strings.Count(logs, "transient error, retrying"); n != 1 {
 		t.Fatalf("%d retries in the log, want 1:\n%s", n, logs)
 	}
-	if n := b.runs.Load(); n != 1 {
+	if n := b.Runs.Load(); n != 1 {
 		t.Fatalf("%d runs through the outer runner, want 1 (retries happen inside)", n)
 	}
 	slotFree(t, b)
@@ -171,22 +175,19 @@ func testClientGone(t *testing.T, s *stack) {
 	cancel()
 
 	select {
-	case end := <-b.ends:
-		t.Logf("solve returned %s after the disconnect: %v", time.Since(gone).Round(time.Millisecond), end.err)
-		if !errors.Is(end.ctxErr, context.Canceled) {
-			t.Fatalf("the solve's context was not cancelled (ctx err %v, run err %v)", end.ctxErr, end.err)
+	case end := <-b.Ends:
+		t.Logf("solve returned %s after the disconnect: %v", time.Since(gone).Round(time.Millisecond), end.Err)
+		if !errors.Is(end.CtxErr, context.Canceled) {
+			t.Fatalf("the solve's context was not cancelled (ctx err %v, run err %v)", end.CtxErr, end.Err)
 		}
-		if end.err == nil {
+		if end.Err == nil {
 			t.Fatal("the abandoned solve reported success")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the solve still runs 30 s after the client left")
+	case <-time.After(testenv.HangGuard):
+		t.Fatalf("hang guard: the solve still runs %s after the client left", testenv.HangGuard)
 	}
 	slotFree(t, b)
-	waitFor(t, "work_dir to empty", 10*time.Second, func() bool {
-		entries, _ := os.ReadDir(b.workDir)
-		return len(entries) == 0
-	})
+	b.waitWorkDirEmpty(t)
 	b.workDirEmpty(t)
 	if testenv.TagExists(t, s.Reg, "abandoned", "1") {
 		t.Fatal("the abandoned build was pushed")

@@ -2,21 +2,17 @@ package hardening
 
 import (
 	"archive/tar"
-	"context"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/fnbuilder/fnbuilder/e2e/internal/harness"
-	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
-	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 	"github.com/fnbuilder/fnbuilder/internal/progress"
 	"github.com/fnbuilder/fnbuilder/internal/secrets"
 	"github.com/fnbuilder/fnbuilder/internal/testenv"
@@ -50,38 +46,13 @@ func (k keys) seal(t *testing.T, values map[string]string) []byte {
 	return env
 }
 
-// runEnd is how one solve ended: its error and its context's.
-type runEnd struct {
-	err    error
-	ctxErr error
-}
-
-// countingRunner counts solves (refusals must start none) and reports
-// how each one ended.
-type countingRunner struct {
-	next pipeline.Runner
-	runs *atomic.Int32
-	ends chan runEnd
-}
-
-func (c countingRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
-	c.runs.Add(1)
-	digest, err := c.next.Run(ctx, b, logf)
-	select {
-	case c.ends <- runEnd{err: err, ctxErr: ctx.Err()}:
-	default:
-	}
-	return digest, err
-}
-
 // builder is build-fn served in-process by the template's own server.
 type builder struct {
+	*harness.Solves
 	url        string
 	parent     string // holds workDir and resultsDir, and nothing else
 	workDir    string
 	resultsDir string
-	runs       *atomic.Int32
-	ends       chan runEnd
 	keys       keys
 }
 
@@ -116,15 +87,8 @@ func startBuilder(t *testing.T, k keys, extra map[string]string) *builder {
 		"build_retries": "1",
 	}
 	maps.Copy(settings, extra)
-	runs := &atomic.Int32{}
-	ends := make(chan runEnd, 16)
-	url := harness.Serve(t, settings, func(next pipeline.Runner) pipeline.Runner {
-		return countingRunner{next: next, runs: runs, ends: ends}
-	})
-	return &builder{
-		url: url, parent: parent, workDir: workDir, resultsDir: resultsDir,
-		runs: runs, ends: ends, keys: k,
-	}
+	url, solves := harness.Serve(t, settings)
+	return &builder{Solves: solves, url: url, parent: parent, workDir: workDir, resultsDir: resultsDir, keys: k}
 }
 
 // stream posts a signed build body and follows its NDJSON reply.
@@ -145,17 +109,33 @@ func (b *builder) streamRun(t *testing.T, s *stack, run, image, waitFor string) 
 // workDirEmpty fails the test when a request left anything in work_dir.
 func (b *builder) workDirEmpty(t *testing.T) {
 	t.Helper()
+	if err := b.workDirLeft(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitWorkDirEmpty waits for work_dir to empty: a request's spooled body
+// is removed just after its reply is written.
+func (b *builder) waitWorkDirEmpty(t *testing.T) {
+	t.Helper()
+	testenv.WaitFor(t, "work_dir to empty", func() error { return b.workDirLeft(t) })
+}
+
+// workDirLeft names what is in work_dir, if anything.
+func (b *builder) workDirLeft(t *testing.T) error {
+	t.Helper()
 	entries, err := os.ReadDir(b.workDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 0 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Fatalf("work_dir not empty: %v", names)
+	if len(entries) == 0 {
+		return nil
 	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return fmt.Errorf("work_dir not empty: %v", names)
 }
 
 // ready reports GET /ready's status.
@@ -167,6 +147,17 @@ func (b *builder) ready(t *testing.T) int {
 	}
 	res.Body.Close()
 	return res.StatusCode
+}
+
+// slotFree checks readiness and that a request is not turned away.
+func slotFree(t *testing.T, b *builder) {
+	t.Helper()
+	testenv.WaitFor(t, "the slot to be freed", func() error {
+		if code := b.ready(t); code != http.StatusOK {
+			return fmt.Errorf("/ready %d", code)
+		}
+		return nil
+	})
 }
 
 // stack is one registry and one rootless buildkitd with a busybox base.
@@ -230,15 +221,4 @@ func errorBody(t *testing.T, res *http.Response) string {
 		t.Errorf("refusal Content-Type %q, want %s", ct, want)
 	}
 	return testenv.ErrorBody(t, res)
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -85,6 +85,17 @@ func (b *builder) spooledBytes(t *testing.T) (files int, size int64) {
 	return files, size
 }
 
+// waitSpooledBytes waits for the spooled bodies to add up to size bytes.
+func (b *builder) waitSpooledBytes(t *testing.T, size int64) {
+	t.Helper()
+	testenv.WaitFor(t, fmt.Sprintf("%d bytes to be spooled", size), func() error {
+		if _, got := b.spooledBytes(t); got != size {
+			return fmt.Errorf("%d bytes spooled", got)
+		}
+		return nil
+	})
+}
+
 func testUnsignedUploads(t *testing.T, s *stack, limits map[string]string) {
 	b := s.builderOn(t, limits)
 	const attackers, sent = 16, 64 << 10
@@ -92,9 +103,11 @@ func testUnsignedUploads(t *testing.T, s *stack, limits map[string]string) {
 	for range attackers {
 		held = append(held, holdUpload(t, b, 1<<20, []byte(strings.Repeat("u", sent))))
 	}
-	waitFor(t, "the unsigned uploads to be spooled", 10*time.Second, func() bool {
-		files, size := b.spooledBytes(t)
-		return files == attackers && size == attackers*sent
+	testenv.WaitFor(t, "the unsigned uploads to be spooled", func() error {
+		if files, size := b.spooledBytes(t); files != attackers || size != attackers*sent {
+			return fmt.Errorf("%d files, %d bytes", files, size)
+		}
+		return nil
 	})
 	// Sixteen clients each declaring 1 MiB hold 1 MiB of the 2 MiB
 	// budget between them, and no slot: a signed build goes through.
@@ -112,7 +125,7 @@ func testUnsignedUploads(t *testing.T, s *stack, limits map[string]string) {
 		}
 	}
 	b.workDirEmpty(t)
-	if n := b.runs.Load(); n != 1 {
+	if n := b.Runs.Load(); n != 1 {
 		t.Fatalf("%d solves, want 1 (the signed build)", n)
 	}
 }
@@ -121,9 +134,9 @@ func testBudgetFull(t *testing.T, s *stack, limits map[string]string) {
 	b := s.builderOn(t, limits)
 	const sent = 1000 << 10
 	first := holdUpload(t, b, 1<<20, []byte(strings.Repeat("a", sent)))
-	waitFor(t, "the first upload to be spooled", 10*time.Second, func() bool { _, size := b.spooledBytes(t); return size == sent })
+	b.waitSpooledBytes(t, sent)
 	second := holdUpload(t, b, 1<<20, []byte(strings.Repeat("b", sent)))
-	waitFor(t, "the second upload to be spooled", 10*time.Second, func() bool { _, size := b.spooledBytes(t); return size == 2*sent })
+	b.waitSpooledBytes(t, 2*sent)
 
 	body := buildTar(t, "FROM "+s.Base+"\nRUN echo budget\n", s.Reg.Addr+"/intake-budget:1",
 		testenv.File("context/pad", strings.Repeat("p", 200<<10)))
@@ -141,7 +154,7 @@ func testBudgetFull(t *testing.T, s *stack, limits map[string]string) {
 		t.Fatalf("second held upload: %d, want 408", code)
 	}
 	b.workDirEmpty(t)
-	if n := b.runs.Load(); n != 0 {
+	if n := b.Runs.Load(); n != 0 {
 		t.Fatalf("%d solves before the budget was free", n)
 	}
 	fin, logs := final(t, testenv.Post(t, b.url+"/build", body, testenv.SignedHeader(b.keys.payload, body, true)))
@@ -172,8 +185,8 @@ func testRedirectInwards(t *testing.T, s *stack) {
 	if !strings.Contains(msg, "loopback") || strings.Contains(msg, "s3cr3t") {
 		t.Fatalf("refusal %q: want the reason and no query string", msg)
 	}
-	if inner.Hits.Load() != 0 || b.runs.Load() != 0 {
-		t.Fatalf("the redirect target was reached %d times, %d solves", inner.Hits.Load(), b.runs.Load())
+	if inner.Hits.Load() != 0 || b.Runs.Load() != 0 {
+		t.Fatalf("the redirect target was reached %d times, %d solves", inner.Hits.Load(), b.Runs.Load())
 	}
 	b.workDirEmpty(t)
 

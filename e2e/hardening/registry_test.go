@@ -66,10 +66,10 @@ func TestRegistryRefusals(t *testing.T) {
 			if retried := strings.Contains(logs, "transient error, retrying"); retried == c.permanent {
 				t.Errorf("retried: %v, want %v for this error\n%s", retried, !c.permanent, logs)
 			}
-			if n := c.b.runs.Load(); n != 1 {
+			if n := c.b.Runs.Load(); n != 1 {
 				t.Errorf("%d runs through the outer runner, want 1", n)
 			}
-			c.b.runs.Store(0)
+			c.b.Runs.Store(0)
 			slotFree(t, c.b)
 			c.b.workDirEmpty(t)
 			if c.before != nil {
@@ -79,7 +79,7 @@ func TestRegistryRefusals(t *testing.T) {
 				t.Fatal("an image was pushed")
 			}
 			nextBuildSucceeds(t, s, good, "after-"+strings.ToLower(strings.ReplaceAll(c.name, " ", "-")))
-			good.runs.Store(0)
+			good.Runs.Store(0)
 		})
 	}
 }

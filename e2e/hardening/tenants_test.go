@@ -204,7 +204,7 @@ func (tb *tenantsBuilder) build(t *testing.T, tenant, image, dockerfile string) 
 // 400 and an error naming want.
 func (tb *tenantsBuilder) refused(t *testing.T, tenant string, cfg map[string]any, dockerfile, want string) {
 	t.Helper()
-	before := tb.runs.Load()
+	before := tb.Runs.Load()
 	res := tb.send(t, tenant, cfg, dockerfile)
 	if testenv.Status(res) != http.StatusBadRequest {
 		body, _ := io.ReadAll(res.Body)
@@ -213,7 +213,7 @@ func (tb *tenantsBuilder) refused(t *testing.T, tenant string, cfg map[string]an
 	if msg := errorBody(t, res); !strings.Contains(msg, want) {
 		t.Fatalf("refusal %q does not name %q", msg, want)
 	}
-	if tb.runs.Load() != before {
+	if tb.Runs.Load() != before {
 		t.Fatal("a refused request reached BuildKit")
 	}
 }

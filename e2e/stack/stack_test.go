@@ -275,7 +275,7 @@ func activeStack() string {
 
 func buildStackCLI(t *testing.T, repo string) string {
 	bin := filepath.Join(t.TempDir(), "fnb-stack")
-	harness.GoBuild(t, repo, nil, "-o", bin, "./cmd/fnb-stack")
+	testenv.GoBuild(t, repo, nil, "-o", bin, "./cmd/fnb-stack")
 	return bin
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -674,6 +675,25 @@ func TestIndexerMatchesIndex(t *testing.T) {
 	ix = NewIndexer(context.Background(), Limits{})
 	ix.Write(bad[:700])
 	ix.Abandon()
+}
+
+// An Indexer costs no goroutine until its first byte: a request refused
+// before its body is read (no signature) starts none. An empty body is
+// still judged.
+func TestIndexerStartsWithItsFirstByte(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ix := NewIndexer(context.Background(), Limits{})
+	if n := runtime.NumGoroutine(); n != before {
+		t.Fatalf("%d goroutines after NewIndexer, %d before", n, before)
+	}
+	ix.Abandon()
+	if _, err := ix.Finish(); !errors.Is(err, errAbandoned) {
+		t.Fatalf("Finish after Abandon = %v, want %v", err, errAbandoned)
+	}
+	var e *Error
+	if _, err := NewIndexer(context.Background(), Limits{}).Finish(); !errors.As(err, &e) || e.Entry != ConfigName {
+		t.Fatalf("empty body: got %v, want the missing build config", err)
+	}
 }
 
 // cancelAfter cancels its context once n bytes have been read through it.

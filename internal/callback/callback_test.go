@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // A queue-worker's POST arrives on C with its headers and body.
@@ -27,7 +29,7 @@ func TestReceiver(t *testing.T) {
 		if c.CallID() != "call-1" || c.Status() != "200" || string(c.Body) != `{"status":"success"}` || c.At.IsZero() {
 			t.Errorf("callback %+v", c)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no callback on C")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: no callback on C")
 	}
 }

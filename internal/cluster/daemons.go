@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/daemon"
@@ -138,7 +139,6 @@ func (c Cluster) Spec(name string) (daemon.Spec, error) {
 	if s.Env == nil {
 		s.Env = env()
 	}
-	s.LogPath, s.PIDFile = c.LogPath(name), c.PIDFile(name)
 	if s.Args[0] == "" {
 		return s, fmt.Errorf("cluster: %s not found: run hack/install-cluster.sh", name)
 	}
@@ -181,17 +181,27 @@ func healthzReady(url string) func(context.Context, int64) error {
 	return func(ctx context.Context, _ int64) error { return daemon.Get(ctx, client, url, http.StatusOK) }
 }
 
-// Records are the PID records of the cluster's daemons that run now.
-func (c Cluster) Records() map[string]daemon.Record {
-	running := map[string]daemon.Record{}
-	for _, name := range daemonNames {
-		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok && r.Alive() {
-			running[name] = r
-		}
-	}
-	return running
-}
-
 // Running reports whether every daemon of the cluster runs: make cluster
 // (or an earlier e2e/cluster run) brought it up.
-func (c Cluster) Running() bool { return len(c.Records()) == len(daemonNames) }
+func (c Cluster) Running() bool {
+	for _, name := range daemonNames {
+		if _, ok := c.Daemons(nil).Running(name); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// adoptRunRecords moves the PID records that fnb-cluster kept in run/
+// before it used daemon.Group into pids/ (the same Record), so that a
+// cluster an older checkout left up is still found and taken down.
+func (c Cluster) adoptRunRecords() {
+	old, _ := filepath.Glob(c.path("run", "*.pid"))
+	for _, p := range old {
+		to := c.Daemons(nil).PIDPath(strings.TrimSuffix(filepath.Base(p), ".pid"))
+		if os.MkdirAll(filepath.Dir(to), 0o755) == nil {
+			os.Rename(p, to)
+		}
+	}
+	os.Remove(c.path("run"))
+}

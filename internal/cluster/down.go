@@ -2,12 +2,11 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,23 +26,23 @@ func (c Cluster) Down(out io.Writer) error {
 			errs = append(errs, err.Error())
 		}
 	}
-	stop := func(name string) {
-		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok {
-			r.Stop(15 * time.Second)
-			fmt.Fprintf(out, "stopped %s (pid %d)\n", name, r.PID)
-		}
-		os.Remove(c.PIDFile(name))
-	}
+	c.adoptRunRecords()
+	g := c.Daemons(func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) })
 	// The kubelet first: it would restart what is stopped under it.
-	stop("kubelet")
+	g.Stop("kubelet", 15*time.Second)
 	// A shim that dies leaves its container running: end the containers
-	// through runc's state, then the shims of our containerd.
+	// through runc's state, then the shims of our containerd (they name
+	// its socket, in our directory).
 	fail(c.killContainers())
-	c.killShims()
+	for _, p := range g.Strays(func(argv []string) bool { return !strings.HasPrefix(filepath.Base(argv[0]), "containerd-shim") }) {
+		syscall.Kill(p.PID, syscall.SIGKILL)
+	}
 	for i := len(daemonNames) - 1; i >= 0; i-- {
-		if daemonNames[i] != "kubelet" {
-			stop(daemonNames[i])
-		}
+		g.Stop(daemonNames[i], 15*time.Second)
+	}
+	// A record of a daemon no longer in daemonNames.
+	for _, name := range g.Recorded() {
+		g.Stop(name, 15*time.Second)
 	}
 	fail(cleanIptables())
 	if un := daemon.Unmount(c.Dir); len(un) > 0 {
@@ -93,19 +92,6 @@ func (c Cluster) killContainers() error {
 	return nil
 }
 
-// killShims ends the runc shims whose command line names our containerd's
-// socket: they are nobody else's.
-func (c Cluster) killShims() {
-	sock := []byte(c.ContainerdSocket())
-	for _, pid := range daemon.PIDs() {
-		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil || !bytes.Contains(cmdline, []byte("containerd-shim")) || !bytes.Contains(cmdline, sock) {
-			continue
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
-
 // cleanIptables removes kube-proxy's chains (kube-proxy --cleanup) and the
 // kubelet's, which that leaves: KUBE-FIREWALL (jumped to from INPUT and
 // OUTPUT), KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, in iptables and ip6tables.
@@ -117,12 +103,13 @@ func cleanIptables() error {
 	var errs []string
 	for _, ipt := range []string{"iptables", "ip6tables"} {
 		for _, table := range []string{"filter", "nat", "mangle"} {
-			rules, err := exec.Command(ipt, "-w", "5", "-t", table, "-S").Output()
+			rules, err := IptablesRules(ipt, table)
 			if err != nil {
-				continue // no such table (ip6tables without the module)
+				errs = append(errs, err.Error())
+				continue
 			}
 			var chains []string
-			for _, line := range strings.Split(string(rules), "\n") {
+			for _, line := range strings.Split(rules, "\n") {
 				f := splitRule(line)
 				switch {
 				case len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], "KUBE-"):
@@ -147,6 +134,38 @@ func cleanIptables() error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// IptablesRules is `ipt -t table -S`. A table that does not exist here
+// (ip6tables without IPv6, or without the table's module) has no rules, and
+// so has a missing ip6tables (the kubelet makes IPv6 chains only with it);
+// any other failure is an error: the xtables lock held past -w 5, a missing
+// iptables, a table the nft backend cannot show.
+func IptablesRules(ipt, table string) (string, error) {
+	out, err := exec.Command(ipt, "-w", "5", "-t", table, "-S").Output()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), nil
+	case ipt == "ip6tables" && errors.Is(err, exec.ErrNotFound):
+		return "", nil
+	case errors.As(err, &exit):
+		if tableMissing(exit.ExitCode(), string(exit.Stderr)) {
+			return "", nil
+		}
+		return "", fmt.Errorf("%s -t %s -S: %v: %s", ipt, table, err, bytes.TrimSpace(exit.Stderr))
+	}
+	return "", fmt.Errorf("%s -t %s -S: %w", ipt, table, err)
+}
+
+// tableMissing tells a table that does not exist from other failures:
+// iptables 1.8.9 exits 3 (VERSION_PROBLEM) with "can't initialize iptables
+// table `bogus': Table does not exist" (legacy) or "table 'bogus' does not
+// exist" (nf_tables); where the kernel has no IPv6 the error is the
+// kernel's EAFNOSUPPORT, and no table of that family can exist.
+func tableMissing(code int, stderr string) bool {
+	return code == 3 && strings.Contains(stderr, "does not exist") ||
+		code > 0 && strings.Contains(stderr, "Address family not supported by protocol")
 }
 
 // splitRule splits a line of iptables -S into arguments; iptables quotes

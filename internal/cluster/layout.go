@@ -47,7 +47,7 @@ const (
 // APIServerURL is where every client reaches the apiserver.
 var APIServerURL = "https://" + BridgeIP + ":" + strconv.Itoa(APIServerPort)
 
-// Cluster is one cluster's directory: state, logs, PID files, certificates.
+// Cluster is one cluster's directory: state, logs, PID records, certificates.
 type Cluster struct {
 	Dir string
 	// Pause is the static cmd/fnb-pause binary, the pods' sandbox image.
@@ -67,9 +67,14 @@ func (c Cluster) PKIDir() string { return c.path("pki") }
 // controller-manager, scheduler or kube-proxy.
 func (c Cluster) Kubeconfig(client string) string { return c.path("pki", client+".kubeconfig") }
 
-// LogPath and PIDFile of a daemon.
-func (c Cluster) LogPath(name string) string { return c.path("logs", name+".log") }
-func (c Cluster) PIDFile(name string) string { return c.path("run", name+".pid") }
+// Daemons is the cluster's daemons, a daemon.Group in its directory
+// (pids/, logs/); progress lines go to logf (nil: nowhere).
+func (c Cluster) Daemons(logf func(format string, a ...any)) daemon.Group {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return daemon.Group{Dir: c.Dir, Logf: logf}
+}
 
 // ContainerdSocket is the CRI endpoint of the cluster's own containerd.
 func (c Cluster) ContainerdSocket() string { return c.path("containerd", "containerd.sock") }

@@ -15,8 +15,8 @@ import (
 
 // Up starts what is not running: the bridge, the registry, etcd,
 // containerd, the control plane, kube-proxy and the kubelet, and waits for
-// the node to be Ready. Daemons already running (their PID record alive)
-// are kept, so a second Up only checks.
+// the node to be Ready. Daemons already running and answering are kept
+// (daemon.Group), so a second Up only checks.
 func (c Cluster) Up(ctx context.Context, out io.Writer) (buildFnURL string, err error) {
 	if os.Geteuid() != 0 {
 		return "", errors.New("cluster: needs root (containerd, the kubelet, iptables, a bridge)")
@@ -51,20 +51,15 @@ func (c Cluster) Up(ctx context.Context, out io.Writer) (buildFnURL string, err 
 	if err := ensureBridge(); err != nil {
 		return "", err
 	}
+	c.adoptRunRecords()
 	for _, name := range daemonNames {
-		if r, ok := daemon.ReadRecord(c.PIDFile(name)); ok && r.Alive() {
-			logf("%-24s running (pid %d)", name, r.PID)
-			continue
-		}
 		s, err := c.Spec(name)
 		if err != nil {
 			return "", err
 		}
-		p, err := daemon.Start(ctx, s)
-		if err != nil {
+		if err := c.Daemons(logf).Start(ctx, daemon.Member{Spec: s, What: "the cluster's " + name}); err != nil {
 			return "", err
 		}
-		logf("%-24s started (pid %d)", name, p.PID)
 	}
 	if err := c.waitNodeReady(ctx, 2*time.Minute); err != nil {
 		return "", err
@@ -116,7 +111,7 @@ func (c Cluster) waitNodeReady(ctx context.Context, timeout time.Duration) error
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("node %s: %w\n--- kubelet log (tail) ---\n%s", NodeName, err, daemon.Tail(c.LogPath("kubelet"), 3000))
+		return fmt.Errorf("node %s: %w\n--- kubelet log (tail) ---\n%s", NodeName, err, daemon.Tail(c.Daemons(nil).LogPath("kubelet"), 3000))
 	}
 	return err
 }

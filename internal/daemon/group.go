@@ -150,11 +150,22 @@ func (g Group) Recorded() []string {
 	return out
 }
 
+// Records are the group's PID records, running or not.
+func (g Group) Records() map[string]Record {
+	out := map[string]Record{}
+	for _, name := range g.Recorded() {
+		if r, ok := ReadRecord(g.PIDPath(name)); ok {
+			out[name] = r
+		}
+	}
+	return out
+}
+
 // Live lists the group's daemons still running, by PID file.
 func (g Group) Live() map[string]int {
 	out := map[string]int{}
-	for _, name := range g.Recorded() {
-		if r, ok := ReadRecord(g.PIDPath(name)); ok && r.Ours() {
+	for name, r := range g.Records() {
+		if r.Ours() {
 			out[name] = r.PID
 		}
 	}

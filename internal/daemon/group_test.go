@@ -41,6 +41,9 @@ func TestGroup(t *testing.T) {
 	if live := g.Live(); len(live) != 1 || live["sleeper"] != second.PID {
 		t.Fatalf("Live = %v", live)
 	}
+	if recs := g.Records(); len(recs) != 1 || recs["sleeper"].PID != second.PID || recs["sleeper"].Start != second.Start {
+		t.Fatalf("Records = %v, want sleeper: %v", recs, second)
+	}
 	if err := g.Check(ctx, m); err != nil {
 		t.Fatal(err)
 	}

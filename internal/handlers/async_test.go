@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,29 +80,9 @@ func await(t *testing.T, ch <-chan asyncReply) asyncReply {
 			t.Fatal(r.err)
 		}
 		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reply")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: no reply")
 		return asyncReply{}
-	}
-}
-
-// waitEmpty waits for a directory to empty: the handler removes its spool
-// file after the reply has gone out.
-func waitEmpty(t *testing.T, dir string) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d files left in %s, first %s", len(entries), dir, entries[0].Name())
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

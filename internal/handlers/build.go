@@ -180,6 +180,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 	if !o.Unverified.admit(w, r.ContentLength) {
 		return nil, tenant.Tenant{}, nil, false
 	}
+	start := time.Now()
 	upload := o.unverifiedBody(w, r)
 	defer upload.Close()
 	body := &countingReader{r: upload}
@@ -195,6 +196,7 @@ func (o BuildOptions) receive(w http.ResponseWriter, r *http.Request) (*signatur
 		intake.Abandon()
 		return nil, tenant.Tenant{}, nil, false
 	}
+	o.Metrics.ReceiveDuration.Observe(time.Since(start).Seconds())
 	return spooled, t, intake, true
 }
 

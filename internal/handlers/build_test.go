@@ -299,8 +299,8 @@ func TestStreamSuccessArrivesLineByLine(t *testing.T) {
 		t.Cleanup(func() { res.Body.Close() })
 	case err := <-errCh:
 		t.Fatal(err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("no response headers while the build was running: the stream is not flushed")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: no response headers while the build was running: the stream is not flushed")
 	}
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", res.StatusCode)
@@ -342,8 +342,8 @@ func TestStreamSuccessArrivesLineByLine(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no progress line arrived while the build was running: the stream is not flushed")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: no progress line arrived while the build was running: the stream is not flushed")
 	}
 	unblock()
 	rest, err := io.ReadAll(r)
@@ -646,17 +646,7 @@ func (f *fixture) ready() int {
 
 func (f *fixture) waitReady(want int) {
 	f.t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		got := f.ready()
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("/ready %d, want %d", got, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitValue(f.t, "/ready's status", want, f.ready)
 }
 
 // blocking is a runner that reports its start and waits for release or
@@ -688,8 +678,8 @@ func (b *blocking) waitStarted(t *testing.T) {
 	t.Helper()
 	select {
 	case <-b.started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("build did not start")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: the build did not start")
 	}
 }
 
@@ -749,8 +739,10 @@ func TestClientDisconnectCancelsBuild(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("build context ended with %v, want canceled", err)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("the build's context was not cancelled within 2s of the client leaving")
+	case <-time.After(testenv.HangGuard):
+		// A hang guard, not a speed claim: the claim is that leaving
+		// cancels the build at all.
+		t.Fatalf("hang guard: the build's context was still not cancelled %s after the client left", testenv.HangGuard)
 	}
 	f.waitReady(http.StatusOK)
 	close(b.release)
@@ -762,13 +754,9 @@ func TestClientDisconnectCancelsBuild(t *testing.T) {
 func TestBuildTimeout(t *testing.T) {
 	b := newBlocking()
 	f := newFixture(t, b.run, func(o *handlers.BuildOptions) { o.Timeout = 200 * time.Millisecond })
-	start := time.Now()
 	res, data := f.post(makeTar(t), ndjson)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", res.StatusCode)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("timed-out build took %v", d)
 	}
 	last := checkFinal(t, ndjsonLines(t, data), progress.Failed)
 	if !strings.Contains(last.Error, "deadline") {
@@ -991,6 +979,7 @@ func TestMetrics(t *testing.T) {
 		`fnbuilder_build_duration_seconds_count{status="success"} 2`,
 		`fnbuilder_build_duration_seconds_count{status="failed"} 2`,
 		`fnbuilder_builds_inflight 0`,
+		`fnbuilder_request_receive_seconds_count 4`, // the signed bodies
 	} {
 		if !bytes.Contains(text, []byte(want+"\n")) {
 			t.Errorf("metrics lack %q", want)

@@ -49,18 +49,34 @@ func (f *fixture) spooled() int {
 
 func (f *fixture) waitSpooled(want int) {
 	f.t.Helper()
-	waitUntil(f.t, fmt.Sprintf("%d spooled bodies", want), func() bool { return f.spooled() == want })
+	waitValue(f.t, "spooled bodies", want, f.spooled)
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// waitEmpty waits for a directory to empty: the handler removes its spool
+// file after the reply has gone out.
+func waitEmpty(t *testing.T, dir string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.WaitFor(t, dir+" to empty", func() error {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		if len(entries) != 0 {
+			return fmt.Errorf("%d files left, first %s", len(entries), entries[0].Name())
+		}
+		return nil
+	})
+}
+
+// waitValue waits for get to return want.
+func waitValue[T comparable](t *testing.T, what string, want T, get func() T) {
+	t.Helper()
+	testenv.WaitFor(t, fmt.Sprintf("%s to be %v", what, want), func() error {
+		if got := get(); got != want {
+			return fmt.Errorf("%s is %v", what, got)
+		}
+		return nil
+	})
 }
 
 func (f *fixture) bytesReceived() float64 {
@@ -163,7 +179,7 @@ func TestWaitingRedeliveryLeavesWithItsClient(t *testing.T) {
 	defer leave()
 	second := f.send(f.callRequest(ctx, body, asyncCallID))
 	// Both bodies are in: the redelivery waits on the first build.
-	waitUntil(t, "the redelivery's body", func() bool { return f.bytesReceived() == float64(2*len(body)) })
+	waitValue(t, "bytes received (both bodies)", float64(2*len(body)), f.bytesReceived)
 	if got := f.spooled(); got != 2 {
 		t.Fatalf("%d spooled bodies, want 2", got)
 	}

@@ -155,7 +155,7 @@ func TestOneTenantAtATime(t *testing.T) {
 	}
 	// Once acme's builds are done (their handlers return just after the
 	// last line), bob's turn.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.HangGuard)
 	for {
 		res, data := f.postAs(body, "bob-key", "")
 		if res.StatusCode == http.StatusOK {

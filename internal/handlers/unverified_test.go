@@ -65,7 +65,7 @@ func (u *rawUpload) response() (*http.Response, []byte) {
 
 func (f *fixture) waitHeld(want int64) {
 	f.t.Helper()
-	waitUntil(f.t, fmt.Sprintf("%d unverified bytes held", want), func() bool { return f.opts.Unverified.Held() == want })
+	waitValue(f.t, "unverified bytes held", want, f.opts.Unverified.Held)
 }
 
 func randomBytes(t *testing.T, n int) []byte {

@@ -18,7 +18,11 @@ type Metrics struct {
 	BuildDuration *prometheus.HistogramVec
 	Requests      *prometheus.CounterVec
 	BytesReceived prometheus.Counter
-	QueueWait     prometheus.Histogram
+	// ReceiveDuration is the part of a build that is build-fn's own work
+	// on the body (receiving it while verifying and indexing it), which
+	// buildctl has no counterpart of.
+	ReceiveDuration prometheus.Histogram
+	QueueWait       prometheus.Histogram
 }
 
 // New registers the collectors.
@@ -42,13 +46,18 @@ func New() *Metrics {
 			Name: "fnbuilder_request_bytes_total",
 			Help: "Request body bytes read by build-fn.",
 		}),
+		ReceiveDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fnbuilder_request_receive_seconds",
+			Help:    "Time to receive a request body while verifying its signature, for bodies that verified.",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}),
 		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fnbuilder_queue_wait_seconds",
 			Help:    "Time a build waited in the queue for its slot.",
 			Buckets: []float64{0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600},
 		}),
 	}
-	m.registry.MustRegister(m.Inflight, m.BuildDuration, m.Requests, m.BytesReceived, m.QueueWait,
+	m.registry.MustRegister(m.Inflight, m.BuildDuration, m.Requests, m.BytesReceived, m.ReceiveDuration, m.QueueWait,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 var (
@@ -142,8 +143,8 @@ func TestBackoffStopsWhenCancelled(t *testing.T) {
 			if !errors.Is(err, errFlaky) || calls != 1 {
 				t.Fatalf("err %v after %d calls", err, calls)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Do kept waiting after ctx was cancelled")
+		case <-time.After(testenv.HangGuard):
+			t.Fatal("hang guard: Do kept waiting after ctx was cancelled")
 		}
 	})
 	t.Run("before next attempt", func(t *testing.T) {

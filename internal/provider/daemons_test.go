@@ -96,19 +96,6 @@ func startContainerd(t *testing.T) string {
 	return socket
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-}
-
 // pushFunctionImage builds a one-layer OCI image holding Debian's static
 // busybox and /www/index.html, whose command is a busybox shell script, and
 // pushes it to ref on reg.

@@ -273,7 +273,7 @@ func TestProviderEndToEnd(t *testing.T) {
 	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
 		t.Fatalf("kill task: %v", err)
 	}
-	waitFor(t, 30*time.Second, "the killed task to be restarted", func() error {
+	testenv.WaitFor(t, "the killed task to be restarted", func() error {
 		ts, err := rt.Task(context.Background(), e2eFunction)
 		if err != nil || !ts.Running || ts.Pid == pid {
 			return fmt.Errorf("task %+v, %v", ts, err)
@@ -492,7 +492,7 @@ func (c *apiClient) status(name string) types.FunctionStatus {
 
 func (c *apiClient) waitReady(name string) {
 	c.t.Helper()
-	waitFor(c.t, 60*time.Second, name+" availableReplicas=1", func() error {
+	testenv.WaitFor(c.t, name+" availableReplicas=1", func() error {
 		st := c.status(name)
 		if st.AvailableReplicas != 1 {
 			return fmt.Errorf("replicas %d, available %d", st.Replicas, st.AvailableReplicas)

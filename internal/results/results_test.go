@@ -3,6 +3,7 @@ package results_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fnbuilder/fnbuilder/internal/results"
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 const callID = "8f14e45f-ceea-467f-a9e4-1f1e3b5c6d7a"
@@ -66,13 +68,7 @@ func TestDoRunsOnceForConcurrentCallers(t *testing.T) {
 		})
 	}
 	// Let every caller reach Do before the build finishes.
-	deadline := time.Now().Add(5 * time.Second)
-	for !s.Running(callID) {
-		if time.Now().After(deadline) {
-			t.Fatal("no build started")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitRunning(t, s)
 	time.Sleep(50 * time.Millisecond)
 	close(release)
 	wg.Wait()
@@ -304,8 +300,8 @@ func TestDoWaiterLeavesWhenItsContextEnds(t *testing.T) {
 		if err != context.Canceled {
 			t.Fatalf("waiter returned %v, want context.Canceled", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("waiter still waiting after its context ended")
+	case <-time.After(testenv.HangGuard):
+		t.Fatal("hang guard: waiter still waiting after its context ended")
 	}
 	if !s.Running(callID) {
 		t.Fatal("the first build stopped with its waiter")
@@ -324,13 +320,12 @@ func TestDoWaiterLeavesWhenItsContextEnds(t *testing.T) {
 
 func waitRunning(t *testing.T, s *results.Store) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !s.Running(callID) {
-		if time.Now().After(deadline) {
-			t.Fatal("no build started")
+	testenv.WaitFor(t, "a build to start", func() error {
+		if !s.Running(callID) {
+			return fmt.Errorf("none running")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestPruneEveryExpiresResultsUntilStopped(t *testing.T) {
@@ -344,16 +339,12 @@ func TestPruneEveryExpiresResultsUntilStopped(t *testing.T) {
 		t.Fatalf("result not stored: %v", err)
 	}
 	// Nothing reads the result: only the timer can remove the file.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(file); os.IsNotExist(err) {
-			break
+	testenv.WaitFor(t, fmt.Sprintf("the timer to remove %s (TTL %s)", file, ttl), func() error {
+		if _, err := os.Stat(file); !os.IsNotExist(err) {
+			return fmt.Errorf("still there (%v)", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still there 10s after a %s TTL", file, ttl)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 
 	stop()
 	stop() // safe twice

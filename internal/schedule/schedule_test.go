@@ -3,9 +3,12 @@ package schedule
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fnbuilder/fnbuilder/internal/testenv"
 )
 
 // holder keeps the tickets of the builds that got a slot, by label.
@@ -70,13 +73,12 @@ func (h *holder) queue(t *testing.T, s *Slots, tenant, label string) {
 
 func (h *holder) waitFor(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(h.got()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("granted %v, want %d", h.got(), n)
+	testenv.WaitFor(t, fmt.Sprintf("%d grants", n), func() error {
+		if got := h.got(); len(got) < n {
+			return fmt.Errorf("granted %v", got)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // One tenant's burst does not starve another: waiting builds are served

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -67,25 +66,5 @@ func TestStack(t *testing.T) {
 	bk.Restart(t)
 	if !bk.Running() {
 		t.Fatal("buildkitd not running after Restart")
-	}
-}
-
-func TestFindInTree(t *testing.T) {
-	dir := t.TempDir()
-	secret := []byte("sk-live-my-secret-key")
-	big := bytes.Repeat([]byte("x"), 3<<20-5) // needle straddles a 1 MiB chunk boundary
-	WriteFiles(t, dir, map[string]string{
-		"a.txt":       "nothing here",
-		"sub/b.txt":   "key=" + string(secret),
-		"sub/big.bin": string(append(append(big[:1<<20-4:1<<20-4], secret...), big...)),
-	})
-	// A symlink to a matching file is not followed.
-	if err := os.Symlink(filepath.Join(dir, "sub", "b.txt"), filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
-	hits := FindInTree(t, dir, secret)
-	want := []string{filepath.Join(dir, "sub", "b.txt"), filepath.Join(dir, "sub", "big.bin")}
-	if len(hits) != 2 || hits[0] != want[0] || hits[1] != want[1] {
-		t.Fatalf("FindInTree = %q, want %q", hits, want)
 	}
 }

@@ -1,41 +1,41 @@
 // Package harness is what the end-to-end test packages share: build-fn
-// served in-process, `go build` of the checkout's commands, a lock for
-// the tests of what there is one of per machine, and the probe of
-// BuildKit's process sandbox that the builder, the stack and the cluster
-// are each put through.
+// served in-process with its solves watched, a lock for the tests of what
+// there is one of per machine, and the probe of BuildKit's process sandbox
+// that the builder, the stack and the cluster are each put through.
 package harness
 
 import (
+	"context"
+	"io"
 	"net"
 	"os"
-	"os/exec"
-	"strings"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	buildfn "github.com/fnbuilder/fnbuilder/build-fn"
+	"github.com/fnbuilder/fnbuilder/internal/buildkit"
 	"github.com/fnbuilder/fnbuilder/internal/config"
-	"github.com/fnbuilder/fnbuilder/internal/daemon"
 	"github.com/fnbuilder/fnbuilder/internal/fnserver"
 	"github.com/fnbuilder/fnbuilder/internal/pipeline"
 )
 
 // Serve serves build-fn with these settings on a loopback port, behind the
 // golang-middleware template's own server (internal/fnserver, with the
-// settings' timeouts), until the test ends and returns its base URL. wrap,
-// when not nil, wraps the pipeline's BuildKit runner, so a test can count
-// or watch the solves.
-func Serve(t testing.TB, settings map[string]string, wrap func(pipeline.Runner) pipeline.Runner) string {
+// settings' timeouts), until the test ends. It returns the base URL and
+// the Solves that watch the pipeline's BuildKit runner.
+func Serve(t testing.TB, settings map[string]string) (string, *Solves) {
 	t.Helper()
 	cfg := config.FromMap(settings)
 	opts, err := buildfn.Options(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wrap != nil {
-		opts.Pipeline.Runner = wrap(opts.Pipeline.Runner)
-	}
+	solves := &Solves{Ends: make(chan RunEnd, 16), opened: map[string][]string{}}
+	opts.Pipeline.Runner = watchedRunner{next: opts.Pipeline.Runner, solves: solves}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,62 @@ func Serve(t testing.TB, settings map[string]string, wrap func(pipeline.Runner) 
 	}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	return "http://" + l.Addr().String()
+	return "http://" + l.Addr().String(), solves
+}
+
+// Solves is what a served build-fn asked BuildKit to do: how many solves
+// started (a refused request must start none), how they ended, and which
+// context files BuildKit read for each image.
+type Solves struct {
+	Runs atomic.Int32
+	// Ends has how each solve ended, the first 16 not yet received.
+	Ends chan RunEnd
+
+	mu     sync.Mutex
+	opened map[string][]string // image → context paths opened
+}
+
+// RunEnd is how one solve ended: its error and its context's.
+type RunEnd struct {
+	Err    error
+	CtxErr error
+}
+
+// Opened is the context files BuildKit opened to transfer for image, in
+// order of name.
+func (s *Solves) Opened(image string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(slices.Values(s.opened[image]))
+}
+
+type watchedRunner struct {
+	next   pipeline.Runner
+	solves *Solves
+}
+
+func (w watchedRunner) Run(ctx context.Context, b buildkit.Build, logf func([]string)) (string, error) {
+	w.solves.Runs.Add(1)
+	b.Context = recordingContext{Context: b.Context, image: b.Image, solves: w.solves}
+	digest, err := w.next.Run(ctx, b, logf)
+	select {
+	case w.solves.Ends <- RunEnd{Err: err, CtxErr: ctx.Err()}:
+	default:
+	}
+	return digest, err
+}
+
+type recordingContext struct {
+	buildkit.Context
+	image  string
+	solves *Solves
+}
+
+func (r recordingContext) Open(p string) (io.ReadCloser, error) {
+	r.solves.mu.Lock()
+	r.solves.opened[r.image] = append(r.solves.opened[r.image], p)
+	r.solves.mu.Unlock()
+	return r.Context.Open(p)
 }
 
 // LockMachine holds an exclusive lock on path until the test ends, for a
@@ -66,20 +121,4 @@ func LockMachine(t testing.TB, path string, wait time.Duration) {
 		time.Sleep(time.Second)
 	}
 	t.Cleanup(func() { f.Close() })
-}
-
-// GoBuild runs `go build args...` in dir with env added to the test's,
-// failing the test with go's output.
-func GoBuild(t testing.TB, dir string, env []string, args ...string) {
-	t.Helper()
-	gobin := daemon.Find("go")
-	if gobin == "" {
-		t.Fatal("go not found ($PATH, /usr/local/go/bin)")
-	}
-	cmd := exec.Command(gobin, append([]string{"build"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
 }
