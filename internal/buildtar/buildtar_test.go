@@ -683,7 +683,8 @@ func TestIndexerMatchesIndex(t *testing.T) {
 func TestIndexerStartsWithItsFirstByte(t *testing.T) {
 	before := runtime.NumGoroutine()
 	ix := NewIndexer(context.Background(), Limits{})
-	if n := runtime.NumGoroutine(); n != before {
+	// More, not different: an earlier test's goroutine may still be ending.
+	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("%d goroutines after NewIndexer, %d before", n, before)
 	}
 	ix.Abandon()
